@@ -1,0 +1,40 @@
+# agentmeter: every target creates and uses its own virtual environment (.venv).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# glibc: keep protobuf arenas mapped (DESIGN: upb parse is ~3x faster with these set before start)
+export MALLOC_MMAP_THRESHOLD_ := 16777216
+export MALLOC_TRIM_THRESHOLD_ := 67108864
+
+.PHONY: demo test bench lint protos clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m collector_ext.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check collector_ext analyzer tests bench
+	$(BIN)/ruff format --check collector_ext analyzer tests bench
+
+# regenerate the committed gRPC stubs of our own .proto files
+protos: $(STAMP)
+	cd collector_ext/protos && ../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. *.proto
+	sed -i -E 's/^import (\w+_pb2) as/from . import \1 as/' collector_ext/protos/*_pb2_grpc.py
+
+clean:
+	rm -rf $(VENV) agentmeter-data demo-data .pytest_cache

@@ -1,0 +1,74 @@
+"""Opening a dataset: one DuckDB connection with a view per table of the data contract.
+
+Every analyzer command goes through `open_dataset`, so the dataset location rules (`--data`, then
+`$AGENTMETER_DATA`, then `./agentmeter-data`) and the missing-dataset error live here once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from collector_ext.schema import SCHEMA_FILE, SCHEMA_VERSION, TABLES, read_schema_version
+
+DEFAULT_DATA_DIR = "agentmeter-data"
+
+
+class AnalyzerError(Exception):
+    """A user-facing error: the CLI prints its message on one line and exits non-zero."""
+
+
+def resolve_data_dir(data: Path | None) -> Path:
+    if data is not None:
+        return data
+    return Path(os.environ.get("AGENTMETER_DATA") or DEFAULT_DATA_DIR)
+
+
+@dataclass
+class Dataset:
+    root: Path
+    con: duckdb.DuckDBPyConnection
+
+    def has_rows(self, table: str) -> bool:
+        return bool(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 (fixed names)
+
+
+def load_sql(name: str) -> str:
+    """Queries live as readable SQL files in analyzer/sql/; parameters are bound, never formatted in."""
+    return resources.files("analyzer").joinpath("sql", name).read_text()
+
+
+def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dataset:
+    root = resolve_data_dir(data)
+    if not root.is_dir():
+        raise AnalyzerError(f"no dataset at {root} (set --data or AGENTMETER_DATA)")
+    version = read_schema_version(root)
+    if version is None and not (root / "spans").is_dir():
+        raise AnalyzerError(f"{root} is not an agentmeter dataset (no {SCHEMA_FILE} and no spans/)")
+    if version is not None and version != SCHEMA_VERSION:
+        raise AnalyzerError(f"{root} has schema {version}; this analyzer reads {SCHEMA_VERSION}")
+    con = duckdb.connect()
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    for table, (schema, _) in TABLES.items():
+        _create_view(con, root, table, schema)
+    return Dataset(root=root, con=con)
+
+
+def _create_view(con: duckdb.DuckDBPyConnection, root: Path, table: str, schema: pa.Schema) -> None:
+    files = root / table
+    if any(files.glob("date=*/*.parquet")):
+        pattern = str(files / "date=*" / "*.parquet").replace("'", "''")
+        con.execute(
+            f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, "
+            "union_by_name = true)"
+        )
+    else:
+        # An empty, correctly typed table keeps every query valid on a dataset that has no such files yet.
+        con.register(f"_{table}_empty", schema.empty_table())
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_empty")

@@ -1,0 +1,161 @@
+"""The receiver's typed, validated configuration.
+
+Precedence, highest first: command-line flags, `AGENTMETER_*` environment variables, the YAML file given
+by `--config` (or `AGENTMETER_CONFIG`), the defaults below. Every field is documented here once; the CLI
+`--help` reuses these descriptions.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from collector_ext.dataset_files import check_writer_id
+
+MIB = 1024 * 1024
+
+
+def default_writer_id() -> str:
+    # In Kubernetes the hostname is the pod name: unique among the receivers sharing a dataset.
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return (host or "receiver")[:63]
+
+
+def parse_endpoint(value: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[V6]:PORT' -> (host, port); raises ValueError with a readable message."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
+        raise ValueError(f"endpoint {value!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class ReceiverConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTMETER_", extra="forbid", validate_default=True)
+
+    data_dir: Path = Field(Path("agentmeter-data"), description="Dataset directory the Parquet files go to.")
+    grpc_endpoint: str = Field("0.0.0.0:4317", description="OTLP/gRPC listen address HOST:PORT.")
+    http_endpoint: str = Field(
+        "0.0.0.0:4318", description="OTLP/HTTP listen address HOST:PORT (also /metrics and live demand)."
+    )
+    writer_id: str = Field(
+        default_factory=default_writer_id,
+        description="Names this receiver's files; unique per receiver sharing a dataset (default: hostname).",
+    )
+    wal_dir: Path | None = Field(
+        None, description="Write-ahead log directory (default: <data-dir>/_wal/<writer-id>); local disk."
+    )
+    fsync: Literal["always", "batch", "never"] = Field(
+        "always",
+        description="WAL durability: 'always' fsyncs before each acknowledgement; 'batch' groups "
+        "concurrent requests into one fsync; 'never' leaves it to the OS (a power cut may lose acked data).",
+    )
+    wal_segment_mib: int = Field(64, ge=1, description="WAL segment size before rotation, MiB.")
+    max_recv_msg_mib: int = Field(16, ge=1, le=1024, description="Largest (decompressed) request accepted, MiB.")
+    max_pending_mib: int = Field(
+        256, ge=1, description="Bytes held (WAL not yet in Parquet) before new requests get UNAVAILABLE, MiB."
+    )
+    min_free_disk_mib: int = Field(
+        256, ge=0, description="Free space below which requests get UNAVAILABLE instead of filling the disk."
+    )
+    retry_after_seconds: float = Field(5.0, gt=0, description="Back-off suggested to clients in RetryInfo.")
+    keep: Literal["trace", "genai", "all"] = Field(
+        "trace",
+        description="Which spans to write: 'trace' every span of traces holding a GenAI span; "
+        "'genai' only GenAI spans; 'all' everything.",
+    )
+    trace_grace_seconds: float = Field(
+        30.0, ge=0, description="Quiet time after a trace's root arrived before it is written."
+    )
+    trace_max_wait_seconds: float = Field(
+        900.0, gt=0, description="Longest a trace is held waiting for its root before it is written anyway."
+    )
+    max_held_spans: int = Field(
+        500_000, ge=1, description="Spans held in memory; past it the oldest traces are written early."
+    )
+    parquet_max_rows: int = Field(100_000, ge=1, description="Rows buffered before a Parquet file is written.")
+    parquet_max_seconds: float = Field(60.0, gt=0, description="Longest rows wait before a Parquet file is written.")
+    tls_cert: Path | None = Field(None, description="PEM server certificate (enables TLS on both endpoints).")
+    tls_key: Path | None = Field(None, description="PEM private key of --tls-cert.")
+    tls_client_ca: Path | None = Field(None, description="PEM CA bundle; when set, clients must present a cert (mTLS).")
+    bearer_token: str | None = Field(None, description="When set, requests must carry 'authorization: Bearer <token>'.")
+    podresources_socket: Path = Field(
+        Path("/var/lib/kubelet/pod-resources/kubelet.sock"), description="kubelet PodResources API unix socket."
+    )
+    podresources_interval_seconds: float = Field(
+        10.0, ge=0, description="Poll interval of the PodResources API; 0 switches the poller off."
+    )
+    node_name: str | None = Field(
+        None, description="Node name for GPU allocations (default: $NODE_NAME, else hostname)."
+    )
+    gpu_metric_names: list[str] = Field(
+        default_factory=lambda: [
+            "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+            "DCGM_FI_DEV_GPU_UTIL",
+            "DCGM_FI_DEV_FB_USED",
+        ],
+        description="Metrics kept from OTLP metric exports (all others are dropped).",
+    )
+    scaler_endpoint: str | None = Field(
+        "0.0.0.0:9090", description="KEDA external scaler gRPC address HOST:PORT; empty switches it off."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["json", "console"] = Field("json", description="Structured log rendering.")
+
+    @field_validator("grpc_endpoint", "http_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        parse_endpoint(value)
+        return value
+
+    @field_validator("scaler_endpoint")
+    @classmethod
+    def _optional_endpoint(cls, value: str | None) -> str | None:
+        if value:
+            parse_endpoint(value)
+        return value or None
+
+    @field_validator("writer_id")
+    @classmethod
+    def _writer_id(cls, value: str) -> str:
+        return check_writer_id(value)
+
+    @property
+    def wal_path(self) -> Path:
+        return self.wal_dir or (self.data_dir / "_wal" / self.writer_id)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        config_file = _CONFIG_FILE.get("path")
+        if config_file is not None:
+            sources += (YamlConfigSettingsSource(settings_cls, yaml_file=config_file),)
+        return sources
+
+
+_CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+def load_config(config_file: Path | None = None, **flags: Any) -> ReceiverConfig:
+    """Build the config from flags (None means 'not given'), environment and an optional YAML file."""
+    import os
+
+    if config_file is None and os.environ.get("AGENTMETER_CONFIG"):
+        config_file = Path(os.environ["AGENTMETER_CONFIG"])
+    if config_file is not None and not config_file.is_file():
+        raise ValueError(f"config file {config_file} does not exist")
+    _CONFIG_FILE["path"] = config_file
+    try:
+        return ReceiverConfig(**{k: v for k, v in flags.items() if v is not None})
+    finally:
+        _CONFIG_FILE["path"] = None

@@ -1,0 +1,190 @@
+"""The dataset contract: table schemas, layout and schema version, imported by the receiver and the analyzer.
+
+A dataset is a directory of Hive-partitioned, zstd Parquet::
+
+    <root>/_schema.json
+    <root>/spans/date=YYYY-MM-DD/<writer-id>-<seq>.parquet
+    <root>/gpu_allocations/date=YYYY-MM-DD/<writer-id>-<seq>.parquet
+    <root>/gpu_metrics/date=YYYY-MM-DD/<writer-id>-<seq>.parquet
+
+Like Tempo's vparquet schemas this module is versioned: any change to a column's name or type bumps
+SCHEMA_VERSION. Ids are binary (trace 16 bytes, span 8 bytes); timestamps are ns UTC. Hot attributes have
+typed columns; every other attribute is kept in a string map so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "agentmeter-v1"
+
+STRING_MAP = pa.map_(pa.string(), pa.string())
+TIMESTAMP = pa.timestamp("ns", tz="UTC")
+TRACE_ID = pa.binary(16)
+SPAN_ID = pa.binary(8)
+
+LINK = pa.struct(
+    [
+        pa.field("trace_id", pa.binary()),
+        pa.field("span_id", pa.binary()),
+        pa.field("attributes", STRING_MAP),
+    ]
+)
+
+# Span categories (the `category` column).
+CATEGORY_AGENT = "agent"
+CATEGORY_LLM = "llm"
+CATEGORY_EMBEDDING = "embedding"
+CATEGORY_TOOL = "tool"
+CATEGORY_RETRIEVAL = "retrieval"
+CATEGORY_OTHER = "other"
+GENAI_CATEGORIES = frozenset({CATEGORY_AGENT, CATEGORY_LLM, CATEGORY_EMBEDDING, CATEGORY_TOOL, CATEGORY_RETRIEVAL})
+INFERENCE_CATEGORIES = frozenset({CATEGORY_LLM, CATEGORY_EMBEDDING})
+
+# `span_kind` and `status_code` hold the OTLP enum names in lower case.
+SPAN_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
+STATUS_CODES = ("unset", "ok", "error")
+
+# `stitch_state` values. "ok": attributed in a complete trace and task resolved.
+STITCH_OK = "ok"
+STITCH_PENDING = "pending_parent"  # sub-agent trace whose linked parent was not (yet) seen by this writer
+STITCH_EARLY = "early_flush"  # written before quiet/root because of the memory limit
+STITCH_SHUTDOWN = "shutdown_flush"  # written at shutdown while still incomplete
+STITCH_NO_ROOT = "no_root"  # max wait reached without the trace's root span
+STITCH_CYCLE = "cycle"
+STITCH_SELF_LINK = "self_link"
+STITCH_MULTI_PARENT = "multi_parent"
+STITCH_MISSING_PARENT = "missing_parent"
+
+SPANS = pa.schema(
+    [
+        # identity
+        pa.field("trace_id", TRACE_ID, nullable=False),
+        pa.field("span_id", SPAN_ID, nullable=False),
+        pa.field("parent_span_id", SPAN_ID),
+        pa.field("name", pa.string()),
+        pa.field("span_kind", pa.string()),
+        pa.field("start_time", TIMESTAMP, nullable=False),
+        pa.field("end_time", TIMESTAMP, nullable=False),
+        pa.field("status_code", pa.string()),
+        pa.field("status_message", pa.string()),
+        # resource
+        pa.field("service_name", pa.string()),
+        pa.field("k8s_namespace", pa.string()),
+        pa.field("k8s_pod", pa.string()),
+        pa.field("k8s_node", pa.string()),
+        pa.field("k8s_container", pa.string()),
+        pa.field("resource_attributes", STRING_MAP),
+        # genai (normalized from every dialect)
+        pa.field("category", pa.string()),
+        pa.field("operation", pa.string()),
+        pa.field("provider", pa.string()),
+        pa.field("request_model", pa.string()),
+        pa.field("response_model", pa.string()),
+        # added to the DESIGN table: the exactly-once rule de-duplicates calls by response id across traces
+        pa.field("response_id", pa.string()),
+        pa.field("tool_name", pa.string()),
+        pa.field("conversation_id", pa.string()),
+        pa.field("dialect", pa.string()),
+        # usage (input includes cache, output includes reasoning)
+        pa.field("input_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("cache_read_tokens", pa.int64()),
+        pa.field("cache_write_tokens", pa.int64()),
+        pa.field("reasoning_tokens", pa.int64()),
+        pa.field("usage_counted", pa.bool_()),
+        pa.field("reported_cost_usd", pa.float64()),
+        # attribution (stitching)
+        pa.field("agent_name", pa.string()),
+        pa.field("agent_id", pa.string()),
+        pa.field("agent_span_id", SPAN_ID),
+        pa.field("parent_agent_name", pa.string()),
+        pa.field("agent_depth", pa.int32()),
+        pa.field("task_id", TRACE_ID),
+        pa.field("stitch_state", pa.string()),
+        # links (W3C trace context of sub-agents)
+        pa.field("links", pa.list_(LINK)),
+        # other
+        pa.field("attributes", STRING_MAP),
+        pa.field("received_time", TIMESTAMP),
+    ],
+    metadata={"agentmeter.schema_version": SCHEMA_VERSION},
+)
+
+GPU_ALLOCATIONS = pa.schema(
+    [
+        pa.field("node", pa.string()),
+        pa.field("namespace", pa.string()),
+        pa.field("pod", pa.string()),
+        pa.field("container", pa.string()),
+        pa.field("source", pa.string()),  # "dra" or "device_plugin"
+        pa.field("claim_name", pa.string()),
+        pa.field("claim_namespace", pa.string()),
+        pa.field("driver", pa.string()),
+        pa.field("pool", pa.string()),
+        pa.field("device", pa.string()),
+        pa.field("cdi_devices", pa.list_(pa.string())),
+        pa.field("share_id", pa.string()),
+        pa.field("resource_name", pa.string()),
+        pa.field("device_ids", pa.list_(pa.string())),
+        pa.field("first_seen", TIMESTAMP, nullable=False),
+        pa.field("last_seen", TIMESTAMP, nullable=False),
+    ],
+    metadata={"agentmeter.schema_version": SCHEMA_VERSION},
+)
+
+GPU_METRICS = pa.schema(
+    [
+        pa.field("time", TIMESTAMP, nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("gpu", pa.string()),
+        pa.field("uuid", pa.string()),
+        pa.field("gpu_i_id", pa.string()),
+        pa.field("gpu_i_profile", pa.string()),
+        pa.field("hostname", pa.string()),
+        pa.field("pod", pa.string()),
+        pa.field("namespace", pa.string()),
+        pa.field("container", pa.string()),
+        pa.field("dra_claim_name", pa.string()),
+        pa.field("dra_claim_namespace", pa.string()),
+        pa.field("dra_driver_name", pa.string()),
+        pa.field("dra_pool_name", pa.string()),
+        pa.field("dra_device_name", pa.string()),
+        pa.field("dra_mig_profile", pa.string()),
+        pa.field("labels", STRING_MAP),
+    ],
+    metadata={"agentmeter.schema_version": SCHEMA_VERSION},
+)
+
+# table name -> (schema, timestamp column that picks the date partition)
+TABLES: dict[str, tuple[pa.Schema, str]] = {
+    "spans": (SPANS, "start_time"),
+    "gpu_allocations": (GPU_ALLOCATIONS, "first_seen"),
+    "gpu_metrics": (GPU_METRICS, "time"),
+}
+
+SCHEMA_FILE = "_schema.json"
+
+
+def write_schema_file(root: Path) -> None:
+    """Record the schema version (and the column names, for people) at the dataset root, atomically."""
+    root.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "tables": {name: [f.name for f in schema] for name, (schema, _) in TABLES.items()},
+        "partitioning": "hive: <table>/date=YYYY-MM-DD/<writer-id>-<seq>.parquet (zstd)",
+    }
+    tmp = root / f".{SCHEMA_FILE}.tmp"
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(root / SCHEMA_FILE)
+
+
+def read_schema_version(root: Path) -> str | None:
+    try:
+        return json.loads((root / SCHEMA_FILE).read_text())["schema_version"]
+    except (OSError, ValueError, KeyError):
+        return None

@@ -1,0 +1,52 @@
+"""The dataset writer: atomic Hive-partitioned files, writer ids and sequences, read back by DuckDB."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from collector_ext.dataset_files import DatasetFiles
+from collector_ext.schema import GPU_METRICS, SCHEMA_VERSION
+
+
+def _metrics(times: list[datetime]) -> pa.Table:
+    rows = [{"time": t, "metric": "DCGM_FI_DEV_FB_USED", "value": float(i)} for i, t in enumerate(times)]
+    return pa.Table.from_pylist(rows, schema=GPU_METRICS)
+
+
+def test_files_are_partitioned_by_date_and_numbered_per_writer(data_dir):
+    times = [datetime(2026, 11, 1, 23, 59, tzinfo=UTC), datetime(2026, 11, 2, 0, 1, tzinfo=UTC)]
+    a = DatasetFiles(data_dir, "receiver-a")
+    b = DatasetFiles(data_dir, "receiver-b")
+    written = a.write("gpu_metrics", _metrics(times)) + b.write("gpu_metrics", _metrics(times[:1]))
+    names = sorted(str(p.relative_to(data_dir)) for p in written)
+    assert names == [
+        "gpu_metrics/date=2026-11-01/receiver-a-00000001.parquet",
+        "gpu_metrics/date=2026-11-01/receiver-b-00000001.parquet",
+        "gpu_metrics/date=2026-11-02/receiver-a-00000002.parquet",
+    ]
+    assert not list(data_dir.rglob("*.tmp"))
+    assert json.loads((data_dir / "_schema.json").read_text())["schema_version"] == SCHEMA_VERSION
+    rows = duckdb.sql(
+        f"SELECT date::VARCHAR AS d, count(*) AS n FROM read_parquet('{data_dir}/gpu_metrics/*/*.parquet', "
+        "hive_partitioning=true) GROUP BY ALL ORDER BY d"
+    ).fetchall()
+    assert rows == [("2026-11-01", 2), ("2026-11-02", 1)]
+
+
+def test_sequence_continues_after_restart(data_dir):
+    DatasetFiles(data_dir, "w1").write("gpu_metrics", _metrics([datetime(2026, 11, 1, tzinfo=UTC)]))
+    again = DatasetFiles(data_dir, "w1")
+    assert again.next_seq == 2
+    assert [p.name for p in again.files_of_writer("gpu_metrics", min_seq=1)] == ["w1-00000001.parquet"]
+    assert again.files_of_writer("gpu_metrics", min_seq=2) == []
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "-lead", "x" * 64])
+def test_writer_id_cannot_escape_the_dataset(data_dir, bad):
+    with pytest.raises(ValueError, match="invalid writer id"):
+        DatasetFiles(data_dir, bad)
