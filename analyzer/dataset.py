@@ -57,6 +57,7 @@ def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dat
         con.execute(f"SET threads = {int(threads)}")
     for table, (schema, _) in TABLES.items():
         _create_view(con, root, table, schema)
+    con.execute(load_sql("counted_spans.sql"))
     return Dataset(root=root, con=con)
 
 
