@@ -1,0 +1,61 @@
+"""Per-span cost of the ingest hot path's attribute handling: attributes_to_dict, normalize, attribute_map.
+
+Input: every span of the real-instrumentation corpus (/work/shared/corpus/*.pb), repeated.
+    .venv/bin/python bench/bench_dialects.py            # AGENTMETER_BENCH_ROUNDS=200 by default
+    AGENTMETER_BENCH_ROUNDS=20 .venv/bin/python bench/bench_dialects.py   # quick run
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from collector_ext.dialects import normalize
+from collector_ext.otlp_values import attribute_map, attributes_to_dict
+
+CORPUS = Path(os.environ.get("AGENTMETER_CORPUS", "/work/shared/corpus"))
+ROUNDS = int(os.environ.get("AGENTMETER_BENCH_ROUNDS", "200"))
+
+
+def corpus_spans() -> list:
+    spans = []
+    for pb_file in sorted(CORPUS.glob("*.pb")):
+        request = ExportTraceServiceRequest.FromString(pb_file.read_bytes())
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                spans.extend(scope_spans.spans)
+    return spans
+
+
+def per_span_us(label: str, work, items: list) -> None:
+    start = time.perf_counter()
+    for _ in range(ROUNDS):
+        for item in items:
+            work(item)
+    elapsed = time.perf_counter() - start
+    count = ROUNDS * len(items)
+    print(f"{label:<36} {elapsed / count * 1e6:8.2f} us/span   {count / elapsed:>10,.0f} spans/s")
+
+
+def main() -> None:
+    spans = corpus_spans()
+    attribute_count = sum(len(span.attributes) for span in spans)
+    print(f"{len(spans)} corpus spans, {attribute_count / len(spans):.1f} attributes/span, {ROUNDS} rounds")
+    dicts = [(span.name, span.kind, attributes_to_dict(span.attributes)) for span in spans]
+
+    def full(span) -> None:
+        attributes = attributes_to_dict(span.attributes)
+        normalized = normalize(span.name, span.kind, attributes)
+        attribute_map({k: v for k, v in attributes.items() if k not in normalized.consumed})
+
+    per_span_us("attributes_to_dict", lambda span: attributes_to_dict(span.attributes), spans)
+    per_span_us("normalize", lambda item: normalize(*item), dicts)
+    per_span_us("attribute_map", lambda item: attribute_map(item[2]), dicts)
+    per_span_us("all three (as decode uses them)", full, spans)
+
+
+if __name__ == "__main__":
+    main()
