@@ -37,4 +37,4 @@ protos: $(STAMP)
 	sed -i -E 's/^import (\w+_pb2) as/from . import \1 as/' collector_ext/protos/*_pb2_grpc.py
 
 clean:
-	rm -rf $(VENV) agentmeter-data demo-data .pytest_cache
+	rm -rf $(VENV) agentmeter-data demo-data bench-data bench-results.json .pytest_cache

@@ -48,8 +48,12 @@ def render(
     title: str | None = None,
     totals: Sequence[str] = (),
     columns: Sequence[str] | None = None,
+    width: int | None = None,
 ) -> None:
-    """Print rows; `totals` names numeric columns summed in a footer of the table format."""
+    """Print rows; `totals` names numeric columns summed in a footer of the table format.
+
+    `width`: the table format's console width (default: the terminal's; wide tables piped to a file
+    or another process need more than the 80 columns Rich assumes there)."""
     columns = list(columns or (rows[0].keys() if rows else []))
     if fmt is OutputFormat.json:
         json.dump([{c: _plain(r.get(c)) for c in columns} for r in rows], sys.stdout, indent=2)
@@ -72,4 +76,4 @@ def render(
         table.add_column(column, justify="right" if numeric else "left", footer=footer)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
-    Console().print(table)
+    Console(width=width).print(table)

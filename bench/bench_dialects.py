@@ -30,20 +30,22 @@ def corpus_spans() -> list:
     return spans
 
 
-def per_span_us(label: str, work, items: list) -> None:
+def per_span_us(label: str, work, items: list, rounds: int) -> float:
     start = time.perf_counter()
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for item in items:
             work(item)
     elapsed = time.perf_counter() - start
-    count = ROUNDS * len(items)
+    count = rounds * len(items)
     print(f"{label:<36} {elapsed / count * 1e6:8.2f} us/span   {count / elapsed:>10,.0f} spans/s")
+    return round(elapsed / count * 1e6, 3)
 
 
-def main() -> None:
+def main(quick: bool = False) -> dict:
+    rounds = max(1, ROUNDS // 10) if quick else ROUNDS
     spans = corpus_spans()
     attribute_count = sum(len(span.attributes) for span in spans)
-    print(f"{len(spans)} corpus spans, {attribute_count / len(spans):.1f} attributes/span, {ROUNDS} rounds")
+    print(f"{len(spans)} corpus spans, {attribute_count / len(spans):.1f} attributes/span, {rounds} rounds")
     dicts = [(span.name, span.kind, attributes_to_dict(span.attributes)) for span in spans]
 
     def full(span) -> None:
@@ -51,10 +53,14 @@ def main() -> None:
         normalized = normalize(span.name, span.kind, attributes)
         attribute_map({k: v for k, v in attributes.items() if k not in normalized.consumed})
 
-    per_span_us("attributes_to_dict", lambda span: attributes_to_dict(span.attributes), spans)
-    per_span_us("normalize", lambda item: normalize(*item), dicts)
-    per_span_us("attribute_map", lambda item: attribute_map(item[2]), dicts)
-    per_span_us("all three (as decode uses them)", full, spans)
+    return {
+        "attributes_to_dict_us_per_span": per_span_us(
+            "attributes_to_dict", lambda span: attributes_to_dict(span.attributes), spans, rounds
+        ),
+        "normalize_us_per_span": per_span_us("normalize", lambda item: normalize(*item), dicts, rounds),
+        "attribute_map_us_per_span": per_span_us("attribute_map", lambda item: attribute_map(item[2]), dicts, rounds),
+        "all_three_us_per_span": per_span_us("all three (as decode uses them)", full, spans, rounds),
+    }
 
 
 if __name__ == "__main__":

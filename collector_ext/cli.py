@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from collector_ext import cli_loadgen, cli_serve
+from collector_ext.cli_runner import run_cli
 
 app = typer.Typer(
     name="collector-ext",
@@ -22,19 +22,7 @@ for module in (cli_serve, cli_loadgen):
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.ClickException as err:
-        typer.echo(f"error: {err.format_message()}", err=True)
-        return 2
-    except click.exceptions.Abort:
-        return 130
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        return 2
-    return 0
+    return run_cli(app, argv, user_errors=(ValueError,))
 
 
 if __name__ == "__main__":

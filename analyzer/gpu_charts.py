@@ -1,0 +1,59 @@
+"""Plotly figures of GPU slice use, for `analyze report` (through `analyzer.gpu.report_sections`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+
+from analyzer.dataset import Dataset
+from analyzer.gpu import gpu_report, gpu_timeline
+
+
+def utilization_timeline(rows: list[dict[str, Any]]) -> go.Figure:
+    figure = go.Figure()
+    for slice_id in sorted({row["slice_id"] for row in rows}):
+        points = [row for row in rows if row["slice_id"] == slice_id]
+        figure.add_trace(
+            go.Scatter(
+                x=[p["time"].isoformat() for p in points],
+                y=[p["utilization"] for p in points],
+                mode="lines",
+                name=slice_id.rsplit("/", 1)[-1],
+            )
+        )
+    figure.update_layout(title="Slice utilization per hour", yaxis_title="busy / allocated", yaxis_range=[0, 1])
+    return figure
+
+
+def idle_by_namespace(rows: list[dict[str, Any]]) -> go.Figure:
+    names = [r["namespace"] for r in rows]
+    figure = go.Figure(
+        [
+            go.Bar(x=names, y=[r["idle_slice_hours"] for r in rows], name="idle"),
+            go.Bar(x=names, y=[r["busy_slice_hours"] for r in rows], name="busy"),
+        ]
+    )
+    figure.update_layout(barmode="stack", title="Allocated slice-hours by namespace", yaxis_title="slice-hours")
+    return figure
+
+
+def cost_by_agent(rows: list[dict[str, Any]]) -> go.Figure:
+    names = [r["agent"] or "(no span)" for r in rows]
+    figure = go.Figure([go.Bar(x=names, y=[r["busy_cost_usd"] for r in rows], name="busy GPU cost")])
+    figure.update_layout(title="GPU cost of busy slice time by agent", yaxis_title="USD")
+    return figure
+
+
+def gpu_sections(dataset: Dataset) -> list[tuple[str, Any]]:
+    if not dataset.has_rows("gpu_allocations"):
+        return []
+    con = dataset.con
+    namespaces = gpu_report(con, "namespace")
+    agents = gpu_report(con, "agent")
+    timeline = gpu_timeline(con, step_seconds=3600)  # after gpu_report installed the views (whole window)
+    return [
+        ("GPU slice utilization", utilization_timeline(timeline)),
+        ("Idle GPU slice-hours by namespace", idle_by_namespace(namespaces)),
+        ("GPU cost by agent", cost_by_agent(agents)),
+    ]

@@ -1,0 +1,201 @@
+"""Synthetic GPU datasets: DRA slice allocations, DCGM samples and the inference spans on those pods.
+
+    from analyzer.gpu_synthetic import synthetic_gpu
+    synthetic_gpu(Path("data"), slices=8, days=2, seed=7)                       # notebook / tests
+    synthetic_gpu(Path("big"), slices=200, days=30, spans=5_000_000, seed=1)    # the benchmark
+
+Each slice is a MIG instance (or, every 6th, a whole GPU through the device plugin) held by one agent pod,
+which restarts once a day (a 10-minute gap in the allocation). Slices are busy in bursts (a few a day) and
+idle otherwise, the story of issue 5: GR_ENGINE_ACTIVE samples every `sample_seconds` read a busy fraction
+in a burst and 0 outside. Every 5th slice has no metrics (its activity comes from spans). Inference spans
+(agent, task) fall inside the bursts on the slice's pod; `spans` sets their total. Rows are written as the
+receiver would (DatasetFiles, the schema's tables), one day at a time to bound memory. Deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from collector_ext.dataset_files import DatasetFiles
+from collector_ext.schema import GPU_ALLOCATIONS, GPU_METRICS, SPANS
+
+DEFAULT_START = datetime(2026, 11, 2, tzinfo=UTC)
+PROFILES = ("1g.10gb", "2g.20gb", "3g.40gb", "1g.10gb", "7g.80gb")
+NAMESPACES = ("team-search", "team-support", "team-data")
+AGENTS = ("coder", "researcher", "reviewer", "summarizer", "triage", "planner")
+DAY = 86_400
+RESTART_GAP = 600
+BURSTS_PER_DAY = 6
+
+
+@dataclass
+class GpuSummary:
+    slices: int
+    allocations: int
+    samples: int
+    spans: int
+
+
+def slice_layout(slices: int) -> list[dict]:
+    layout = []
+    for i in range(slices):
+        plugin = i % 6 == 5
+        profile = "gpu" if plugin else PROFILES[i % len(PROFILES)]
+        layout.append(
+            {
+                "node": f"gpu-node-{i // 7}",
+                "namespace": NAMESPACES[i % len(NAMESPACES)],
+                "pod": f"vllm-{i}",
+                "profile": profile,
+                "plugin": plugin,
+                "device": None if plugin else f"gpu-{i % 8}-mig-{profile.replace('.', '')}-{i}",
+                "gpu_id": f"GPU-{i:04d}",
+                "metrics": i % 5 != 4,
+            }
+        )
+    return layout
+
+
+def _column(values, dtype: pa.DataType) -> pa.Array:
+    return pa.array(values, type=dtype)
+
+
+def _table(schema: pa.Schema, columns: dict[str, pa.Array], n: int) -> pa.Table:
+    return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in schema}, schema=schema)
+
+
+def synthetic_gpu(
+    root: Path,
+    *,
+    slices: int = 8,
+    days: int = 2,
+    sample_seconds: int = 60,
+    spans: int = 2_000,
+    seed: int = 1,
+    start: datetime = DEFAULT_START,
+    writer_id: str = "synthetic-gpu",
+) -> GpuSummary:
+    if slices < 1 or days < 1 or sample_seconds < 1 or spans < 0:
+        raise ValueError("slices >= 1, days >= 1, sample_seconds >= 1 and spans >= 0 are required")
+    rng = np.random.default_rng(seed)
+    files = DatasetFiles(Path(root), writer_id)
+    layout = slice_layout(slices)
+    t0 = int(start.timestamp())
+    spans_per_burst = spans / (slices * days * BURSTS_PER_DAY)
+    summary = GpuSummary(slices=slices, allocations=0, samples=0, spans=0)
+    carry = 0.0
+    for day in range(days):
+        day_start = t0 + day * DAY
+        restart = day_start + rng.integers(3600, DAY - 3600, slices)
+        # allocations: [day start, restart) and [restart + gap, day end], as the poller closes them
+        allocation_rows = []
+        for i, s in enumerate(layout):
+            for first, last in ((day_start, restart[i]), (restart[i] + RESTART_GAP, day_start + DAY - 1)):
+                allocation_rows.append(
+                    {
+                        "node": s["node"],
+                        "namespace": s["namespace"],
+                        "pod": s["pod"],
+                        "container": "server",
+                        "source": "device_plugin" if s["plugin"] else "dra",
+                        "claim_name": None if s["plugin"] else f"{s['pod']}-gpu",
+                        "claim_namespace": None if s["plugin"] else s["namespace"],
+                        "driver": None if s["plugin"] else "gpu.nvidia.com",
+                        "pool": None if s["plugin"] else s["node"],
+                        "device": s["device"],
+                        "cdi_devices": None if s["plugin"] else [f"k8s.gpu.nvidia.com/claim={s['pod']}-gpu"],
+                        "share_id": None,
+                        "resource_name": "nvidia.com/gpu" if s["plugin"] else None,
+                        "device_ids": [s["gpu_id"]] if s["plugin"] else None,
+                        "first_seen": int(first) * 10**9,
+                        "last_seen": int(last) * 10**9,
+                    }
+                )
+        files.write("gpu_allocations", pa.Table.from_pylist(allocation_rows, schema=GPU_ALLOCATIONS))
+        summary.allocations += len(allocation_rows)
+
+        # bursts: BURSTS_PER_DAY per slice, 5-40 minutes, busy fraction 0.3-0.95
+        burst_start = day_start + rng.integers(0, DAY - 2400, (slices, BURSTS_PER_DAY))
+        burst_length = rng.integers(300, 2400, (slices, BURSTS_PER_DAY))
+        burst_level = rng.uniform(0.3, 0.95, (slices, BURSTS_PER_DAY))
+        steps = np.arange(day_start, day_start + DAY, sample_seconds)
+        with_metrics = [i for i, s in enumerate(layout) if s["metrics"]]
+        if with_metrics:
+            idx = np.array(with_metrics)
+            inside = (steps[None, None, :] >= burst_start[idx, :, None]) & (
+                steps[None, None, :] < (burst_start + burst_length)[idx, :, None]
+            )
+            values = (inside * burst_level[idx, :, None]).max(axis=1)  # (slices with metrics, steps)
+            n = values.size
+            per_slice = len(steps)
+            order = np.repeat(idx, per_slice)
+
+            def pick(key: str, order=order) -> list:
+                return [layout[i][key] for i in order]
+
+            device = pick("device")
+            columns = {
+                "time": _column(np.tile(steps, len(idx)) * 10**9, pa.int64()).cast(pa.timestamp("ns", "UTC")),
+                "metric": _column(["DCGM_FI_PROF_GR_ENGINE_ACTIVE"] * n, pa.string()),
+                "value": _column(values.reshape(-1), pa.float64()),
+                "uuid": _column([f"GPU-{i // 7:04d}" for i in order], pa.string()),
+                "gpu_i_id": _column([None if layout[i]["plugin"] else str(i % 7) for i in order], pa.string()),
+                "gpu_i_profile": _column(
+                    [None if layout[i]["plugin"] else layout[i]["profile"] for i in order], pa.string()
+                ),
+                "hostname": _column(pick("node"), pa.string()),
+                "pod": _column(pick("pod"), pa.string()),
+                "namespace": _column(pick("namespace"), pa.string()),
+                "container": _column(["server"] * n, pa.string()),
+                "dra_claim_name": _column(
+                    [f"{p}-gpu" if d else None for p, d in zip(pick("pod"), device, strict=True)], pa.string()
+                ),
+                "dra_device_name": _column(device, pa.string()),
+            }
+            files.write("gpu_metrics", _table(GPU_METRICS, columns, n))
+            summary.samples += n
+
+        # inference spans inside the bursts on the slice's pod
+        carry += spans_per_burst * slices * BURSTS_PER_DAY
+        count = int(carry) if day < days - 1 else spans - summary.spans
+        carry -= count
+        if count > 0:
+            which = rng.integers(0, slices * BURSTS_PER_DAY, count)
+            slice_of = which // BURSTS_PER_DAY
+            b_start = burst_start.reshape(-1)[which]
+            b_len = burst_length.reshape(-1)[which]
+            begin_ms = (b_start * 1000 + rng.integers(0, b_len * 1000)).astype(np.int64)
+            length_ms = rng.integers(2_000, 20_000, count)
+            trace_ids = rng.integers(0, 256, (count, 16), dtype=np.uint8)
+            span_ids = rng.integers(0, 256, (count, 8), dtype=np.uint8)
+            agents = np.array(AGENTS, dtype=object)[rng.integers(0, len(AGENTS), count)]
+            trace_col = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), count, [None, pa.py_buffer(trace_ids)])
+            columns = {
+                "trace_id": trace_col,
+                "span_id": pa.FixedSizeBinaryArray.from_buffers(pa.binary(8), count, [None, pa.py_buffer(span_ids)]),
+                "name": _column(["chat acme-coder-13b"] * count, pa.string()),
+                "span_kind": _column(["client"] * count, pa.string()),
+                "start_time": _column(begin_ms * 10**6, pa.int64()).cast(pa.timestamp("ns", "UTC")),
+                "end_time": _column((begin_ms + length_ms) * 10**6, pa.int64()).cast(pa.timestamp("ns", "UTC")),
+                "service_name": _column([f"{a}-svc" for a in agents], pa.string()),
+                "k8s_namespace": _column([layout[i]["namespace"] for i in slice_of], pa.string()),
+                "k8s_pod": _column([layout[i]["pod"] for i in slice_of], pa.string()),
+                "category": _column(["llm"] * count, pa.string()),
+                "operation": _column(["chat"] * count, pa.string()),
+                "provider": _column(["vllm"] * count, pa.string()),
+                "request_model": _column(["acme-coder-13b"] * count, pa.string()),
+                "input_tokens": _column(rng.integers(100, 4000, count), pa.int64()),
+                "output_tokens": _column(rng.integers(10, 800, count), pa.int64()),
+                "usage_counted": _column(np.ones(count, dtype=bool), pa.bool_()),
+                "agent_name": _column(agents.tolist(), pa.string()),
+                "task_id": trace_col,
+                "stitch_state": _column(["ok"] * count, pa.string()),
+            }
+            files.write("spans", _table(SPANS, columns, count))
+            summary.spans += count
+    return summary

@@ -1,0 +1,77 @@
+-- `analyze tasks`: one row per task. Bound: $since, $until (NULL: open; on the task's start) and $agent
+-- (NULL: any; else tasks with an agent run of that name). The task's stitch_state lists every state other
+-- than 'ok' met in it: the link states of its traces and the receiver's early-write states.
+WITH span_totals AS (
+    SELECT task_id,
+           count(DISTINCT trace_id) AS traces,
+           min(start_time) AS start_time,
+           max(end_time) AS end_time,
+           count(*) FILTER (WHERE is_llm_call) AS llm_calls,
+           count(*) FILTER (WHERE is_tool_call) AS tool_calls,
+           sum(input_tokens) AS input_tokens,
+           sum(output_tokens) AS output_tokens,
+           sum(cost_usd) AS cost_usd,
+           count(*) FILTER (WHERE unpriced) AS unpriced_calls
+    FROM task_span_nodes
+    GROUP BY task_id
+),
+run_totals AS (
+    SELECT task_id,
+           count(*) AS agent_runs,
+           count(DISTINCT agent_name) AS agents,
+           max(depth) AS max_depth,
+           bool_or(agent_name = $agent) AS has_agent
+    FROM agent_runs
+    GROUP BY task_id
+),
+roots AS (
+    SELECT task_id, agent_name AS root_agent
+    FROM (
+        SELECT task_id, agent_name,
+               row_number() OVER (PARTITION BY task_id ORDER BY depth, start_time, span_id) AS nth
+        FROM agent_runs
+        WHERE trace_id = task_id  -- the top trace's first agent run; none: the top trace's service
+    )
+    WHERE nth = 1
+),
+top_services AS (
+    SELECT trace_id AS task_id, min(service_name) AS service_name
+    FROM spans
+    WHERE trace_id IN (SELECT task_id FROM trace_tasks)
+    GROUP BY trace_id
+),
+states AS (
+    SELECT task_id, string_agg(DISTINCT state, ',' ORDER BY state) AS odd_states
+    FROM (
+        SELECT task_id, stitch_state AS state FROM trace_tasks WHERE stitch_state <> 'ok'
+        UNION ALL
+        SELECT task_id, stitch_state FROM task_span_nodes
+        WHERE stitch_state IN ('early_flush', 'shutdown_flush', 'no_root')
+    )
+    GROUP BY task_id
+)
+SELECT lower(hex(s.task_id)) AS task_id,
+       coalesce(r.root_agent, ts.service_name) AS root_agent,
+       s.traces,
+       coalesce(rt.agent_runs, 0) AS agent_runs,
+       coalesce(rt.agents, 0) AS agents,
+       coalesce(rt.max_depth, 0) AS max_depth,
+       -- ISO text in UTC: converting 100 k timestamps to Python datetimes costs more than the query
+       strftime(timezone('UTC', s.start_time), '%Y-%m-%dT%H:%M:%S.%fZ') AS "start",
+       strftime(timezone('UTC', s.end_time), '%Y-%m-%dT%H:%M:%S.%fZ') AS "end",
+       s.llm_calls,
+       s.tool_calls,
+       s.input_tokens,
+       s.output_tokens,
+       s.cost_usd::DOUBLE AS cost_usd,
+       s.unpriced_calls,
+       coalesce(st.odd_states, 'ok') AS stitch_state
+FROM span_totals AS s
+LEFT JOIN run_totals AS rt USING (task_id)
+LEFT JOIN roots AS r USING (task_id)
+LEFT JOIN top_services AS ts USING (task_id)
+LEFT JOIN states AS st USING (task_id)
+WHERE ($since::TIMESTAMPTZ IS NULL OR s.start_time >= $since::TIMESTAMPTZ)
+  AND ($until::TIMESTAMPTZ IS NULL OR s.start_time < $until::TIMESTAMPTZ)
+  AND ($agent::VARCHAR IS NULL OR coalesce(rt.has_agent, false))
+ORDER BY s.start_time, s.task_id;

@@ -1,0 +1,281 @@
+"""Stitching and task resolution: what stitching costs at ingest, what `analyze tasks` costs over a big dataset.
+
+(1) ingest, in-process: the same deep-and-wide multi-agent workload (chains of 4 sub-agent traces and
+    fan-outs to 8, every trace an agent run with LLM and tool calls and delegate spans, spans arriving
+    children first in requests of 16) through TraceBuffer -> Stitcher.finish_trace (+ LiveState), with
+    stitching on and switched off (`Stitcher(enabled=False)`: keep rule only), alternating, `repeats` times.
+(2) `analyze tasks --format csv` in a fresh process over a generated dataset of 1 M traces with 300 k links
+    (quick: 100 k / 30 k; `BENCH_TASKS_TRACES` / `BENCH_TASKS_LINKS` override), against a bare DuckDB
+    recursive query over the same links (the floor: follow the link edges to each trace's top, nothing
+    else), alternating. Medians, ratios and each process's peak RSS (VmHWM).
+
+    python -m bench --only tasks --quick
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from collector_ext.dataset_files import DatasetFiles
+from collector_ext.live_state import LiveState
+from collector_ext.schema import SPANS
+from collector_ext.stitching import Stitcher
+from collector_ext.trace_buffer import TraceBuffer
+
+BASE_NS = 1_795_000_000_000_000_000
+_PEAK = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr)"
+_ANALYZE = (
+    """
+import contextlib, io, sys
+from analyzer.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(sys.argv[1:])
+print(out.getvalue().count(chr(10)) - 1, file=sys.stderr)
+"""
+    + _PEAK
+    + """
+sys.exit(code)
+"""
+)
+_BARE = (
+    """
+import sys, duckdb
+pattern = sys.argv[1] + "/spans/date=*/*.parquet"
+con = duckdb.connect()
+tasks = con.execute('''
+    WITH RECURSIVE spans AS (SELECT * FROM read_parquet(?, hive_partitioning = true)),
+    edges AS (
+        SELECT DISTINCT trace_id, link.trace_id AS parent_id
+        FROM (SELECT trace_id, unnest(links) AS link FROM spans WHERE parent_span_id IS NULL)
+    ),
+    traces AS (SELECT DISTINCT trace_id FROM spans),
+    descend(trace_id, task_id, depth) AS (
+        SELECT trace_id, trace_id, 0 FROM traces WHERE trace_id NOT IN (SELECT trace_id FROM edges)
+        UNION ALL
+        SELECT e.trace_id, d.task_id, d.depth + 1
+        FROM descend AS d JOIN edges AS e ON e.parent_id = d.trace_id
+        WHERE d.depth < 10000
+    )
+    SELECT count(DISTINCT task_id) FROM descend
+''', [pattern]).fetchone()[0]
+print(tasks, file=sys.stderr)
+"""
+    + _PEAK
+)
+
+
+# ------------------------------------------------------------------------------------------------ ingest
+
+
+def _row(trace: int, k: int, parent: int | None, category: str, name: str, **extra) -> dict:
+    row = dict.fromkeys(SPANS.names)
+    row.update(
+        trace_id=trace.to_bytes(16, "big"),
+        span_id=(trace * 64 + k).to_bytes(8, "big"),
+        parent_span_id=(trace * 64 + parent).to_bytes(8, "big") if parent is not None else None,
+        name=name,
+        category=category,
+        start_time=BASE_NS + trace * 1_000_000 + k,
+        end_time=BASE_NS + trace * 1_000_000 + 1000 + k,
+        service_name="agents",
+        links=[],
+        attributes={},
+        resource_attributes={},
+        **extra,
+    )
+    return row
+
+
+def _trace(trace: int, agent: str, link: tuple[int, int] | None, delegates: int) -> list[dict]:
+    """An agent run with 3 LLM calls, a tool call and `delegates` delegate spans, in the order they end."""
+    spans = []
+    for k in range(1, 4):
+        spans.append(_row(trace, k, 0, "llm", "chat", input_tokens=100 * k, output_tokens=10 * k))
+    spans.append(_row(trace, 4, 0, "tool", "mcp.tool.search"))
+    spans.extend(_row(trace, 5 + d, 0, "other", "delegate") for d in range(delegates))
+    root = _row(trace, 0, None, "agent", "agent.loop", agent_name=agent)
+    if link is not None:
+        root["links"] = [
+            {"trace_id": link[0].to_bytes(16, "big"), "span_id": link[1].to_bytes(8, "big"), "attributes": {}}
+        ]
+    spans.append(root)
+    return spans
+
+
+def ingest_workload(tasks: int) -> list[list[dict]]:
+    """Requests of 16 spans: half the tasks a chain of 4 traces, half a fan-out to 8 sub-agent traces."""
+    spans: list[dict] = []
+    trace = 1
+    for task in range(tasks):
+        top = trace
+        if task % 2 == 0:  # deep
+            spans += _trace(top, "orchestrator", None, 1)
+            for depth in range(1, 4):
+                trace += 1
+                spans += _trace(trace, f"level{depth}", (trace - 1, (trace - 1) * 64 + 5), 1)
+        else:  # wide
+            spans += _trace(top, "lead", None, 8)
+            for i in range(8):
+                trace += 1
+                spans += _trace(trace, f"worker{i}", (top, top * 64 + 5 + i), 0)
+        trace += 1
+    return [spans[i : i + 16] for i in range(0, len(spans), 16)]
+
+
+def ingest_once(requests: list[list[dict]], stitching: bool) -> tuple[float, int, int]:
+    requests = copy.deepcopy(requests)  # finish_trace fills the rows in place
+    buffer = TraceBuffer(grace_seconds=0.0, max_wait_seconds=900.0, max_spans=1_000_000)
+    stitcher = Stitcher(enabled=stitching)
+    live = LiveState()
+    written = spans = 0
+    started = time.perf_counter()
+    for i, request in enumerate(requests):
+        live.spans_seen(request)
+        buffer.add(request, now=float(i))
+        spans += len(request)
+        for ready in buffer.take_ready(now=float(i) + 0.5):
+            written += len(stitcher.finish_trace(ready.spans, ready.state))
+            live.trace_finished(ready.trace_id)
+    for ready in buffer.drain():
+        written += len(stitcher.finish_trace(ready.spans, ready.state))
+    return time.perf_counter() - started, spans, written
+
+
+# ------------------------------------------------------------------------------------------------ analyze
+
+
+def generate_dataset(root: Path, traces: int, links: int, seed: int = 3) -> None:
+    """`traces` traces of 2 spans (an agent run and an LLM call); `links` of them link to an earlier trace's
+    root, so tasks form random trees (chains and fans). Written as Parquet files of 200 k spans."""
+    rng = random.Random(seed)
+    linked = set(rng.sample(range(1, traces), links))
+    files = DatasetFiles(root, "bench")
+    chunk = 100_000
+    for first in range(0, traces, chunk):
+        ids = range(first, min(first + chunk, traces))
+        trace_ids, span_ids, parents, names, categories, agents, starts, ends = [], [], [], [], [], [], [], []
+        inputs, outputs, link_lists = [], [], []
+        for t in ids:
+            tid = t.to_bytes(16, "big")
+            link = None
+            if t in linked:
+                parent = rng.randrange(max(0, t - 5000), t)  # a recent trace: realistic depths
+                link = [
+                    {
+                        "trace_id": parent.to_bytes(16, "big"),
+                        "span_id": (parent * 2).to_bytes(8, "big"),
+                        "attributes": {},
+                    }
+                ]
+            start = BASE_NS + t * 1_000_000
+            for k in range(2):
+                trace_ids.append(tid)
+                span_ids.append((t * 2 + k).to_bytes(8, "big"))
+                parents.append(None if k == 0 else (t * 2).to_bytes(8, "big"))
+                names.append("agent.loop" if k == 0 else "chat")
+                categories.append("agent" if k == 0 else "llm")
+                agents.append(f"agent{t % 50}")
+                starts.append(start + k)
+                ends.append(start + 900_000 - k)
+                inputs.append(None if k == 0 else 100 + t % 7)
+                outputs.append(None if k == 0 else 10)
+                link_lists.append(link if k == 0 else [])
+        n = len(trace_ids)
+        columns = {
+            "trace_id": pa.array(trace_ids, pa.binary(16)),
+            "span_id": pa.array(span_ids, pa.binary(8)),
+            "parent_span_id": pa.array(parents, pa.binary(8)),
+            "name": names,
+            "category": categories,
+            "agent_name": agents,
+            "service_name": ["agents"] * n,
+            "start_time": pa.array(starts, pa.timestamp("ns", tz="UTC")),
+            "end_time": pa.array(ends, pa.timestamp("ns", tz="UTC")),
+            "input_tokens": pa.array(inputs, pa.int64()),
+            "output_tokens": pa.array(outputs, pa.int64()),
+            "usage_counted": [k is not None for k in inputs],
+            "links": pa.array(link_lists, SPANS.field("links").type),
+        }
+        table = pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in SPANS}, schema=SPANS)
+        files.write("spans", table)
+
+
+def _timed(args: list[str]) -> tuple[float, int, str]:
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=1800, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{args[:4]} failed: {done.stderr[-2000:]}")
+    lines = done.stderr.strip().splitlines()
+    return seconds, int(lines[-1]) // 1024, lines[-2]
+
+
+def main(quick: bool) -> dict:
+    from rich.console import Console
+    from rich.table import Table
+
+    repeats = 3
+    ingest_tasks = int(os.environ.get("BENCH_TASKS_INGEST", 300 if quick else 2000))
+    traces = int(os.environ.get("BENCH_TASKS_TRACES", 100_000 if quick else 1_000_000))
+    links = int(os.environ.get("BENCH_TASKS_LINKS", 30_000 if quick else 300_000))
+
+    requests = ingest_workload(ingest_tasks)
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    spans = written = 0
+    for _ in range(repeats):
+        for stitching in (True, False):
+            seconds, spans, written = ingest_once(requests, stitching)
+            timings[stitching].append(seconds)
+    on, off = statistics.median(timings[True]), statistics.median(timings[False])
+
+    figures: dict = {
+        "ingest_spans": spans,
+        "ingest_spans_written": written,
+        "ingest_with_stitching_s": round(on, 4),
+        "ingest_without_stitching_s": round(off, 4),
+        "ingest_with_stitching_spans_per_s": round(spans / on),
+        "ingest_without_stitching_spans_per_s": round(spans / off),
+        "ingest_stitching_cost_ratio": round(on / off, 2),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
+        root = Path(tmp) / "data"
+        started = time.perf_counter()
+        generate_dataset(root, traces, links)
+        figures["dataset_generate_s"] = round(time.perf_counter() - started, 1)
+        analyze = [sys.executable, "-c", _ANALYZE, "tasks", "--data", str(root), "--format", "csv"]
+        bare = [sys.executable, "-c", _BARE, str(root)]
+        runs: dict[str, list[tuple[float, int, str]]] = {"analyze": [], "bare": []}
+        for _ in range(repeats):
+            runs["analyze"].append(_timed(analyze))
+            runs["bare"].append(_timed(bare))
+    analyze_s = statistics.median(r[0] for r in runs["analyze"])
+    bare_s = statistics.median(r[0] for r in runs["bare"])
+    figures.update(
+        traces=traces,
+        links=links,
+        tasks_found_analyze=int(runs["analyze"][0][2]),
+        tasks_found_bare=int(runs["bare"][0][2]),
+        analyze_tasks_s=round(analyze_s, 3),
+        bare_recursive_query_s=round(bare_s, 3),
+        analyze_vs_bare_ratio=round(analyze_s / bare_s, 2),
+        analyze_peak_rss_mib=max(r[1] for r in runs["analyze"]),
+        bare_peak_rss_mib=max(r[1] for r in runs["bare"]),
+    )
+
+    table = Table(title=f"stitching and tasks ({'quick' if quick else 'full'}; medians of {repeats}, alternating)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    Console().print(table)
+    return figures

@@ -1,0 +1,188 @@
+"""OTLP `ExportTraceServiceRequest` -> span rows (dicts keyed by `schema.SPANS` column names).
+
+Each span is validated on its own; a bad span is rejected with one message naming the reason and the rest
+of the batch is kept (OTLP partial success). Decoding is deterministic: the same request and received time
+give the same rows, which the WAL replay relies on.
+
+Non-UTF-8 text never reaches this module: protobuf (upb) refuses invalid UTF-8 in `string` fields when
+the request is parsed, so such a request is malformed as a whole (gRPC INVALID_ARGUMENT / HTTP 400).
+
+Attribute values longer than MAX_VALUE_CHARS are truncated (with TRUNCATION_MARKER and the original length
+appended) so that one span cannot blow up a Parquet page; the typed columns are never truncated.
+
+Not kept (the dataset has no column for them): span events, trace_state, flags and the dropped-counts.
+The instrumentation scope's name and version are kept in the attributes map (`otel.scope.name`/`.version`).
+
+This is the ingest hot path (see bench/bench_ingest.py): one pass per span, no per-span allocation that
+is not needed, row dicts copied from a template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from collector_ext.dialects import InvalidSpan, normalize
+from collector_ext.otlp_values import any_value_to_python, attribute_map, attributes_to_dict
+from collector_ext.schema import SPAN_KINDS, SPANS, STATUS_CODES
+
+MAX_VALUE_CHARS = 64 * 1024
+TRUNCATION_MARKER = "...[truncated by agentmeter; original length {} chars]"
+
+# Scope name/version are kept in the attributes map under these keys (as OTel's Zipkin/Jaeger mappings do).
+SCOPE_NAME_KEY = "otel.scope.name"
+SCOPE_VERSION_KEY = "otel.scope.version"
+
+_ROW_TEMPLATE: dict[str, object] = dict.fromkeys(SPANS.names)
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+
+
+@dataclass
+class DecodeResult:
+    spans: list[dict] = field(default_factory=list)  # accepted rows
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)  # one message per rejected span
+
+    @property
+    def total(self) -> int:
+        return len(self.spans) + self.rejected
+
+
+def _span_attributes(kvs) -> dict[str, object]:
+    """attributes_to_dict with a fast path for non-empty strings (most GenAI attributes): reading
+    `string_value` first skips the WhichOneof dispatch; anything else goes through otlp_values."""
+    out: dict[str, object] = {}
+    for kv in kvs:
+        value = kv.value
+        text = value.string_value
+        out[kv.key] = text if text else any_value_to_python(value)
+    return out
+
+
+def _cap(values: dict[str, str]) -> dict[str, str]:
+    """Truncate over-long values in place (rare: checked with one pass of len())."""
+    for key, text in values.items():
+        if len(text) > MAX_VALUE_CHARS:
+            values[key] = text[:MAX_VALUE_CHARS] + TRUNCATION_MARKER.format(len(text))
+    return values
+
+
+def _id_problem(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | None:
+    if len(trace_id) != 16:
+        return f"trace_id is {len(trace_id)} bytes, want 16"
+    if trace_id == _ZERO_TRACE_ID:
+        return "trace_id is all zero"
+    if len(span_id) != 8:
+        return f"span_id is {len(span_id)} bytes, want 8"
+    if span_id == _ZERO_SPAN_ID:
+        return "span_id is all zero"
+    if parent_span_id and len(parent_span_id) != 8:
+        return f"parent_span_id is {len(parent_span_id)} bytes, want 8 or empty"
+    return None
+
+
+def _link_rows(span) -> tuple[list[dict], str | None]:
+    rows = []
+    for i, link in enumerate(span.links):
+        if len(link.trace_id) != 16 or link.trace_id == _ZERO_TRACE_ID:
+            return rows, f"link {i} trace_id is {len(link.trace_id)} bytes or zero, want 16 non-zero"
+        if len(link.span_id) != 8 or link.span_id == _ZERO_SPAN_ID:
+            return rows, f"link {i} span_id is {len(link.span_id)} bytes or zero, want 8 non-zero"
+        attrs = _cap(attribute_map(attributes_to_dict(link.attributes))) if link.attributes else {}
+        rows.append({"trace_id": link.trace_id, "span_id": link.span_id, "attributes": attrs})
+    return rows, None
+
+
+def _resource_columns(resource) -> dict[str, object]:
+    attrs = attributes_to_dict(resource.attributes)
+    text = _cap(attribute_map(attrs))
+    return {
+        "service_name": text.get("service.name"),
+        "k8s_namespace": text.get("k8s.namespace.name"),
+        "k8s_pod": text.get("k8s.pod.name"),
+        "k8s_node": text.get("k8s.node.name"),
+        "k8s_container": text.get("k8s.container.name"),
+        # shared by every row of this resource: consumers must not mutate it
+        "resource_attributes": text,
+    }
+
+
+def _describe(index: int, span, reason: str) -> str:
+    return f"span {index} (trace {span.trace_id.hex() or '-'} span {span.span_id.hex() or '-'}): {reason}"
+
+
+def decode_traces(request: ExportTraceServiceRequest, received_time_ns: int) -> DecodeResult:
+    """Validate and flatten every span of the request; see the module docstring."""
+    result = DecodeResult()
+    accepted = result.spans
+    index = -1  # position of the span in the request, for error messages
+    n_kinds = len(SPAN_KINDS)
+    n_status = len(STATUS_CODES)
+    for resource_spans in request.resource_spans:
+        base = _ROW_TEMPLATE.copy()
+        base.update(_resource_columns(resource_spans.resource))
+        base["received_time"] = received_time_ns
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope
+            scope_attrs = {}
+            if scope.name:
+                scope_attrs[SCOPE_NAME_KEY] = scope.name
+            if scope.version:
+                scope_attrs[SCOPE_VERSION_KEY] = scope.version
+            for span in scope_spans.spans:
+                index += 1
+                trace_id = span.trace_id
+                span_id = span.span_id
+                parent = span.parent_span_id
+                problem = _id_problem(trace_id, span_id, parent)
+                if problem is None:
+                    start = span.start_time_unix_nano
+                    end = span.end_time_unix_nano
+                    if start == 0:
+                        problem = "start_time is zero"
+                    elif end < start:
+                        problem = f"end_time before start_time ({end} < {start})"
+                links: list[dict] = []
+                if problem is None and span.links:
+                    links, problem = _link_rows(span)
+                name = span.name
+                kind = span.kind
+                attrs = _span_attributes(span.attributes) if problem is None else {}
+                if problem is None:
+                    try:
+                        normalized = normalize(name, kind, attrs)
+                    except InvalidSpan as err:
+                        problem = str(err) or "invalid GenAI attributes"
+                if problem is not None:
+                    result.rejected += 1
+                    result.errors.append(_describe(index, span, problem))
+                    continue
+
+                consumed = normalized.consumed
+                rest = {k: v for k, v in attrs.items() if k not in consumed} if consumed else attrs
+                attributes = _cap(attribute_map(rest))
+                if scope_attrs:
+                    attributes.update(scope_attrs)
+
+                row = base.copy()
+                row.update(normalized.columns)
+                row["trace_id"] = trace_id
+                row["span_id"] = span_id
+                row["parent_span_id"] = parent or None
+                row["name"] = name if len(name) <= MAX_VALUE_CHARS else name[:MAX_VALUE_CHARS]
+                row["span_kind"] = SPAN_KINDS[kind] if 0 <= kind < n_kinds else SPAN_KINDS[0]
+                row["start_time"] = start
+                row["end_time"] = end
+                status = span.status
+                code = status.code
+                row["status_code"] = STATUS_CODES[code] if 0 <= code < n_status else STATUS_CODES[0]
+                message = status.message
+                row["status_message"] = (
+                    message[:MAX_VALUE_CHARS] if len(message) > MAX_VALUE_CHARS else message
+                ) or None
+                row["links"] = links
+                row["attributes"] = attributes
+                accepted.append(row)
+    return result

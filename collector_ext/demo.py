@@ -1,0 +1,437 @@
+"""`make demo` (`python -m collector_ext.demo`): the whole main job on one machine, in under a minute.
+
+1. starts a fake kubelet (a real PodResources v1 gRPC server on a unix socket) whose pods hold DRA MIG
+   slices: the pods the workload's self-hosted model runs on;
+2. starts the real receiver (`collector-ext serve`, a subprocess) on free loopback ports, writing to
+   ./demo-data (wiped first), polling that kubelet;
+3. sends a multi-agent workload through the real OTel SDK exporter: days of history on a simulated clock
+   (bursts and idle gaps), then a short live burst "now" while the GPU slices are allocated, with
+   dcgm-exporter style GPU metrics for those slices;
+4. stops the receiver with SIGTERM (it writes every held trace) and checks the dataset against the
+   workload's expected totals;
+5. runs the analyzer: `analyze cost --by agent`, `analyze tasks`, `analyze gpu --by agent`, `analyze idle`,
+   and writes `analyze report` to demo-data/report.html. Commands not built yet are skipped with a note.
+
+Everything started here is stopped here, by pid, also on Ctrl-C or an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+from collector_ext.loadgen import GPU_SLICES, NS_PER_S, GpuSlice, WorkloadResult, WorkloadSpec, make_exporter
+from collector_ext.loadgen import run_workload as send_workload
+
+DEFAULT_TASKS = 40
+LIVE_TASKS = 4
+GPU_NODE = "gpu-node-1"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 60.0
+COMMAND_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def say(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+class DemoError(Exception):
+    """A step of the demo failed: printed on one line, exit code 1."""
+
+
+# --- the pieces we start ---------------------------------------------------------------------------------
+
+
+class Receiver:
+    """`collector-ext serve` as a subprocess on free loopback ports; stop() = SIGTERM by pid, bounded."""
+
+    def __init__(self, data_dir: Path, kubelet_socket: Path | None, log_path: Path) -> None:
+        self.grpc_endpoint = f"127.0.0.1:{free_port()}"
+        self.http_url = f"http://127.0.0.1:{free_port()}"
+        args = [
+            sys.executable, "-m", "collector_ext.cli", "serve",
+            "--data-dir", str(data_dir),
+            "--grpc-endpoint", self.grpc_endpoint,
+            "--http-endpoint", self.http_url.removeprefix("http://"),
+            "--scaler-endpoint", f"127.0.0.1:{free_port()}",
+            "--writer-id", "demo",
+            "--trace-grace-seconds", "0.5",
+            "--parquet-max-seconds", "1",
+            "--fsync", "never",  # a demo: no need to wait for the disk
+            "--node-name", GPU_NODE,
+            "--log-format", "console",
+        ]  # fmt: skip
+        if kubelet_socket is not None:
+            args += ["--podresources-socket", str(kubelet_socket), "--podresources-interval-seconds", "0.5"]
+        else:
+            args += ["--podresources-interval-seconds", "0"]
+        self.args = args
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Receiver:
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "67108864"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DemoError(f"the receiver exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.http_url}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise DemoError(f"the receiver did not answer /healthz within {START_TIMEOUT_S:.0f} s; see {self.log_path}")
+
+    def stop(self) -> int | None:
+        """SIGTERM (the receiver writes every held trace), wait; SIGKILL only past the time limit."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise DemoError(f"the receiver did not stop within {STOP_TIMEOUT_S:.0f} s; see {self.log_path}") from None
+
+
+def start_fake_kubelet(socket_path: Path):
+    """Helper E's fake kubelet, in this process, serving the DRA claims of the workload's GPU pods."""
+    try:
+        from collector_ext.fake_kubelet import FakeKubelet, demo_cluster
+    except ImportError:
+        return None
+    return FakeKubelet(socket_path, demo_cluster([(s.pod.namespace, s.pod.name) for s in GPU_SLICES])).start()
+
+
+# --- dcgm-exporter metrics, as the Collector's prometheus receiver forwards them --------------------------
+
+
+def _kv(key: str, value: str) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def dcgm_request(
+    slices: Sequence[GpuSlice], busy: dict[str, list[tuple[int, int]]], start_ns: int, end_ns: int, step_s: float = 1.0
+) -> metrics_service_pb2.ExportMetricsServiceRequest:
+    """DCGM_FI_PROF_GR_ENGINE_ACTIVE (0..1) per slice every `step_s`: high while its pod serves inference."""
+    step_ns = int(step_s * NS_PER_S)
+    gauge = metrics_pb2.Gauge()
+    for gpu in slices:
+        labels = [
+            _kv("gpu", "0"),
+            _kv("UUID", gpu.gpu_uuid),
+            _kv("GPU_I_ID", gpu.gpu_instance_id),
+            _kv("GPU_I_PROFILE", gpu.mig_profile),
+            _kv("Hostname", gpu.pod.node),
+            _kv("modelName", "NVIDIA A100-SXM4-80GB"),
+            _kv("pod", gpu.pod.name),
+            _kv("namespace", gpu.pod.namespace),
+            _kv("container", gpu.pod.container),
+            _kv("dra_claim_name", gpu.claim_name),
+            _kv("dra_claim_namespace", gpu.pod.namespace),
+            _kv("dra_driver_name", gpu.driver),
+            _kv("dra_pool_name", gpu.pool),
+            _kv("dra_device_name", gpu.device),
+            _kv("dra_mig_profile", gpu.mig_profile),
+        ]
+        for t in range(start_ns, end_ns + 1, step_ns):
+            window_busy = sum(max(0, min(e, t + step_ns) - max(s, t)) for s, e in busy.get(gpu.pod.name, []))
+            value = min(1.0, 0.02 + 0.9 * window_busy / step_ns)
+            gauge.data_points.add(time_unix_nano=t, as_double=round(value, 4), attributes=labels)
+    metric = metrics_pb2.Metric(name="DCGM_FI_PROF_GR_ENGINE_ACTIVE", description="Ratio of time the graphics engine is active.", gauge=gauge)  # fmt: skip
+    return metrics_service_pb2.ExportMetricsServiceRequest(
+        resource_metrics=[
+            metrics_pb2.ResourceMetrics(
+                resource={"attributes": [_kv("service.name", "dcgm-exporter"), _kv("k8s.node.name", GPU_NODE)]},
+                scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metric])],
+            )
+        ]
+    )
+
+
+def send_dcgm(endpoint: str, request: metrics_service_pb2.ExportMetricsServiceRequest) -> str:
+    with grpc.insecure_channel(endpoint) as channel:
+        try:
+            response = metrics_service_pb2_grpc.MetricsServiceStub(channel).Export(request, timeout=10)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return "skipped: this receiver does not accept metrics yet"
+            raise DemoError(f"sending GPU metrics failed: {err.code().name} {err.details()}") from None
+    points = sum(len(m.gauge.data_points) for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)  # fmt: skip
+    rejected = response.partial_success.rejected_data_points
+    return f"{points - rejected} GPU metric samples accepted" + (f", {rejected} rejected" if rejected else "")
+
+
+def inference_busy(result: WorkloadResult) -> dict[str, list[tuple[int, int]]]:
+    """Pod -> intervals of the self-hosted model's agent runs (what keeps a GPU slice busy)."""
+    gpu_pods = {gpu.pod.name for gpu in GPU_SLICES}
+    busy: dict[str, list[tuple[int, int]]] = {}
+    for task in result.tasks:
+        for run in task.walk():
+            if run.pod in gpu_pods:
+                busy.setdefault(run.pod, []).append((run.start_ns, run.end_ns))
+    return busy
+
+
+# --- the dataset check and the analyzer ------------------------------------------------------------------
+
+
+def combined_expected(results: Sequence[WorkloadResult]) -> dict:
+    agents: dict[str, dict[str, int]] = {}
+    for result in results:
+        for name, usage in result.agents.items():
+            totals = agents.setdefault(name, dict.fromkeys(asdict(usage), 0))
+            for key, value in asdict(usage).items():
+                totals[key] += value
+    return {
+        "tasks": sum(r.tasks_sent for r in results),
+        "spans": sum(r.spans_sent for r in results),
+        "kept_spans": sum(r.spans_sent - r.noise_spans for r in results),
+        "agents": dict(sorted(agents.items())),
+    }
+
+
+def check_dataset(data_dir: Path, expected: dict) -> list[str]:
+    """Compare the Parquet with what was sent: rows, LLM calls and tokens per agent. Returns the mismatches."""
+    from analyzer.dataset import open_dataset
+
+    con = open_dataset(data_dir).con
+    problems = []
+    rows = con.execute("SELECT count(*) FROM spans").fetchone()[0]
+    if rows != expected["kept_spans"]:
+        problems.append(f"spans: {rows} rows, expected {expected['kept_spans']} (health checks dropped)")
+    found = con.execute(
+        """SELECT agent_name, count(*), sum(input_tokens), sum(output_tokens)
+           FROM spans WHERE category = 'llm' AND usage_counted GROUP BY agent_name ORDER BY agent_name"""
+    ).fetchall()
+    want = [(a, u["llm_calls"], u["input_tokens"], u["output_tokens"]) for a, u in expected["agents"].items()]
+    if found != want:
+        problems.append(f"LLM calls/tokens per agent differ: dataset {found}, sent {want}")
+    return problems
+
+
+# (title, alternatives): the first form the analyzer accepts is shown; the others are older/newer spellings
+ANALYZER_COMMANDS: list[tuple[str, list[list[str]]]] = [
+    ("cost by agent", [["cost", "--by", "agent"]]),
+    ("tasks, most expensive first", [["tasks", "--top", "10"], ["tasks"]]),
+    ("GPU slices by agent", [["gpu", "--by", "agent"]]),
+    ("idle gaps and cold starts", [["idle"]]),
+]
+
+
+# printed at the end for the user to try (tests run each of them)
+TRY_NEXT: list[list[str]] = [
+    ["cost", "--by", "agent", "--by", "model"],
+    ["cost", "--by", "task", "--inclusive", "--top", "5"],
+    ["tasks", "--agent", "research-planner"],
+    ["gpu", "--by", "slice"],
+    ["recommend", "--agent", "research-planner", "--emit", "all"],
+]
+
+
+def run_analyze(data_dir: Path, args: list[str], *, show: bool = True) -> tuple[int, str]:
+    """`analyze ...` as a subprocess; its output goes to ours. Returns (exit code, its stderr)."""
+    command = [sys.executable, "-m", "analyzer.cli", *args, "--data", str(data_dir)]
+    env = dict(os.environ)
+    if not sys.stdout.isatty():  # piped (CI, tests): do not squeeze the tables into 80 columns
+        env.setdefault("COLUMNS", "200")
+    done = subprocess.run(
+        command,
+        stdout=sys.stdout if show else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        env=env,
+    )
+    return done.returncode, done.stderr.strip()
+
+
+def not_built(stderr: str) -> bool:
+    return "No such command" in stderr or "No such option" in stderr
+
+
+# --- the demo --------------------------------------------------------------------------------------------
+
+
+def prepare(data_dir: Path) -> None:
+    """Wipe the demo dataset, refusing to wipe a directory that is not one (a wrong --data-dir)."""
+    if data_dir.exists():
+        entries = {p.name for p in data_dir.iterdir()}
+        ours = {"_schema.json", "spans", "gpu_allocations", "gpu_metrics", "_wal", "report.html"}
+        if entries and not entries & ours:
+            raise DemoError(f"{data_dir} exists and is not an agentmeter dataset: not wiping it")
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+
+
+def run_demo(data_dir: Path, tasks: int, seed: int) -> int:
+    started = time.monotonic()
+    prepare(data_dir)
+    socket_dir = Path(tempfile.mkdtemp(prefix="agentmeter-demo-"))  # short path: unix sockets max ~107 bytes
+    kubelet = None
+    receiver: Receiver | None = None
+    try:
+        kubelet = start_fake_kubelet(socket_dir / "kubelet.sock")
+        say(
+            "fake kubelet serving DRA MIG claims for "
+            + ", ".join(f"{g.pod.namespace}/{g.pod.name}" for g in GPU_SLICES)
+            if kubelet
+            else "no fake kubelet yet (collector_ext/fake_kubelet.py): GPU allocations skipped"
+        )
+        receiver = Receiver(data_dir, kubelet.socket_path if kubelet else None, data_dir / "receiver.log").start()
+        say(f"receiver pid {receiver.process.pid} on {receiver.grpc_endpoint} (gRPC), {receiver.http_url} (HTTP)")
+
+        def exporter():
+            return make_exporter(receiver.grpc_endpoint, "grpc", gzip=True)
+
+        say(f"sending {tasks} tasks of history (simulated days of bursts and idle gaps) through the OTel SDK")
+        history = send_workload(WorkloadSpec(tasks=tasks, seed=seed, max_seconds=30), exporter)
+        print(f"    {_summary(history)}")
+        say(f"a live burst of {LIVE_TASKS} tasks now, while the GPU slices are allocated")
+        live_start = datetime.now(UTC)
+        live = send_workload(
+            WorkloadSpec(
+                tasks=LIVE_TASKS,
+                seed=seed + 1,
+                start=live_start,
+                duration_scale=0.05,
+                burst_size=(LIVE_TASKS, LIVE_TASKS),
+            ),
+            exporter,
+        )
+        print(f"    {_summary(live)}")
+        live_end_ns = max(live.last_end_ns or 0, int(live_start.timestamp() * NS_PER_S))
+        metrics = dcgm_request(GPU_SLICES, inference_busy(live), int(live_start.timestamp() * NS_PER_S), live_end_ns)
+        print(f"    dcgm-exporter metrics: {send_dcgm(receiver.grpc_endpoint, metrics)}")
+        # the slices stay allocated until the live spans have ended, so the poller's interval covers them
+        time.sleep(min(20.0, max(0.0, live_end_ns / NS_PER_S - time.time()) + 1.0))
+        failed = history.failed_spans + live.failed_spans
+        if failed:
+            raise DemoError(f"the exporter could not deliver {failed} spans; see {receiver.log_path}")
+
+        say(f"stopping the receiver (SIGTERM to pid {receiver.process.pid}): it writes every held trace")
+        code = receiver.stop()
+        if code != 0:
+            raise DemoError(f"the receiver exited with {code}; see {receiver.log_path}")
+        expected = combined_expected([history, live])
+        (data_dir / "expected.json").write_text(
+            json.dumps({**expected, "history": history.to_json(), "live": live.to_json()}, indent=2) + "\n"
+        )
+        problems = check_dataset(data_dir, expected)
+        say(
+            "dataset check: every span, LLM call and token sent is in the Parquet, counted once"
+            if not problems
+            else "dataset check FAILED:\n    " + "\n    ".join(problems)
+        )
+        skipped = analyze(data_dir)
+    finally:
+        if receiver is not None:
+            receiver.stop()
+        if kubelet is not None:
+            kubelet.stop()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+    report = data_dir / "report.html"
+    say(f"done in {time.monotonic() - started:.0f} s")
+    print(f"    dataset:  {data_dir}/ (Hive-partitioned Parquet; expected totals in {data_dir}/expected.json)")
+    if report.exists():
+        print(f"    report:   {report.resolve()}  (open it in a browser)")
+    for name, why in skipped:
+        print(f"    skipped:  analyze {name} ({why})")
+    print("    try next:")
+    for args in TRY_NEXT:
+        print(f"      analyze {args[0]} --data {data_dir} {' '.join(args[1:])}")
+    print("      collector-ext loadgen --endpoint HOST:4317 --tasks 100 --seed 3   # your own receiver")
+    return 1 if problems else 0
+
+
+def analyze(data_dir: Path) -> list[tuple[str, str]]:
+    """Run each analyzer command that exists; returns the ones skipped, with why."""
+    skipped = []
+    report = data_dir / "report.html"
+    commands = [*ANALYZER_COMMANDS, ("the HTML report", [["report", "--out", str(report)]])]
+    for title, alternatives in commands:
+        for args in alternatives:
+            say(f"analyze {' '.join(args)}   # {title}")
+            code, stderr = run_analyze(data_dir, args)
+            if code == 0 or not not_built(stderr) or args is alternatives[-1]:
+                break
+            print(f"    ({stderr.splitlines()[-1]}: trying the next form)")
+        if code != 0:
+            why = "not built yet" if not_built(stderr) else (stderr.splitlines() or ["failed"])[-1]
+            print(f"    skipped: {why}")
+            skipped.append((args[0], why))
+    return skipped
+
+
+def _summary(result: WorkloadResult) -> str:
+    data = result.to_json()
+    return (
+        f"{result.tasks_sent} tasks, {result.traces_sent} traces ({result.noise_traces} health checks), "
+        f"{result.spans_sent} spans, {data['total']['llm_calls']} LLM calls, simulated "
+        f"{data['first_start'][:19]} .. {data['last_end'][:19]} UTC"
+    )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m collector_ext.demo", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        default=int(os.environ.get("AGENTMETER_DEMO_TASKS", DEFAULT_TASKS)),
+        help=f"tasks of history to send (default {DEFAULT_TASKS}, or $AGENTMETER_DEMO_TASKS)",
+    )
+    parser.add_argument("--seed", type=int, default=7, help="workload seed (same seed, same spans)")
+    parser.add_argument("--data-dir", type=Path, default=Path("demo-data"), help="dataset directory (wiped first)")
+    args = parser.parse_args(argv)
+    if args.tasks < 1:
+        print("error: --tasks must be at least 1", file=sys.stderr)
+        return 2
+    # SIGTERM to the demo unwinds like Ctrl-C, so the finally blocks stop the receiver and the kubelet
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run_demo(args.data_dir, args.tasks, args.seed)
+    except DemoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: everything the demo started is stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The live demand signal for KEDA: the external scaler gRPC service and the `metrics-api` JSON.
+
+The figure served is one number per scale target::
+
+    value = in-flight agent runs (LiveState, matching the selector) + warmFloor
+
+The ScaledObject's trigger metadata picks the selector and the floor (`analyze recommend` emits it, so the
+receiver never queries the analyzer):
+
+    agent / namespace / service   at least one; several narrow the selection (all must match)
+    warmFloor                     optional, >= 0 (default 0): sandboxes kept warm on top of the demand
+    targetPerReplica              optional, > 0 (default 1): in-flight runs one replica serves (HPA target)
+
+Errors KEDA sees (gRPC status): metadata naming no selector, a non-numeric / negative / non-finite
+`warmFloor` or `targetPerReplica`, or a known key in the wrong case (`warmfloor`) -> INVALID_ARGUMENT with a
+message naming the key; GetMetrics for a metric name that is not this trigger's -> NOT_FOUND. Other keys
+are ignored: KEDA passes the whole trigger metadata, `scalerAddress` included.
+
+An agent never seen is NOT an error: it has 0 runs in flight and the value is its warm floor. The live
+state forgets an agent as soon as nothing of it is in flight and starts empty after every receiver
+restart, so "never seen" and "idle" cannot be told apart; an error would make KEDA keep the replicas it
+has (or apply `fallback`) instead of scaling the idle agent down. Typos show up as a metric that stays at
+the floor: the JSON route and GetMetrics both echo the selector they matched.
+
+IsActive is `value > 0` (a warm floor keeps the target active, as minReplicaCount would).
+StreamIsActive sends the current answer at once and then a new message each time the answer flips:
+KEDA uses pushes only to wake its scale loop between polls (the replica count follows GetMetrics), so
+pushing every change of the count would only add load. It ends when the client cancels or the server
+stops; each open stream holds one worker thread of the scaler's gRPC server.
+
+`metricValue` (int64, older KEDA) carries the value rounded up, so a fractional floor never reads as 0;
+`metricValueFloat` carries it exactly (KEDA reads the float only when it is > 0).
+
+`metrics-api` trigger: `GET /v1/demand?agent=NAME[&warmFloor=N]` (mounted by the receiver's HTTP server)
+answers `{"agent": ..., "namespace": ..., "service": ..., "inFlight": n, "warmFloor": f, "value": v}`;
+use `valueLocation: value`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from collector_ext.protos import externalscaler_pb2 as pb
+from collector_ext.protos import externalscaler_pb2_grpc as pb_grpc
+
+DEMAND_PATH = "/v1/demand"
+SELECTOR_KEYS = ("agent", "namespace", "service")
+KNOWN_KEYS = frozenset((*SELECTOR_KEYS, "warmFloor", "targetPerReplica"))
+# How long a StreamIsActive worker waits for a change before checking that its client is still there.
+STREAM_WAKE_SECONDS = 0.5
+# KEDA prefixes the trigger index ("s0-") to metric names in the HPA and may hand it back.
+_TRIGGER_INDEX = re.compile(r"^s\d+-")
+
+
+class LiveDemand(Protocol):
+    """What the scaler needs of `collector_ext.live_state.LiveState`."""
+
+    def in_flight(self, agent: str | None = None, namespace: str | None = None, service: str | None = None) -> int: ...
+
+    def wait_changed(self, version: int, timeout: float) -> int: ...
+
+
+class BadScalerMetadata(ValueError):
+    """Trigger metadata (or metrics-api query) that names no selector or carries a bad number."""
+
+
+@dataclass(frozen=True)
+class Selector:
+    agent: str | None
+    namespace: str | None
+    service: str | None
+    warm_floor: float
+    target_per_replica: float
+
+    @property
+    def metric_name(self) -> str:
+        parts = [f"{key}-{_slug(value)}" for key, value in zip(SELECTOR_KEYS, self._values(), strict=True) if value]
+        return "agentmeter-in-flight-" + "-".join(parts)
+
+    def _values(self) -> tuple[str | None, str | None, str | None]:
+        return (self.agent, self.namespace, self.service)
+
+
+def _slug(value: str) -> str:
+    # Metric names end up in HPA objects: keep them lower-case alnum and '-', bounded in length.
+    return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")[:40] or "x"
+
+
+def _number(metadata: Mapping[str, str], key: str, default: float, *, positive: bool) -> float:
+    text = metadata.get(key)
+    if text is None or str(text).strip() == "":
+        return default
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise BadScalerMetadata(f"{key} must be a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise BadScalerMetadata(f"{key} must be a finite number {bound}, got {text!r}")
+    return value
+
+
+def parse_selector(metadata: Mapping[str, str]) -> Selector:
+    """Trigger metadata -> Selector; raises BadScalerMetadata with a message naming the key."""
+    # KEDA hands over the whole trigger metadata (scalerAddress, TLS settings, ...): other keys are ignored,
+    # but a known key in the wrong case is a typo that would silently drop a setting.
+    by_lower = {key.lower(): key for key in KNOWN_KEYS}
+    for key in sorted(metadata):
+        known = by_lower.get(key.lower())
+        if known is not None and known != key:
+            raise BadScalerMetadata(f"unknown scaler metadata {key!r}: did you mean {known!r}?")
+    values = {key: (str(metadata[key]).strip() or None) if key in metadata else None for key in SELECTOR_KEYS}
+    if not any(values.values()):
+        raise BadScalerMetadata("scaler metadata must name an agent, namespace or service (e.g. agent: planner)")
+    return Selector(
+        agent=values["agent"],
+        namespace=values["namespace"],
+        service=values["service"],
+        warm_floor=_number(metadata, "warmFloor", 0.0, positive=False),
+        target_per_replica=_number(metadata, "targetPerReplica", 1.0, positive=True),
+    )
+
+
+def current_demand(live: LiveDemand, selector: Selector) -> tuple[int, float]:
+    """(in-flight runs, value = in-flight + warm floor) for one selector."""
+    in_flight = live.in_flight(agent=selector.agent, namespace=selector.namespace, service=selector.service)
+    return in_flight, in_flight + selector.warm_floor
+
+
+def demand_json(live: LiveDemand, query: Mapping[str, Any]) -> dict[str, Any]:
+    """The `metrics-api` answer for `GET /v1/demand?agent=...`; raises BadScalerMetadata (-> HTTP 400)."""
+    flat = {key: (value[-1] if isinstance(value, list | tuple) else value) for key, value in query.items()}
+    selector = parse_selector({key: str(value) for key, value in flat.items() if value is not None})
+    in_flight, value = current_demand(live, selector)
+    return {
+        "agent": selector.agent,
+        "namespace": selector.namespace,
+        "service": selector.service,
+        "inFlight": in_flight,
+        "warmFloor": selector.warm_floor,
+        "value": value,
+    }
+
+
+class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
+    """`externalscaler.ExternalScaler` over a LiveState."""
+
+    def __init__(self, live: LiveDemand) -> None:
+        self._live = live
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Ends every open StreamIsActive within STREAM_WAKE_SECONDS (server.stop() also cancels them)."""
+        self._stopping = True
+
+    def _selector(self, ref: pb.ScaledObjectRef, context: grpc.ServicerContext) -> Selector:
+        try:
+            return parse_selector(dict(ref.scalerMetadata))
+        except BadScalerMetadata as err:
+            where = f"ScaledObject {ref.namespace}/{ref.name}: " if ref.name else ""
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, where + str(err))
+            raise  # abort raises; this line keeps type checkers content
+
+    def IsActive(self, request: pb.ScaledObjectRef, context: grpc.ServicerContext) -> pb.IsActiveResponse:  # noqa: N802
+        _, value = current_demand(self._live, self._selector(request, context))
+        return pb.IsActiveResponse(result=value > 0)
+
+    def StreamIsActive(  # noqa: N802
+        self, request: pb.ScaledObjectRef, context: grpc.ServicerContext
+    ) -> Iterator[pb.IsActiveResponse]:
+        selector = self._selector(request, context)
+        version = self._live.wait_changed(-1, 0)
+        active = current_demand(self._live, selector)[1] > 0
+        yield pb.IsActiveResponse(result=active)
+        while context.is_active() and not self._stopping:
+            version = self._live.wait_changed(version, STREAM_WAKE_SECONDS)
+            now_active = current_demand(self._live, selector)[1] > 0
+            if now_active != active:
+                active = now_active
+                yield pb.IsActiveResponse(result=active)
+
+    def GetMetricSpec(  # noqa: N802
+        self, request: pb.ScaledObjectRef, context: grpc.ServicerContext
+    ) -> pb.GetMetricSpecResponse:
+        selector = self._selector(request, context)
+        spec = pb.MetricSpec(
+            metricName=selector.metric_name,
+            targetSize=max(1, math.ceil(selector.target_per_replica)),
+            targetSizeFloat=selector.target_per_replica,
+        )
+        return pb.GetMetricSpecResponse(metricSpecs=[spec])
+
+    def GetMetrics(self, request: pb.GetMetricsRequest, context: grpc.ServicerContext) -> pb.GetMetricsResponse:  # noqa: N802
+        selector = self._selector(request.scaledObjectRef, context)
+        asked = _TRIGGER_INDEX.sub("", request.metricName)
+        if asked and asked != selector.metric_name:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"unknown metric {request.metricName!r}: this trigger serves {selector.metric_name!r}",
+            )
+        _, value = current_demand(self._live, selector)
+        metric = pb.MetricValue(metricName=selector.metric_name, metricValue=math.ceil(value), metricValueFloat=value)
+        return pb.GetMetricsResponse(metricValues=[metric])
+
+
+def add_scaler_servicer(server: grpc.Server, live: LiveDemand) -> ExternalScalerServicer:
+    """Register the external scaler on `server` (the receiver's scaler endpoint); returns the servicer."""
+    servicer = ExternalScalerServicer(live)
+    pb_grpc.add_ExternalScalerServicer_to_server(servicer, server)
+    return servicer

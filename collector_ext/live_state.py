@@ -1,0 +1,164 @@
+"""Live state: the tasks and agent runs in flight right now (the KEDA demand signal).
+
+Spans are exported when they END, so children arrive before their parents: a trace with spans seen and
+no root span yet is a run still going. A trace is in flight from its first span until its root span
+(no parent_span_id) arrives, or until the trace buffer hands it on (`trace_finished`, which also drops
+traces that went quiet past the buffer's max wait). Each in-flight trace counts as one agent run of:
+  - agent: the first own agent identity seen on its spans (agent spans preferred), else service.name;
+  - namespace: k8s_namespace; service: service_name (first seen).
+`tasks` counts in-flight traces not known to be sub-agent traces (no span link seen on them yet; a
+sub-agent's link is on its root, which arrives last, so a running sub-agent trace counts as a task until
+then: an over-count on the side of more capacity, documented).
+
+Cheap: O(spans) dict work per request under one lock. Bounded: at most `max_traces` traces (the oldest
+are dropped past it) and a bounded memory of recently ended traces so late spans do not revive them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+
+from collector_ext.schema import CATEGORY_AGENT
+
+
+@dataclass(slots=True)
+class _Flight:
+    agent: str | None
+    agent_rank: int  # 0 none, 1 service.name, 2 own identity of a span, 3 of an agent span
+    namespace: str | None
+    service: str | None
+    linked: bool
+
+
+class LiveState:
+    def __init__(self, max_traces: int = 1_000_000) -> None:
+        self._max_traces = max(1, max_traces)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._version = 0
+        self._flights: OrderedDict[bytes, _Flight] = OrderedDict()
+        self._ended: OrderedDict[bytes, None] = OrderedDict()
+        self._agents: Counter[str] = Counter()
+        self._namespaces: Counter[str] = Counter()
+        self._services: Counter[str] = Counter()
+        self._tasks = 0
+
+    # -- updates (ingest path) ------------------------------------------------------------------------------
+
+    def spans_seen(self, spans: list[dict]) -> None:
+        with self._lock:
+            before = self._version
+            for span in spans:
+                trace_id = span["trace_id"]
+                if trace_id in self._ended:
+                    continue
+                flight = self._flights.get(trace_id)
+                if flight is None:
+                    flight = _Flight(None, 0, span.get("k8s_namespace"), span.get("service_name"), False)
+                    self._flights[trace_id] = flight
+                    self._count(flight, +1)
+                    self._version += 1
+                self._learn(flight, span)
+                if not span.get("parent_span_id"):  # the root ended: the run is over
+                    self._end(trace_id)
+            while len(self._flights) > self._max_traces:
+                oldest = next(iter(self._flights))
+                self._end(oldest)
+            if self._version != before:
+                self._changed.notify_all()
+
+    def trace_finished(self, trace_id: bytes) -> None:
+        with self._lock:
+            if trace_id in self._flights:
+                self._end(trace_id)
+                self._changed.notify_all()
+            # The buffer handed the trace on; late spans of it must not start a new flight.
+            self._remember_ended(trace_id)
+
+    # -- queries ------------------------------------------------------------------------------------------
+
+    def in_flight(self, agent: str | None = None, namespace: str | None = None, service: str | None = None) -> int:
+        with self._lock:
+            given = [(k, v) for k, v in (("agent", agent), ("namespace", namespace), ("service", service)) if v]
+            if not given:
+                return len(self._flights)
+            if len(given) == 1:
+                key, value = given[0]
+                counter = {"agent": self._agents, "namespace": self._namespaces, "service": self._services}[key]
+                return counter.get(value, 0)
+            return sum(
+                1
+                for f in self._flights.values()
+                if (agent is None or f.agent == agent)
+                and (namespace is None or f.namespace == namespace)
+                and (service is None or f.service == service)
+            )
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "version": self._version,
+                "tasks": self._tasks,
+                "agent_runs": len(self._flights),
+                "agents": dict(self._agents),
+                "namespaces": dict(self._namespaces),
+                "services": dict(self._services),
+            }
+
+    @property
+    def version(self) -> int:
+        with self._lock:
+            return self._version
+
+    def wait_changed(self, version: int, timeout: float) -> int:
+        """Block until the state's version differs from `version` (or `timeout` s); returns the version."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != version, timeout=max(0.0, timeout))
+            return self._version
+
+    # -- internals (lock held) ----------------------------------------------------------------------------
+
+    def _learn(self, flight: _Flight, span: dict) -> None:
+        if span.get("agent_name"):
+            name, rank = span["agent_name"], 3 if span.get("category") == CATEGORY_AGENT else 2
+        else:
+            name, rank = span.get("service_name"), 1
+        better_agent = bool(name) and rank > flight.agent_rank
+        linked = bool(span.get("links")) and not flight.linked
+        if not (better_agent or linked):
+            return
+        self._count(flight, -1)
+        if better_agent:
+            flight.agent, flight.agent_rank = name, rank
+        if linked:
+            flight.linked = True
+        self._count(flight, +1)
+        self._version += 1
+
+    def _count(self, flight: _Flight, delta: int) -> None:
+        for counter, key in ((self._agents, flight.agent), (self._namespaces, flight.namespace)):
+            if key:
+                counter[key] += delta
+                if counter[key] <= 0:
+                    del counter[key]
+        if flight.service:
+            self._services[flight.service] += delta
+            if self._services[flight.service] <= 0:
+                del self._services[flight.service]
+        if not flight.linked:
+            self._tasks += delta
+
+    def _end(self, trace_id: bytes) -> None:
+        flight = self._flights.pop(trace_id, None)
+        if flight is not None:
+            self._count(flight, -1)
+            self._version += 1
+        self._remember_ended(trace_id)
+
+    def _remember_ended(self, trace_id: bytes) -> None:
+        self._ended[trace_id] = None
+        self._ended.move_to_end(trace_id)
+        while len(self._ended) > self._max_traces:
+            self._ended.popitem(last=False)

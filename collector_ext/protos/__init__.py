@@ -1,0 +1,1 @@
+"""Our own .proto files and their generated, committed gRPC stubs (`make protos`)."""

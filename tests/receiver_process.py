@@ -1,0 +1,158 @@
+"""A real `collector-ext serve` subprocess for end-to-end tests.
+
+    with ReceiverProcess(data_dir, "--keep", "all") as receiver:
+        exporter = OTLPSpanExporter(endpoint=receiver.grpc_endpoint, insecure=True)
+        ...
+    # leaving the block sends SIGTERM and asserts a clean exit (0): every held span is in Parquet
+
+The receiver listens on free loopback ports (gRPC, HTTP, KEDA scaler), uses the fixed writer id "test"
+unless told otherwise (None: none given, so env/YAML apply) (so a restart on the same data dir replays the same WAL), and small timings so that
+traces are written quickly. `kill()` is SIGKILL (crash tests); `stop()` is SIGTERM + bounded wait;
+`start()` again after either restarts the receiver on the same ports, data dir and writer id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from conftest import free_port
+
+# Small timings for tests; any of them can be overridden by passing the flag again in `extra_args`.
+TEST_DEFAULTS = {
+    "--trace-grace-seconds": "0.2",
+    "--trace-max-wait-seconds": "30",
+    "--parquet-max-seconds": "0.5",
+    "--podresources-interval-seconds": "0",
+    "--min-free-disk-mib": "16",
+    "--retry-after-seconds": "1",
+    "--log-format": "json",
+}
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 60.0
+# glibc: keep protobuf arenas mapped (DESIGN.md "Measured limits")
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "67108864"}
+
+
+class ReceiverProcess:
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra_args: str,
+        writer_id: str | None = "test",
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.scaler_port = free_port()
+        self.grpc_endpoint = f"127.0.0.1:{self.grpc_port}"
+        # with --tls-cert the HTTP endpoint speaks https: pass the client context that trusts it
+        self.tls_context = tls_context
+        self.http_url = f"{'https' if tls_context else 'http'}://127.0.0.1:{self.http_port}"
+        self.scaler_endpoint = f"127.0.0.1:{self.scaler_port}"
+        flags = {
+            "--data-dir": str(self.data_dir),
+            "--grpc-endpoint": self.grpc_endpoint,
+            "--http-endpoint": f"127.0.0.1:{self.http_port}",
+            "--scaler-endpoint": self.scaler_endpoint,
+            **({"--writer-id": writer_id} if writer_id else {}),
+            **TEST_DEFAULTS,
+        }
+        given = set(extra_args)
+        args = [a for key, value in flags.items() if key not in given for a in (key, value)]
+        self.args = [sys.executable, "-m", "collector_ext.cli", "serve", *args, *extra_args]
+        self.env = {**os.environ, **MALLOC_ENV, **(env or {})}
+        self.log_path = log_path or self.data_dir.parent / f"receiver-{writer_id}-{self.grpc_port}.log"
+        self.process: subprocess.Popen | None = None
+        self.returncode: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> ReceiverProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in _reap)
+        repo = Path(__file__).resolve().parent.parent
+        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=repo)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._reap()
+                raise RuntimeError(f"receiver exited with {self.returncode} at start:\n{self.log()}")
+            if self.healthy():
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"receiver did not answer /healthz within {START_TIMEOUT_S} s:\n{self.log()}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/healthz", timeout=1, context=self.tls_context) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "receiver not started"
+        return self.process.pid
+
+    def stop(self, check: bool = True) -> int:
+        """SIGTERM, wait (bounded) for the receiver to write out everything; assert exit code 0."""
+        if self.process is None:
+            return self.returncode or 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                self._reap()
+                raise AssertionError(f"receiver did not stop within {STOP_TIMEOUT_S} s:\n{self.log()}") from None
+        self._reap()
+        if check:
+            assert self.returncode == 0, f"receiver exited with {self.returncode}:\n{self.log()}"
+        return self.returncode  # type: ignore[return-value]
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing written out."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._reap()
+
+    def _reap(self) -> None:
+        if self.process is not None:
+            self.returncode = self.process.returncode
+            self.process = None
+            self._log.close()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-20000:]
+        except OSError:
+            return ""
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"{self.http_url}/metrics", timeout=5, context=self.tls_context) as response:
+            return response.read().decode()
+
+    def __enter__(self) -> ReceiverProcess:
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.stop()
+        else:  # the test already failed: clean up without masking its error
+            with contextlib.suppress(AssertionError):
+                self.stop(check=False)

@@ -1,0 +1,251 @@
+"""Stitching scenarios shared by the stitching tests: span rows of whole traces plus the answers expected.
+
+Every answer below is worked out by hand from the rules in `collector_ext/stitching.py`'s docstring:
+task of every trace (task, depth, state as the analyzer resolves it), parent agent and depth of every
+agent run, and the tokens counted once per task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from collector_ext.dataset_files import DatasetFiles
+from collector_ext.schema import SPANS
+
+BASE_NS = 1_795_000_000_000_000_000  # 2026-11-18
+
+
+def tid(n: int) -> bytes:
+    return n.to_bytes(16, "big")
+
+
+def sid(trace: int, k: int) -> bytes:
+    return (trace * 1000 + k).to_bytes(8, "big")
+
+
+def span(
+    trace: int,
+    k: int,
+    parent: int | None = None,
+    *,
+    name: str = "work",
+    category: str = "other",
+    agent_name: str | None = None,
+    links: list[tuple[int, int]] = (),
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    response_id: str | None = None,
+    start: int = 0,
+    service: str = "svc",
+) -> dict:
+    """One span row keyed by schema.SPANS names; `links` are (trace, k) pairs; start in ms from BASE."""
+    row = {f.name: None for f in SPANS}
+    row.update(
+        trace_id=tid(trace),
+        span_id=sid(trace, k),
+        parent_span_id=sid(trace, parent) if parent is not None else None,
+        name=name,
+        span_kind="internal",
+        start_time=BASE_NS + (trace * 10_000 + start) * 1_000_000,
+        end_time=BASE_NS + (trace * 10_000 + start + 500) * 1_000_000,
+        status_code="unset",
+        service_name=service,
+        category=category,
+        agent_name=agent_name,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        response_id=response_id,
+        links=[{"trace_id": tid(t), "span_id": sid(t, s), "attributes": {}} for t, s in links],
+        attributes={},
+        resource_attributes={},
+        received_time=BASE_NS,
+    )
+    return row
+
+
+def agent(trace: int, k: int, parent: int | None = None, *, name: str, **kw) -> dict:
+    """An `agent.loop` span with its own agent identity `name`."""
+    return span(trace, k, parent, name="agent.loop", category="agent", agent_name=name, **kw)
+
+
+def llm(trace: int, k: int, parent: int, tokens: tuple[int, int], **kw) -> dict:
+    return span(
+        trace, k, parent, name="gen_ai.chat", category="llm", input_tokens=tokens[0], output_tokens=tokens[1], **kw
+    )
+
+
+def tool(trace: int, k: int, parent: int, **kw) -> dict:
+    return span(trace, k, parent, name="mcp.tool.call", category="tool", **kw)
+
+
+@dataclass
+class Scenario:
+    name: str
+    traces: list[list[dict]]  # whole traces, in arrival order (parents first)
+    tasks: dict[int, tuple[int, int, str]]  # trace -> (task trace, trace depth, analyzer state)
+    runs: dict[tuple[int, int], tuple[str, str | None, int]]  # agent span -> (agent, parent agent, depth)
+    tokens: dict[int, tuple[int, int]]  # task trace -> counted (input, output)
+    receiver_pending: set[int] = field(default_factory=set)  # traces the receiver cannot resolve parents-first
+
+    def rows(self) -> list[dict]:
+        return [row for trace in self.traces for row in trace]
+
+
+def chain_of_three() -> Scenario:
+    # orchestrator (trace 1) -> researcher (trace 2) -> writer (trace 3), each delegating from a span
+    t1 = [
+        agent(1, 1, name="orchestrator", input_tokens=999, output_tokens=99),  # rollup: has LLM below
+        span(1, 2, 1, name="delegate"),
+        llm(1, 3, 1, (100, 10)),
+    ]
+    t2 = [
+        agent(2, 1, name="researcher", links=[(1, 2)]),
+        span(2, 2, 1, name="delegate"),
+        llm(2, 3, 1, (200, 20)),
+        tool(2, 4, 1),
+    ]
+    t3 = [agent(3, 1, name="writer", links=[(2, 2)]), llm(3, 2, 1, (300, 30))]
+    return Scenario(
+        "chain_of_three",
+        [t1, t2, t3],
+        tasks={1: (1, 0, "ok"), 2: (1, 1, "ok"), 3: (1, 2, "ok")},
+        runs={
+            (1, 1): ("orchestrator", None, 0),
+            (2, 1): ("researcher", "orchestrator", 1),
+            (3, 1): ("writer", "researcher", 2),
+        },
+        tokens={1: (600, 60)},
+    )
+
+
+def fan_out_five() -> Scenario:
+    t10 = [agent(10, 1, name="lead")] + [span(10, 1 + i, 1, name="delegate") for i in range(1, 6)]
+    subs = [[agent(10 + i, 1, name=f"worker{i}", links=[(10, 1 + i)]), llm(10 + i, 2, 1, (i, 1))] for i in range(1, 6)]
+    return Scenario(
+        "fan_out_five",
+        [t10, *subs],
+        tasks={10: (10, 0, "ok"), **{10 + i: (10, 1, "ok") for i in range(1, 6)}},
+        runs={(10, 1): ("lead", None, 0), **{(10 + i, 1): (f"worker{i}", "lead", 1) for i in range(1, 6)}},
+        tokens={10: (15, 5)},
+    )
+
+
+def nested_in_trace() -> Scenario:
+    # root workflow span (no agent) > agent "boss" > agent "planner" (an invoke_agent span named for it)
+    t20 = [
+        span(20, 1, name="workflow"),
+        agent(20, 2, 1, name="boss", start=1),
+        span(20, 3, 2, name="invoke_agent planner", category="agent", start=2),
+        llm(20, 4, 3, (40, 4)),
+        llm(20, 5, 2, (50, 5)),
+        llm(20, 6, 1, (60, 6)),  # outside every agent run: attributed to the top agent run (boss)
+    ]
+    return Scenario(
+        "nested_in_trace",
+        [t20],
+        tasks={20: (20, 0, "ok")},
+        runs={(20, 2): ("boss", None, 0), (20, 3): ("planner", "boss", 1)},
+        tokens={20: (150, 15)},
+    )
+
+
+def fan_in() -> Scenario:
+    # trace 32 links to delegates in two parents; the smallest (trace, span) that exists wins: trace 30
+    t30 = [agent(30, 1, name="alpha"), span(30, 2, 1, name="delegate")]
+    t31 = [agent(31, 1, name="beta"), span(31, 2, 1, name="delegate")]
+    t32 = [agent(32, 1, name="merger", links=[(31, 2), (30, 2)]), llm(32, 2, 1, (7, 3))]
+    return Scenario(
+        "fan_in",
+        [t30, t31, t32],
+        tasks={30: (30, 0, "ok"), 31: (31, 0, "ok"), 32: (30, 1, "multi_parent")},
+        runs={(30, 1): ("alpha", None, 0), (31, 1): ("beta", None, 0), (32, 1): ("merger", "alpha", 1)},
+        tokens={30: (7, 3), 31: (0, 0)},
+    )
+
+
+def cycle() -> Scenario:
+    # 41 -> 40 -> 41 (a cycle) and 42 hanging off 41; the smallest trace of the cycle (40) is the top
+    t40 = [agent(40, 1, name="ping", links=[(41, 2)]), span(40, 2, 1, name="delegate"), llm(40, 3, 1, (1, 1))]
+    t41 = [agent(41, 1, name="pong", links=[(40, 2)]), span(41, 2, 1, name="delegate"), llm(41, 3, 1, (2, 2))]
+    t42 = [agent(42, 1, name="tail", links=[(41, 2)]), llm(42, 2, 1, (4, 4))]
+    return Scenario(
+        "cycle",
+        [t40, t41, t42],
+        tasks={40: (40, 0, "cycle"), 41: (40, 1, "cycle"), 42: (40, 2, "ok")},
+        runs={(40, 1): ("ping", None, 0), (41, 1): ("pong", "ping", 1), (42, 1): ("tail", "pong", 2)},
+        tokens={40: (7, 7)},
+        receiver_pending={40},
+    )
+
+
+def self_link() -> Scenario:
+    t50 = [agent(50, 1, name="narcissus", links=[(50, 2)]), span(50, 2, 1), llm(50, 3, 1, (5, 5))]
+    return Scenario(
+        "self_link",
+        [t50],
+        tasks={50: (50, 0, "self_link")},
+        runs={(50, 1): ("narcissus", None, 0)},
+        tokens={50: (5, 5)},
+    )
+
+
+def missing_parent() -> Scenario:
+    t60 = [agent(60, 1, name="orphan", links=[(69, 1)]), llm(60, 2, 1, (6, 6))]
+    return Scenario(
+        "missing_parent",
+        [t60],
+        tasks={60: (60, 0, "missing_parent")},
+        runs={(60, 1): ("orphan", None, 0)},
+        tokens={60: (6, 6)},
+        receiver_pending={60},
+    )
+
+
+def duplicate_response() -> Scenario:
+    # an instrumentation and the SDK's own tracing report one call twice, in two traces (same response id)
+    t70 = [agent(70, 1, name="caller"), llm(70, 2, 1, (11, 1), response_id="resp-1")]
+    t71 = [
+        span(71, 1, name="sdk.messages.create", category="llm", input_tokens=11, output_tokens=1, response_id="resp-1")
+    ]
+    return Scenario(
+        "duplicate_response",
+        [t70, t71],
+        tasks={70: (70, 0, "ok"), 71: (71, 0, "ok")},
+        runs={(70, 1): ("caller", None, 0)},
+        tokens={70: (11, 1), 71: (0, 0)},
+    )
+
+
+def reverse_order() -> Scenario:
+    # one trace whose spans arrive children first (the order spans end), many requests of one span each
+    spans = [agent(80, 1, name="slow")] + [llm(80, k, 1, (k, 1)) for k in range(2, 12)]
+    return Scenario(
+        "reverse_order",
+        [list(reversed(spans))],
+        tasks={80: (80, 0, "ok")},
+        runs={(80, 1): ("slow", None, 0)},
+        tokens={80: (sum(range(2, 12)), 10)},
+    )
+
+
+def all_scenarios() -> list[Scenario]:
+    return [
+        chain_of_three(),
+        fan_out_five(),
+        nested_in_trace(),
+        fan_in(),
+        cycle(),
+        self_link(),
+        missing_parent(),
+        duplicate_response(),
+        reverse_order(),
+    ]
+
+
+def write_rows(rows: list[dict], root: Path, writer_id: str = "w1") -> None:
+    """Write span rows as one Parquet file of `writer_id` (internal `_` keys dropped)."""
+    table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in SPANS} for r in rows], schema=SPANS)
+    DatasetFiles(root, writer_id).write("spans", table)

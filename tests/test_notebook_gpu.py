@@ -1,0 +1,61 @@
+"""notebooks/gpu_slices.ipynb executed by a real kernel (nbclient) against a generated GPU dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from analyzer.gpu_synthetic import AGENTS, DAY, NAMESPACES, RESTART_GAP, synthetic_gpu
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "gpu_slices.ipynb"
+PLOTLY = "application/vnd.plotly.v1+json"
+
+
+def figures(nb: nbformat.NotebookNode) -> list[dict]:
+    return [
+        out["data"][PLOTLY]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if PLOTLY in out.get("data", {})
+    ]
+
+
+def text_of(cell: nbformat.NotebookNode) -> str:
+    return "".join(out.get("text", "") for out in cell.outputs if out.get("output_type") == "stream")
+
+
+def test_committed_notebook_has_no_outputs() -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(
+        not cell.get("outputs") and not cell.get("execution_count") for cell in nb.cells if cell.cell_type == "code"
+    )
+
+
+@pytest.mark.slow
+def test_notebook_draws_timeline_idle_hours_and_agent_cost(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synthetic_gpu(data_dir, slices=6, days=2, spans=600, seed=3)
+    monkeypatch.setenv("AGENTMETER_DATA", str(data_dir))
+    monkeypatch.delenv("AGENTMETER_GPU_PRICES", raising=False)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    # each slice is held all day but for a 10-minute restart gap (and the poller's last second)
+    allocated_hours = 6 * 2 * (DAY - 1 - RESTART_GAP) / 3600
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert text_of(code[0]).startswith(f"6 slices, {allocated_hours:,.1f} allocated slice-hours")
+    timeline, namespaces, agents = figures(nb)
+    assert len(timeline["data"]) == 6
+    assert all(0 <= y <= 1 for trace in timeline["data"] for y in trace["y"])
+    assert len(timeline["data"][0]["x"]) == 48  # 48 hours, each with allocated time
+    idle, busy = namespaces["data"]
+    assert sorted(idle["x"]) == sorted(NAMESPACES)
+    assert sum(idle["y"]) + sum(busy["y"]) == pytest.approx(allocated_hours, abs=1e-4)
+    names = agents["data"][0]["x"]
+    assert set(names) == set(AGENTS) | {"(no span)"}
+    assert all(cost > 0 for cost in agents["data"][0]["y"])

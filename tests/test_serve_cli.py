@@ -1,0 +1,148 @@
+"""`collector-ext serve`: flags from the config fields, precedence flags > env > YAML, clear one-line errors,
+clean exits on SIGTERM and SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+from receiver_process import ReceiverProcess
+from test_decode import request_of, span
+
+from collector_ext.config import ReceiverConfig
+
+REPO = Path(__file__).resolve().parent.parent
+PROTOBUF = {"content-type": "application/x-protobuf"}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "collector_ext.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=60,
+    )
+
+
+def test_help_documents_every_config_field() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    flat = " ".join(result.stdout.replace("│", " ").split())
+    for name, field in ReceiverConfig.model_fields.items():
+        assert "--" + name.replace("_", "-") in flat, name
+        assert " ".join(field.description.split()[:3]) in flat, name
+    assert "--config" in flat
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--fsync", "sometimes"), "Invalid value for '--fsync'"),
+        (("--grpc-endpoint", "nope"), "--grpc-endpoint: Value error, endpoint 'nope' is not HOST:PORT"),
+        (("--writer-id", "a/b"), "--writer-id: Value error, invalid writer id 'a/b'"),
+        (("--max-recv-msg-mib", "0"), "--max-recv-msg-mib: Input should be greater than or equal to 1"),
+        (("--trace-grace-seconds", "soon"), "Invalid value for '--trace-grace-seconds'"),
+        (("--config", "/nonexistent/agentmeter.yaml"), "config file /nonexistent/agentmeter.yaml does not exist"),
+    ],
+)
+def test_invalid_values_are_one_line_errors(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
+    result = run_cli("--data-dir", str(tmp_path / "d"), *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0], lines[0]
+
+
+def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--grpc-endpoint",
+            f"127.0.0.1:{port}",
+            "--http-endpoint",
+            "127.0.0.1:0",
+            "--scaler-endpoint",
+            "",
+            "--podresources-interval-seconds",
+            "0",
+            "--log-level",
+            "error",
+        )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: cannot listen on 127.0.0.1:{port} (address in use?)"]
+    assert "Traceback" not in result.stderr
+
+
+def plain_span_request() -> bytes:
+    return request_of(span(0, name="plain-http-span")).SerializeToString()
+
+
+def written(data_dir: Path) -> list[tuple[str, str]]:
+    query = f"SELECT filename, name FROM read_parquet('{data_dir}/spans/date=*/*.parquet', filename=true)"
+    return [(Path(f).name.rsplit("-", 1)[0], n) for f, n in duckdb.connect().execute(query).fetchall()]
+
+
+def test_precedence_flags_over_env_over_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "agentmeter.yaml"
+    config.write_text("writer_id: from-yaml\nkeep: genai\ntrace_grace_seconds: 0.1\n")
+    # YAML says keep genai (the plain span would be dropped); the environment says all: env wins
+    data_dir = tmp_path / "env"
+    with ReceiverProcess(data_dir, "--config", str(config), writer_id=None, env={"AGENTMETER_KEEP": "all"}) as r:
+        assert httpx.post(f"{r.http_url}/v1/traces", content=plain_span_request(), headers=PROTOBUF).status_code == 200
+    assert written(data_dir) == [("from-yaml", "plain-http-span")]
+    # a flag beats both
+    data_dir = tmp_path / "flag"
+    with ReceiverProcess(
+        data_dir, "--config", str(config), "--keep", "genai", writer_id="from-flag", env={"AGENTMETER_KEEP": "all"}
+    ) as r:
+        assert httpx.post(f"{r.http_url}/v1/traces", content=plain_span_request(), headers=PROTOBUF).status_code == 200
+        r.stop()
+    assert not list(data_dir.glob("spans/date=*/*.parquet"))
+    assert "from-flag" in r.log()
+
+
+def test_sigint_is_a_clean_stop_too(data_dir: Path) -> None:
+    receiver = ReceiverProcess(data_dir, "--keep", "all").start()
+    try:
+        assert (
+            httpx.post(f"{receiver.http_url}/v1/traces", content=plain_span_request(), headers=PROTOBUF).status_code
+            == 200
+        )
+        receiver.process.send_signal(signal.SIGINT)
+        assert receiver.process.wait(60) == 0
+    finally:
+        receiver.kill()
+    assert written(data_dir) == [("test", "plain-http-span")]
+    assert '"event": "receiver ready"' in receiver.log()
+
+
+def test_restart_after_kill_on_the_same_ports(data_dir: Path) -> None:
+    """The helper's kill() + start() (the crash-test pattern): held spans come back from the WAL once."""
+    receiver = ReceiverProcess(data_dir, "--keep", "all", "--trace-grace-seconds", "60").start()
+    try:
+        url = f"{receiver.http_url}/v1/traces"
+        assert httpx.post(url, content=plain_span_request(), headers=PROTOBUF).status_code == 200
+        first_pid = receiver.pid
+        receiver.kill()
+        assert receiver.returncode == -signal.SIGKILL
+        assert not list(data_dir.glob("spans/date=*/*.parquet"))
+        receiver.start()
+        assert receiver.pid != first_pid and receiver.http_url == url
+        receiver.stop()
+    finally:
+        receiver.kill()
+    assert written(data_dir) == [("test", "plain-http-span")]
