@@ -25,6 +25,7 @@ from analyzer.tasks import install_task_views
 from analyzer.timeparse import parse_time
 
 TASK_ID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+MAX_TREE_DEPTH = 200
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 TOTAL_FIELDS = ("llm_calls", "tool_calls", *TOKEN_FIELDS, "cost_usd", "unpriced_calls")
 
@@ -50,9 +51,15 @@ def prepare(con: duckdb.DuckDBPyConnection, prices: Path | None) -> None:
 
 
 def list_tasks(
-    con: duckdb.DuckDBPyConnection, since: Any = None, until: Any = None, agent: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    since: Any = None,
+    until: Any = None,
+    agent: str | None = None,
+    top: int | None = None,
 ) -> list[dict[str, Any]]:
-    cursor = con.execute(load_sql("tasks_list.sql"), {"since": since, "until": until, "agent": agent})
+    """Tasks by start time; with `top`, the `top` most expensive (then most tokens) first."""
+    params = {"since": since, "until": until, "agent": agent, "top": top}
+    cursor = con.execute(load_sql("tasks_list.sql"), params)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -73,6 +80,12 @@ def task_tree(con: duckdb.DuckDBPyConnection, task_id: bytes) -> dict[str, Any]:
     if not state[1]:
         raise AnalyzerError(f"unknown task id {task_id.hex()}: no trace of the dataset belongs to it")
     runs = con.execute(load_sql("tasks_tree_runs.sql"), {"task_id": task_id}).fetchall()
+    deepest = max((depth for _t, _s, _n, depth, *_rest in runs), default=0)
+    if deepest > MAX_TREE_DEPTH:  # nested output (Rich, JSON) recurses per level: refuse, never crash
+        raise AnalyzerError(
+            f"task {task_id.hex()} nests agent runs {deepest} deep (over {MAX_TREE_DEPTH}): "
+            "too deep to print as a tree; see `analyze tasks` and the agent_runs view"
+        )
     cursor = con.execute(load_sql("tasks_tree_direct.sql"), {"task_id": task_id})
     names = [d[0] for d in cursor.description]
     direct = {(row[0], row[1]): dict(zip(names[2:], row[2:], strict=True)) for row in cursor.fetchall()}
@@ -166,6 +179,9 @@ def register(app: typer.Typer) -> None:
         since: Annotated[str | None, typer.Option(help="Tasks starting at/after: ISO date/time or 7d, 24h.")] = None,
         until: Annotated[str | None, typer.Option(help="Tasks starting before: ISO date/time or 7d, 24h.")] = None,
         agent: Annotated[str | None, typer.Option(help="Only tasks with an agent run of this name.")] = None,
+        top: Annotated[
+            int | None, typer.Option(min=1, help="Only the N most expensive tasks (then most tokens), first.")
+        ] = None,
         prices: PricesOption = None,
         fmt: Annotated[OutputFormat, typer.Option("--format", help="table, json or csv.")] = OutputFormat.table,
     ) -> None:
@@ -173,7 +189,7 @@ def register(app: typer.Typer) -> None:
         since_t, until_t = parse_time(since), parse_time(until)
         dataset = open_dataset(data)
         prepare(dataset.con, prices)
-        rows = list_tasks(dataset.con, since_t, until_t, agent)
+        rows = list_tasks(dataset.con, since_t, until_t, agent, top)
         totals = ["traces", "agent_runs", "llm_calls", "tool_calls", "input_tokens", "output_tokens"]
         if rows and all(r["cost_usd"] is not None for r in rows):  # a total over unpriced calls would mislead
             totals.append("cost_usd")
@@ -188,7 +204,13 @@ def register(app: typer.Typer) -> None:
             TreeFormat, typer.Option("--format", help="tree (people) or json (machines).")
         ] = TreeFormat.tree,
     ) -> None:
-        """A task as a tree of agent runs, with direct and inclusive (sub-agents included) tokens and cost."""
+        """A task as a tree of agent runs, with direct and inclusive (sub-agents included) tokens and cost.
+
+        Each node is an agent run: its own LLM and tool calls and tokens (direct) and those of every agent
+        run below it (inclusive), tokens counted once. JSON: {"task_id", "stitch_state", "root": {agent,
+        trace_id, span_id, depth, llm_calls, tool_calls, direct: {...}, inclusive: {...}, children: [...]}}.
+        Spans in traces without an agent run count at the run their trace links into (else the root).
+        """
         wanted = parse_task_id(task_id)
         dataset = open_dataset(data)
         prepare(dataset.con, prices)

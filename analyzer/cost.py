@@ -5,7 +5,8 @@ Group keys come from a fixed whitelist (`GROUP_KEYS`) of SQL expressions over th
 `--by task` uses the analyzer's task resolution (`analyzer.tasks.install_task_views` -> `trace_tasks`)
 and falls back to the receiver's `task_id` hint (or the trace itself) where a trace is not resolved.
 A task's cost is its own spans (its top trace) by default, or with `inclusive` every sub-agent's too.
-GPU cost per span (helper view `span_gpu_costs`, `analyzer/gpu.py`) is added where that module exists.
+GPU cost per span (view `span_gpu_costs`, `analyzer/gpu.py`) is added where the dataset holds GPU
+allocations: self-hosted models are priced by GPU time, so a call with GPU time is not counted unpriced.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def parse_where(items: list[str]) -> dict[str, str]:
         if not sep or not key:
             raise AnalyzerError(f"bad --where {item!r}: use KEY=VALUE, KEY one of {', '.join(GROUP_KEYS)}")
         check_keys([key], option="--where")
-        where[key] = value
+        where[key] = value.lower() if key == "task" else value  # task ids are shown as lower-case hex
     return where
 
 

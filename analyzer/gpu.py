@@ -33,7 +33,7 @@ from analyzer.dataset import AnalyzerError, load_sql
 
 GROUPINGS = ("slice", "node", "namespace", "pod", "agent", "task")
 MAX_SAMPLE_SECONDS = 120.0  # a sample never stands for more than this (a scrape gap is not busy time)
-JOIN_BUCKET_SECONDS = 600.0
+JOIN_BUCKET_SECONDS = 60.0  # sizes the span x busy-piece join buckets (any value gives the same answer)
 MIG_SLICES = 7  # compute slices of a MIG-capable GPU (A100, H100, H200)
 
 # The built-in prices: the same figures as analyzer/gpu_prices.example.yaml (a test holds them equal).
@@ -120,9 +120,13 @@ def install_gpu_views(
     prices: GpuPrices | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    spans: bool = False,
     tasks: bool = False,
 ) -> None:
-    """Create (or re-create for another window) the gpu_* views, the slice price table and trace->task map."""
+    """Create (or re-create for another window) the gpu_* tables, the slice prices and the trace->task map.
+
+    `spans` also attributes busy time to the inference spans (gpu_usage then has a row per span that used
+    a slice): needed for --by agent / task and span_gpu_costs, and the costly part on big datasets."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE gpu_params AS "
         "SELECT $since::DOUBLE AS since_s, $until::DOUBLE AS until_s, $max_sample::DOUBLE AS max_sample_s, "
@@ -149,6 +153,8 @@ def install_gpu_views(
         con.execute("CREATE OR REPLACE TEMP TABLE gpu_slice_prices AS SELECT * FROM _gpu_slice_prices_arrow")
     finally:
         con.unregister("_gpu_slice_prices_arrow")
+    if spans or tasks:
+        con.execute(load_sql("gpu_attribution.sql"))
     _install_trace_tasks(con, tasks)
 
 
@@ -169,7 +175,7 @@ def _install_trace_tasks(con: duckdb.DuckDBPyConnection, tasks: bool) -> None:
 
 def install_gpu_costs(con: duckdb.DuckDBPyConnection, gpu_prices_file: Path | None = None) -> None:
     """View span_gpu_costs(trace_id, span_id, gpu_cost_usd): each inference span's share of busy GPU time."""
-    install_gpu_views(con, prices=GpuPrices.load(gpu_prices_file))
+    install_gpu_views(con, prices=GpuPrices.load(gpu_prices_file), spans=True)
     con.execute(load_sql("gpu_span_costs.sql"))
 
 
@@ -186,7 +192,14 @@ def gpu_report(
         raise AnalyzerError(f"unknown grouping {by!r}: use one of {', '.join(GROUPINGS)}")
     if since is not None and until is not None and until <= since:
         raise AnalyzerError("--until must be after --since")
-    install_gpu_views(con, prices=GpuPrices.load(gpu_prices_file), since=since, until=until, tasks=by == "task")
+    install_gpu_views(
+        con,
+        prices=GpuPrices.load(gpu_prices_file),
+        since=since,
+        until=until,
+        spans=by in ("agent", "task"),
+        tasks=by == "task",
+    )
     cursor = con.execute(load_sql("gpu_report.sql"), {"by": by})
     names = [d[0] for d in cursor.description]
     rows = []

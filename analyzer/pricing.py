@@ -20,6 +20,9 @@
    + c_request;
 4. DuckDB joins the price rows and computes cost in DECIMAL(38, 24) (exact for every bundled price).
 
+Price variants (e.g. a provider's service tiers) need a request context spans do not carry: the standard
+price applies, as in `calc_price` without `price_context`.
+
 Token semantics (the dataset's rule): input includes cache read/write tokens, output includes reasoning;
 they are passed to genai-prices as `input_tokens`, `cache_read_tokens`, `cache_write_tokens`,
 `output_tokens`, `output_reasoning_tokens`.
@@ -250,8 +253,8 @@ def _bundled_breakpoints(model_info) -> tuple[set[datetime], set[int]]:
             dates.add(datetime.combine(constraint.start_date, time(), tzinfo=UTC))
         elif isinstance(constraint, TimeOfDateConstraint):
             for moment in (constraint.start_time, constraint.end_time):
-                utc = datetime.combine(date(1970, 1, 1), moment).astimezone(UTC) if moment.tzinfo else None
-                moment = utc.timetz() if utc else moment
+                if moment.tzinfo is not None:  # genai-prices compares times of day in UTC
+                    moment = datetime.combine(date(1970, 1, 1), moment).astimezone(UTC).timetz()
                 times.add(((moment.hour * 60 + moment.minute) * 60 + moment.second) * 1_000_000 + moment.microsecond)
     return dates, times
 

@@ -228,8 +228,8 @@ def _cpu_s(pid: int) -> float:
     return times.user + times.system
 
 
-def _stop_and_rusage(process: subprocess.Popen, timeout: float = 120.0) -> tuple[int, float, float]:
-    """SIGTERM; wait (bounded); returns (exit code, total CPU seconds from rusage, seconds to exit)."""
+def _stop_and_rusage(process: subprocess.Popen, timeout: float = 120.0) -> tuple[int, float, float, float]:
+    """SIGTERM; wait (bounded); returns (exit code, CPU seconds and peak RSS MiB from rusage, seconds to exit)."""
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     deadline = started + timeout
@@ -243,7 +243,8 @@ def _stop_and_rusage(process: subprocess.Popen, timeout: float = 120.0) -> tuple
             break
         time.sleep(0.02)
     process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_utime + usage.ru_stime, time.monotonic() - started
+    cpu = usage.ru_utime + usage.ru_stime
+    return process.returncode, cpu, usage.ru_maxrss / 1024, time.monotonic() - started
 
 
 def _client(endpoint: str, requests_file: Path, count: int, gzip: bool, max_seconds: float) -> dict:
@@ -294,8 +295,8 @@ def run_once(kind: str, gzip: bool, requests_file: Path, count: int, work: Path,
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         _wait_ready(lambda: _http_ok(f"http://127.0.0.1:{http_port}/healthz"), process)
     spy = None
-    if profile is not None:
-        spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if profile is not None and spy_bin is not None:
         spy = subprocess.Popen(
             [spy_bin, "record", "--pid", str(process.pid), "--format", "raw", "--rate", "250", "-o", str(profile)],
             stdout=subprocess.DEVNULL,
@@ -309,7 +310,7 @@ def run_once(kind: str, gzip: bool, requests_file: Path, count: int, work: Path,
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
-        code, cpu_total, stop_s = _stop_and_rusage(process)
+        code, cpu_total, peak_rss_mib, stop_s = _stop_and_rusage(process)
     spans = result["spans_acked"]
     figures = {
         "kind": kind,
@@ -319,6 +320,7 @@ def run_once(kind: str, gzip: bool, requests_file: Path, count: int, work: Path,
         "spans_per_s": result["spans_per_s"],
         "cpu_us_per_span": (cpu_total - cpu_before) / spans * 1e6 if spans else None,
         "exit_code": code,
+        "peak_rss_mib": peak_rss_mib,
     }
     if kind == "receiver":
         figures["stop_s"] = stop_s
@@ -418,7 +420,7 @@ def main(quick: bool) -> dict:
                     runs.append(run_once(kind, gzip, requests_file, count, work))
         profile_file = work / "profile.txt"
         profiled = run_once("receiver", False, requests_file, count, work, profile=profile_file)
-        profile = summarize_profile(profile_file) if profile_file.exists() else {"error": "py-spy produced nothing"}
+        profile = summarize_profile(profile_file) if profile_file.exists() else {"error": "no py-spy profile"}
 
     table = {}
     for gzip in (False, True):
@@ -433,17 +435,21 @@ def main(quick: bool) -> dict:
             "ratio_receiver_to_bare": med(recv, "spans_per_s") / med(bare, "spans_per_s"),
             "bare_cpu_us_per_span": med(bare, "cpu_us_per_span"),
             "receiver_cpu_us_per_span": med(recv, "cpu_us_per_span"),
+            "bare_peak_rss_mib": max(r["peak_rss_mib"] for r in bare),
+            "receiver_peak_rss_mib": max(r["peak_rss_mib"] for r in recv),
             "parquet_rows_equal_acked": all(r["parquet_rows"] == r["spans_acked"] for r in recv),
             "refused": [r["refused"] for r in recv if r["refused"]],
         }
 
     print(f"\ningest: {count} requests x {SPANS_PER_REQUEST} spans, {STREAMS} streams, {rounds} round(s), medians")
-    print(f"{'':8}{'bare sp/s':>12}{'recv sp/s':>12}{'durable':>10}{'ratio':>8}{'bare us/sp':>12}{'recv us/sp':>12}")
+    header = f"{'':8}{'bare sp/s':>12}{'recv sp/s':>12}{'durable':>10}{'ratio':>8}{'bare us/sp':>12}{'recv us/sp':>12}"
+    print(header + f"{'bare MiB':>10}{'recv MiB':>10}")
     for label, row in table.items():
         print(
             f"{label:8}{row['bare_spans_per_s']:>12,.0f}{row['receiver_spans_per_s']:>12,.0f}"
             f"{row['receiver_durable_spans_per_s']:>10,.0f}{row['ratio_receiver_to_bare']:>8.2f}"
             f"{row['bare_cpu_us_per_span']:>12.1f}{row['receiver_cpu_us_per_span']:>12.1f}"
+            f"{row['bare_peak_rss_mib']:>10.0f}{row['receiver_peak_rss_mib']:>10.0f}"
         )
     print(
         f"in-process: parse {local['parse_spans_per_s']:,.0f} spans/s, decode {local['decode_spans_per_s']:,.0f} "

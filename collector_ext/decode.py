@@ -65,8 +65,29 @@ def _cap(values: dict[str, str]) -> dict[str, str]:
     """Truncate over-long values in place (rare: checked with one pass of len())."""
     for key, text in values.items():
         if len(text) > MAX_VALUE_CHARS:
-            values[key] = text[:MAX_VALUE_CHARS] + TRUNCATION_MARKER.format(len(text))
+            values[key] = _truncate(text)
     return values
+
+
+def _attribute_map(attrs: dict[str, object], consumed: frozenset[str]) -> dict[str, str]:
+    """The `attributes` column: the span's attributes not moved into typed columns, as capped strings.
+    Strings (most values) are handled inline; the rest are stringified by otlp_values.attribute_map."""
+    out: dict[str, str] = {}
+    others: dict[str, object] = {}
+    for key, value in attrs.items():
+        if key in consumed:
+            continue
+        if type(value) is str:
+            out[key] = value if len(value) <= MAX_VALUE_CHARS else _truncate(value)
+        else:
+            others[key] = value
+    if others:
+        out.update(_cap(attribute_map(others)))
+    return out
+
+
+def _truncate(text: str) -> str:
+    return text[:MAX_VALUE_CHARS] + TRUNCATION_MARKER.format(len(text))
 
 
 def _id_problem(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | None:
@@ -160,9 +181,7 @@ def decode_traces(request: ExportTraceServiceRequest, received_time_ns: int) -> 
                     result.errors.append(_describe(index, span, problem))
                     continue
 
-                consumed = normalized.consumed
-                rest = {k: v for k, v in attrs.items() if k not in consumed} if consumed else attrs
-                attributes = _cap(attribute_map(rest))
+                attributes = _attribute_map(attrs, normalized.consumed)
                 if scope_attrs:
                     attributes.update(scope_attrs)
 

@@ -10,7 +10,7 @@
 4. stops the receiver with SIGTERM (it writes every held trace) and checks the dataset against the
    workload's expected totals;
 5. runs the analyzer: `analyze cost --by agent`, `analyze tasks`, `analyze gpu --by agent`, `analyze idle`,
-   and writes `analyze report` to demo-data/report.html. Commands not built yet are skipped with a note.
+   and writes `analyze report` to demo-data/report.html.
 
 Everything started here is stopped here, by pid, also on Ctrl-C or an error.
 """
@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
+from collector_ext.fake_kubelet import FakeKubelet, demo_cluster
 from collector_ext.loadgen import GPU_SLICES, NS_PER_S, GpuSlice, WorkloadResult, WorkloadSpec, make_exporter
 from collector_ext.loadgen import run_workload as send_workload
 
@@ -124,12 +125,8 @@ class Receiver:
             raise DemoError(f"the receiver did not stop within {STOP_TIMEOUT_S:.0f} s; see {self.log_path}") from None
 
 
-def start_fake_kubelet(socket_path: Path):
-    """Helper E's fake kubelet, in this process, serving the DRA claims of the workload's GPU pods."""
-    try:
-        from collector_ext.fake_kubelet import FakeKubelet, demo_cluster
-    except ImportError:
-        return None
+def start_fake_kubelet(socket_path: Path) -> FakeKubelet:
+    """The fake kubelet, in this process, serving the DRA claims of the workload's GPU pods."""
     return FakeKubelet(socket_path, demo_cluster([(s.pod.namespace, s.pod.name) for s in GPU_SLICES])).start()
 
 
@@ -184,8 +181,6 @@ def send_dcgm(endpoint: str, request: metrics_service_pb2.ExportMetricsServiceRe
         try:
             response = metrics_service_pb2_grpc.MetricsServiceStub(channel).Export(request, timeout=10)
         except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
-                return "skipped: this receiver does not accept metrics yet"
             raise DemoError(f"sending GPU metrics failed: {err.code().name} {err.details()}") from None
     points = sum(len(m.gauge.data_points) for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)  # fmt: skip
     rejected = response.partial_success.rejected_data_points
@@ -240,12 +235,11 @@ def check_dataset(data_dir: Path, expected: dict) -> list[str]:
     return problems
 
 
-# (title, alternatives): the first form the analyzer accepts is shown; the others are older/newer spellings
-ANALYZER_COMMANDS: list[tuple[str, list[list[str]]]] = [
-    ("cost by agent", [["cost", "--by", "agent"]]),
-    ("tasks, most expensive first", [["tasks", "--top", "10"], ["tasks"]]),
-    ("GPU slices by agent", [["gpu", "--by", "agent"]]),
-    ("idle gaps and cold starts", [["idle"]]),
+ANALYZER_COMMANDS: list[tuple[str, list[str]]] = [
+    ("cost by agent", ["cost", "--by", "agent"]),
+    ("the 10 most expensive tasks", ["tasks", "--top", "10"]),
+    ("GPU slices by agent", ["gpu", "--by", "agent"]),
+    ("idle gaps and cold starts", ["idle"]),
 ]
 
 
@@ -276,10 +270,6 @@ def run_analyze(data_dir: Path, args: list[str], *, show: bool = True) -> tuple[
     return done.returncode, done.stderr.strip()
 
 
-def not_built(stderr: str) -> bool:
-    return "No such command" in stderr or "No such option" in stderr
-
-
 # --- the demo --------------------------------------------------------------------------------------------
 
 
@@ -305,10 +295,8 @@ def run_demo(data_dir: Path, tasks: int, seed: int) -> int:
         say(
             "fake kubelet serving DRA MIG claims for "
             + ", ".join(f"{g.pod.namespace}/{g.pod.name}" for g in GPU_SLICES)
-            if kubelet
-            else "no fake kubelet yet (collector_ext/fake_kubelet.py): GPU allocations skipped"
         )
-        receiver = Receiver(data_dir, kubelet.socket_path if kubelet else None, data_dir / "receiver.log").start()
+        receiver = Receiver(data_dir, kubelet.socket_path, data_dir / "receiver.log").start()
         say(f"receiver pid {receiver.process.pid} on {receiver.grpc_endpoint} (gRPC), {receiver.http_url} (HTTP)")
 
         def exporter():
@@ -353,7 +341,7 @@ def run_demo(data_dir: Path, tasks: int, seed: int) -> int:
             if not problems
             else "dataset check FAILED:\n    " + "\n    ".join(problems)
         )
-        skipped = analyze(data_dir)
+        failed_commands = analyze(data_dir)
     finally:
         if receiver is not None:
             receiver.stop()
@@ -366,32 +354,25 @@ def run_demo(data_dir: Path, tasks: int, seed: int) -> int:
     print(f"    dataset:  {data_dir}/ (Hive-partitioned Parquet; expected totals in {data_dir}/expected.json)")
     if report.exists():
         print(f"    report:   {report.resolve()}  (open it in a browser)")
-    for name, why in skipped:
-        print(f"    skipped:  analyze {name} ({why})")
+    for name, why in failed_commands:
+        print(f"    FAILED:   analyze {name} ({why})")
     print("    try next:")
     for args in TRY_NEXT:
         print(f"      analyze {args[0]} --data {data_dir} {' '.join(args[1:])}")
     print("      collector-ext loadgen --endpoint HOST:4317 --tasks 100 --seed 3   # your own receiver")
-    return 1 if problems else 0
+    return 1 if problems or failed_commands else 0
 
 
 def analyze(data_dir: Path) -> list[tuple[str, str]]:
-    """Run each analyzer command that exists; returns the ones skipped, with why."""
-    skipped = []
+    """Run the analyzer's main commands; returns the ones that failed, with why."""
     report = data_dir / "report.html"
-    commands = [*ANALYZER_COMMANDS, ("the HTML report", [["report", "--out", str(report)]])]
-    for title, alternatives in commands:
-        for args in alternatives:
-            say(f"analyze {' '.join(args)}   # {title}")
-            code, stderr = run_analyze(data_dir, args)
-            if code == 0 or not not_built(stderr) or args is alternatives[-1]:
-                break
-            print(f"    ({stderr.splitlines()[-1]}: trying the next form)")
+    failed = []
+    for title, args in [*ANALYZER_COMMANDS, ("the HTML report", ["report", "--out", str(report)])]:
+        say(f"analyze {' '.join(args)}   # {title}")
+        code, stderr = run_analyze(data_dir, args)
         if code != 0:
-            why = "not built yet" if not_built(stderr) else (stderr.splitlines() or ["failed"])[-1]
-            print(f"    skipped: {why}")
-            skipped.append((args[0], why))
-    return skipped
+            failed.append((args[0], (stderr.splitlines() or [f"exit code {code}"])[-1]))
+    return failed
 
 
 def _summary(result: WorkloadResult) -> str:

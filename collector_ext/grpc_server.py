@@ -18,6 +18,7 @@ UNAVAILABLE + RetryInfo.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -142,13 +143,16 @@ class _Status(grpc.Status):
         self.trailing_metadata = trailing_metadata
 
 
-def bearer_ok(metadata: Any, token: str | None) -> bool:
+def bearer_matches(header: str | None, token: str | None) -> bool:
+    """`authorization: Bearer <token>` check in constant time (no token configured: always true)."""
     if not token:
         return True
-    for key, value in metadata or ():
-        if key == "authorization":
-            return value == f"Bearer {token}"
-    return False
+    return header is not None and hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
+
+
+def bearer_ok(metadata: Any, token: str | None) -> bool:
+    header = next((value for key, value in metadata or () if key == "authorization"), None)
+    return bearer_matches(header, token)
 
 
 class GrpcHandlers:

@@ -2,8 +2,9 @@
 
 Routes:
 - `POST /v1/traces`, `POST /v1/metrics`: `application/x-protobuf` or `application/json` bodies, optionally
-  `Content-Encoding: gzip`; the response is in the request's content type. Status codes per the OTLP/HTTP
-  spec (errors.py): 400 bad data, 401, 413 too large (the gzip body is inflated only up to the limit),
+  `Content-Encoding: gzip` (or `deflate`, zlib format, which the Python exporter offers); the response is
+  in the request's content type. Status codes per the OTLP/HTTP
+  spec (errors.py): 400 bad data, 401, 413 too large (a compressed body is inflated only up to the limit),
   415 unsupported content type or encoding, 429 too many concurrent requests and 503 overloaded, both
   with `Retry-After`. Error bodies are a `google.rpc.Status` in the request's content type.
 - `GET /metrics`: the receiver's Prometheus metrics. `GET /healthz`: liveness.
@@ -33,7 +34,13 @@ from starlette.concurrency import run_in_threadpool
 from collector_ext import errors, otlp_json
 from collector_ext.config import MIB, ReceiverConfig
 from collector_ext.errors import ErrorKind, ReceiverError
-from collector_ext.grpc_server import TraceIngest, export_metrics_bytes, metrics_response, trace_response
+from collector_ext.grpc_server import (
+    TraceIngest,
+    bearer_matches,
+    export_metrics_bytes,
+    metrics_response,
+    trace_response,
+)
 from collector_ext.telemetry import Telemetry
 
 PROTOBUF = "application/x-protobuf"
@@ -51,10 +58,14 @@ def media_type(request: Request) -> str:
     return CONTENT_TYPES[raw]
 
 
-async def read_body(request: Request, limit: int) -> tuple[bytes, bool]:
-    """The request body (at most `limit` bytes on the wire) and whether it is gzip-encoded."""
+# Content-Encoding -> zlib window bits (None: not compressed)
+ENCODINGS: dict[str, int | None] = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "identity": None, "": None}
+
+
+async def read_body(request: Request, limit: int) -> tuple[bytes, int | None]:
+    """The request body (at most `limit` bytes on the wire) and its zlib window bits (None: plain)."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("gzip", "identity", ""):
+    if encoding not in ENCODINGS:
         raise ReceiverError(ErrorKind.UNSUPPORTED_MEDIA, f"unsupported content encoding {encoding!r}: use gzip")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -66,20 +77,22 @@ async def read_body(request: Request, limit: int) -> tuple[bytes, bool]:
         if size > limit:
             raise errors.too_large(limit)
         chunks.append(chunk)
-    return b"".join(chunks), encoding == "gzip"
+    return b"".join(chunks), ENCODINGS[encoding]
 
 
-def gunzip_capped(body: bytes, limit: int) -> bytes:
-    """Inflate a gzip body, stopping as soon as the output passes `limit` (a gzip bomb costs ~limit)."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+def inflate_capped(body: bytes, limit: int, wbits: int | None) -> bytes:
+    """Inflate a gzip/deflate body, stopping as soon as the output passes `limit` (a bomb costs ~limit)."""
+    if wbits is None:
+        return body
+    inflater = zlib.decompressobj(wbits)
     try:
         out = inflater.decompress(body, limit + 1)
     except zlib.error as err:
-        raise errors.malformed(f"body is not valid gzip: {err}") from None
+        raise errors.malformed(f"body is not valid gzip/deflate: {err}") from None
     if len(out) > limit:
         raise errors.too_large(limit)
     if not inflater.eof:
-        raise errors.malformed("gzip body is truncated")
+        raise errors.malformed("compressed body is truncated")
     return out
 
 
@@ -130,8 +143,8 @@ def build_app(
     in_flight = InFlight(max_in_flight)
     retry_after_s = config.retry_after_seconds
 
-    def traces_work(body: bytes, gzipped: bool, media: str) -> tuple[bytes, int]:
-        payload = gunzip_capped(body, limit) if gzipped else body
+    def traces_work(body: bytes, wbits: int | None, media: str) -> tuple[bytes, int]:
+        payload = inflate_capped(body, limit, wbits)
         request = None
         if media == JSON:
             try:
@@ -142,8 +155,8 @@ def build_app(
         decoded = ingest.export(payload, request)
         return encode_message(trace_response(decoded), media), decoded.rejected
 
-    def metrics_work(body: bytes, gzipped: bool, media: str) -> tuple[bytes, int]:
-        payload = gunzip_capped(body, limit) if gzipped else body
+    def metrics_work(body: bytes, wbits: int | None, media: str) -> tuple[bytes, int]:
+        payload = inflate_capped(body, limit, wbits)
         request = None
         if media == JSON:
             try:
@@ -159,17 +172,19 @@ def build_app(
         rejected, message = export_metrics_bytes(payload, metrics_export, retry_after_s, request)
         return encode_message(metrics_response(rejected, message), media), rejected
 
-    async def export(request: Request, signal: str, work: Callable[[bytes, bool, str], tuple[bytes, int]]) -> Response:
+    async def export(
+        request: Request, signal: str, work: Callable[[bytes, int | None, str], tuple[bytes, int]]
+    ) -> Response:
         started = time.perf_counter()
         media = PROTOBUF
         try:
             media = media_type(request)
-            if token and request.headers.get("authorization") != f"Bearer {token}":
+            if not bearer_matches(request.headers.get("authorization"), token):
                 raise ReceiverError(ErrorKind.UNAUTHENTICATED, "missing or wrong bearer token")
             in_flight.enter(retry_after_s)
             try:
-                body, gzipped = await read_body(request, limit)
-                content, rejected = await run_in_threadpool(work, body, gzipped, media)
+                body, wbits = await read_body(request, limit)
+                content, rejected = await run_in_threadpool(work, body, wbits, media)
             finally:
                 in_flight.leave()
         except ReceiverError as err:

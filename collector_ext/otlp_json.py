@@ -6,6 +6,8 @@ base64 (wrong bytes, often the wrong length). So every id field (`traceId`, `spa
 spans, links and metric exemplars; snake_case spellings too) is converted from hex before `ParseDict`.
 The rest is what `ParseDict` already accepts: lowerCamelCase or snake_case keys, int64 as strings or
 numbers, enums as ints or names. Unknown fields are ignored, as the OTLP spec requires of receivers.
+An id that is not hex makes the whole request malformed (HTTP 400); hex of the wrong length decodes, and
+the decoder then rejects that span alone (partial success).
 """
 
 from __future__ import annotations

@@ -232,7 +232,9 @@ class PodResourcesPoller:
             return
         pod = listed.pod_resources[0]
         try:
-            stub.Get(pb.GetPodResourcesRequest(pod_name=pod.name, pod_namespace=pod.namespace), timeout=5.0)
+            stub.Get(
+                pb.GetPodResourcesRequest(pod_name=pod.name, pod_namespace=pod.namespace), timeout=RPC_TIMEOUT_SECONDS
+            )
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.UNIMPLEMENTED:
                 self._get_checked = True

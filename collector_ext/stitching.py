@@ -50,6 +50,15 @@ Usage counted exactly once (`usage_counted`)
     its parts; then among the spans left, one per response_id counts: the smallest (trace_id, span_id).
     So a call reported twice counts once whatever the arrival order or receiver.
 
+Receiver specifics (the analyzer needs none of this: it sees every file of every writer)
+  - The receiver knows only what it wrote, within bounded LRU indexes: link targets (spans of agent runs
+    other than their trace's top one) and traces (task, chosen parent, top agent run). A forgotten span
+    resolves to its trace's top agent run; a forgotten or unseen trace leaves the sub-agent
+    `pending_parent` with task_id None. A cycle is recognised when it closes through traces it remembers.
+  - A trace written in parts (early flushes) is attributed part by part; the analyzer joins the parts.
+  - In SQL only: where a parent chain breaks because a parent was not written (`--keep genai`), the
+    receiver's agent_span_id is used if that agent span is in the trace.
+
 Keep rule: `trace` keeps every span of a trace holding at least one GenAI span (category not `other`);
 `genai` only GenAI spans; `all` everything.
 """
@@ -79,7 +88,6 @@ GENERIC_AGENT_SPAN_NAMES = frozenset(
     {"agent.loop", "invoke_agent", "agent", "agent.run", "agent_run", "run_agent", "invoke agent", "Agent"}
 )
 INVOKE_AGENT_PREFIX = "invoke_agent "
-TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 KEEP_RULES = ("trace", "genai", "all")
 # States of rows written before the whole trace was seen: such a trace may be written in several parts.
 SPLIT_STATES = frozenset({STITCH_EARLY, STITCH_SHUTDOWN, STITCH_NO_ROOT})
@@ -95,7 +103,14 @@ Link = tuple[bytes, bytes]  # (trace_id, span_id) of a link target
 
 
 def has_usage(span: dict) -> bool:
-    return any((span.get(column) or 0) > 0 for column in TOKEN_COLUMNS)
+    get = span.get  # spelled out: this runs for every span on the ingest path
+    return (
+        (get("input_tokens") or 0) > 0
+        or (get("output_tokens") or 0) > 0
+        or (get("cache_read_tokens") or 0) > 0
+        or (get("cache_write_tokens") or 0) > 0
+        or (get("reasoning_tokens") or 0) > 0
+    )
 
 
 def agent_run_name(span: dict) -> str | None:
@@ -354,7 +369,9 @@ class Stitcher:
             raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, not {keep!r}")
         self.keep = keep
         self.enabled = enabled
-        self._spans = _Lru(memory_items)  # (trace_id, span_id) -> AgentRef the span is attributed to
+        # (trace_id, span_id) -> AgentRef the span is attributed to; only spans of agent runs other than
+        # their trace's top one (the others resolve through the trace entry's top agent run)
+        self._spans = _Lru(memory_items)
         self._traces = _Lru(memory_items)  # trace_id -> TraceEntry
         self._responses = _Lru(memory_items)  # response_id -> (trace_id, span_id) counted
 
@@ -470,11 +487,14 @@ class Stitcher:
             top_ref = previous.top_agent
         self._traces.put(trace_id, TraceEntry(task_id, parent_trace_id, top_ref))
         refs: dict[bytes | None, AgentRef | None] = {}
+        top_span_id = top_ref.span_id if top_ref is not None else None
         for span in kept:
             agent = span.get("agent_span_id")
-            if agent not in refs:
-                refs[agent] = AgentRef(span.get("agent_name"), agent, span.get("agent_depth"))
-            self._spans.put((trace_id, span["span_id"]), refs[agent])
+            # Spans of the top agent run need no entry: a link to them falls back to the trace's top run.
+            if agent is not None and agent != top_span_id:
+                if agent not in refs:
+                    refs[agent] = AgentRef(span.get("agent_name"), agent, span.get("agent_depth"))
+                self._spans.put((trace_id, span["span_id"]), refs[agent])
             response_id = span.get("response_id")
             if span.get("usage_counted") and response_id:
                 key = (trace_id, span["span_id"])

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from analyzer.api import create_app
 from analyzer.cli import main
 from analyzer.synthetic import generate
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +75,30 @@ def test_tasks_and_report(client: TestClient) -> None:
     page = client.get("/report")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<h2>Cost by model</h2>" in page.text
+
+
+def test_analyze_serve_answers_on_loopback(dataset: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "analyzer.cli", "serve", "--data", str(dataset), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/cost", params={"by": "namespace"}, timeout=10)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "analyze serve did not start"
+                time.sleep(0.2)
+        assert response.status_code == 200
+        assert sorted(r["namespace"] for r in response.json()) == [
+            "platform",
+            "team-data",
+            "team-search",
+            "team-support",
+        ]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

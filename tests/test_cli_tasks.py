@@ -69,6 +69,26 @@ def test_tasks_json(dataset: Path, prices: Path, capsys) -> None:
     assert lead["cost_usd"] == pytest.approx(15 * 1e-6 + 5 * 2e-6, rel=1e-12)
 
 
+def test_tasks_top_lists_the_most_expensive_first(data_dir: Path, prices: Path, capsys) -> None:
+    rows = stitch_traces(chain_of_three().traces + fan_out_five().traces)
+    for row in rows:
+        if row["category"] == "llm":
+            row["provider"], row["request_model"] = "vllm", "m1"
+            if row["task_id"].hex() == CHAIN:  # the earlier task becomes the cheaper one
+                row["input_tokens"], row["output_tokens"] = 1, 1
+    write_rows(rows, data_dir)
+    args = ("tasks", "--data", str(data_dir), "--prices", str(prices), "--format", "json")
+    code, out, _ = run(capsys, *args)
+    assert [r["task_id"] for r in json.loads(out)] == [CHAIN, LEAD]  # by start
+    code, out, _ = run(capsys, *args, "--top", "2")
+    assert code == 0
+    assert [r["task_id"] for r in json.loads(out)] == [LEAD, CHAIN]  # by cost
+    code, out, _ = run(capsys, *args, "--top", "1")
+    assert [r["task_id"] for r in json.loads(out)] == [LEAD]
+    code, _, err = run(capsys, "tasks", "--data", str(data_dir), "--top", "0")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
 def test_tasks_without_prices_reports_unpriced(dataset: Path, capsys) -> None:
     code, out, _ = run(capsys, "tasks", "--data", str(dataset), "--format", "json")
     rows = json.loads(out)
@@ -182,3 +202,17 @@ def test_task_whose_top_trace_has_no_agent_run(data_dir: Path, capsys) -> None:
     assert [(r["root_agent"], r["traces"], r["agent_runs"], r["input_tokens"]) for r in json.loads(out)] == [
         ("svc", 2, 1, 8)
     ]
+
+
+def test_task_tree_too_deep_is_a_clear_error(data_dir: Path, capsys) -> None:
+    from stitch_scenarios import agent, span
+
+    traces = [[agent(1, 1, name="a0"), span(1, 2, 1)]]
+    traces += [[agent(1 + i, 1, name=f"a{i}", links=[(i, 2)]), span(1 + i, 2, 1)] for i in range(1, 202)]
+    write_rows(stitch_traces(traces), data_dir)
+    code, out, err = run(capsys, "task", tid(1).hex(), "--data", str(data_dir), "--format", "json")
+    assert (code, out) == (2, "")
+    assert (
+        err
+        == f"error: task {tid(1).hex()} nests agent runs 201 deep (over 200): too deep to print as a tree; see `analyze tasks` and the agent_runs view\n"
+    )

@@ -231,3 +231,30 @@ def test_the_installed_command_runs(dataset: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert {r["agent"]: r["llm_calls"] for r in json.loads(done.stdout)} == {"orchestrator": 2, "researcher": 3}
+
+
+def test_self_hosted_calls_are_priced_by_gpu_time(data_dir: Path, capsys) -> None:
+    from analyzer.gpu import install_gpu_costs
+    from analyzer.gpu_synthetic import synthetic_gpu
+
+    synthetic_gpu(data_dir, slices=3, days=1, spans=200, seed=4)
+    con = open_dataset(data_dir).con
+    install_gpu_costs(con)
+    expected = {
+        ns: (round(gpu, 9), unpriced)
+        for ns, gpu, unpriced in con.execute(
+            """
+            SELECT s.k8s_namespace, sum(g.gpu_cost_usd), count(*) FILTER (WHERE g.span_id IS NULL AND c.counted)
+            FROM counted_spans AS s
+            LEFT JOIN span_gpu_costs AS g ON g.trace_id = s.trace_id AND g.span_id = s.span_id
+            JOIN counted_spans AS c ON c.trace_id = s.trace_id AND c.span_id = s.span_id
+            WHERE c.counted OR g.span_id IS NOT NULL
+            GROUP BY ALL
+            """
+        ).fetchall()
+    }
+    code, out, _ = _run(capsys, "--data", str(data_dir), "--by", "namespace", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert {r["namespace"]: (round(r["gpu_cost_usd"], 9), r["unpriced_calls"]) for r in rows} == expected
+    assert all(r["cost_usd"] is None for r in rows) and sum(r["gpu_cost_usd"] for r in rows) > 0

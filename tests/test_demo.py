@@ -47,12 +47,6 @@ def _alive(pid: int) -> bool:
     return status.exists() and "zombie" not in status.read_text()
 
 
-def _analyzer_commands() -> set[str]:
-    from analyzer.cli import app
-
-    return {command.name for command in app.registered_commands}
-
-
 def test_demo_end_to_end(tmp_path):
     data_dir = tmp_path / "demo-data"
     demo = _demo(data_dir, "--tasks", "8", "--seed", "3")
@@ -82,16 +76,16 @@ def test_demo_end_to_end(tmp_path):
     assert {name: (r["llm_calls"], r["input_tokens"], r["output_tokens"]) for name, r in by_agent.items()} == {
         name: (u["llm_calls"], u["input_tokens"], u["output_tokens"]) for name, u in expected["agents"].items()
     }
-    # the self-hosted model has no price: reported as unpriced, never as zero cost
-    assert by_agent["ticket-classifier"]["unpriced_calls"] == expected["agents"]["ticket-classifier"]["llm_calls"]
+    # the self-hosted model has no token price: its calls are priced by GPU time where they ran on a busy
+    # slice, and every other call of it is reported as unpriced, never as zero cost
+    self_hosted = by_agent["ticket-classifier"]
+    assert self_hosted["cost_usd"] is None and self_hosted["gpu_cost_usd"] > 0
+    assert 0 < self_hosted["unpriced_calls"] < self_hosted["llm_calls"]
 
-    # the report, where `analyze report` exists; otherwise the demo says it skipped it
     report = data_dir / "report.html"
-    if "report" in _analyzer_commands():
-        assert report.stat().st_size > 10_000 and "plotly" in report.read_text()
-        assert f"report:   {report.resolve()}" in stdout
-    else:
-        assert not report.exists() and "skipped:  analyze report (not built yet)" in stdout
+    assert report.stat().st_size > 10_000 and "plotly" in report.read_text()
+    assert f"report:   {report.resolve()}" in stdout
+    assert "FAILED" not in stdout
 
     # everything the demo started is stopped
     (pid,) = re.findall(r"receiver pid (\d+)", stdout)

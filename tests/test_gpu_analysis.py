@@ -3,7 +3,7 @@
 The timeline (seconds after T0, all on node-1):
 
 - S1 a 1g.10gb MIG slice (DRA claim a-gpu) held by agents/vllm-a over [0, 3600], then the pod restarts and
-  holds it again over [3700, 7300]. GR_ENGINE_ACTIVE every 60 s: 0.5 over [0, 1800), 0 until 3600; 1.0
+  holds it again over [3700, 7300] (through two containers sharing the claim). GR_ENGINE_ACTIVE every 60 s: 0.5 over [0, 1800), 0 until 3600; 1.0
   at 3600 and 3640 (in the gap: not allocated, not counted); 0.25 over [3700, 4300), then 0. Every sample
   of the first hour is also written twice (a WAL replay): counted once.
   busy = 30 x 60 x 0.5 + 10 x 60 x 0.25 = 1050 s of 7200 s allocated.
@@ -48,13 +48,15 @@ def ns(seconds: float) -> int:
     return int(T0.timestamp() * NS + seconds * NS)
 
 
-def allocation(pod, namespace, first, last, *, device=None, claim=None, share=None, resource=None, ids=None):
+def allocation(
+    pod, namespace, first, last, *, device=None, claim=None, share=None, resource=None, ids=None, container="server"
+):
     dra = device is not None
     return {
         "node": "node-1",
         "namespace": namespace,
         "pod": pod,
-        "container": "server",
+        "container": container,
         "source": "dra" if dra else "device_plugin",
         "claim_name": claim,
         "claim_namespace": namespace if dra else None,
@@ -114,6 +116,8 @@ def build_dataset(root: Path) -> None:
         allocation("vllm-a", "agents", 0, 1800, device="gpu-0-mig-1g10gb-0", claim="a-gpu"),
         allocation("vllm-a", "agents", 0, 3600, device="gpu-0-mig-1g10gb-0", claim="a-gpu"),
         allocation("vllm-a", "agents", 3700, 7300, device="gpu-0-mig-1g10gb-0", claim="a-gpu"),
+        # a second container of the pod using the same claim: the slice is still held once
+        allocation("vllm-a", "agents", 3700, 7300, device="gpu-0-mig-1g10gb-0", claim="a-gpu", container="sidecar"),
         allocation("trainer", "batch", 0, 3600, resource="nvidia.com/gpu", ids=["GPU-9"]),
         allocation("vllm-b", "agents", 0, 1800, device="gpu-0-mig-3g40gb-1", claim="b-gpu"),
         allocation("shared-1", "team-b", 0, 2000, device="gpu-1", claim="d1", share="s-1"),

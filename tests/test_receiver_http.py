@@ -4,6 +4,7 @@ other routes (/metrics, /healthz, /v1/demand, /v1/metrics)."""
 from __future__ import annotations
 
 import gzip
+import time
 from pathlib import Path
 
 import duckdb
@@ -164,3 +165,42 @@ def test_json_request_equals_protobuf_request_end_to_end(tmp_path: Path) -> None
         )
     assert len(tables[0]) == corpus_span_count(stem)
     assert tables[0] == tables[1]
+
+
+def test_too_many_concurrent_requests_is_429_with_retry_after(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from collector_ext.config import ReceiverConfig
+    from collector_ext.grpc_server import TraceIngest
+    from collector_ext.http_server import build_app
+    from collector_ext.telemetry import Telemetry
+
+    config = ReceiverConfig(data_dir=tmp_path, retry_after_seconds=1.5)
+    telemetry = Telemetry()
+    app = build_app(TraceIngest(None, telemetry, config), telemetry, config, max_in_flight=0)
+    response = TestClient(app).post("/v1/traces", content=b"", headers=PROTOBUF)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "2"
+    assert status_pb2.Status.FromString(response.content).message == "too many concurrent requests"
+
+
+def test_metrics_endpoint_reports_the_pipeline(data_dir: Path) -> None:
+    stem = "openai__otel-contrib-openai-v2__2.4b0"
+    spans = corpus_span_count(stem)
+    with ReceiverProcess(data_dir, "--keep", "all") as receiver:
+        body = (CORPUS / f"{stem}.pb").read_bytes()
+        assert httpx.post(f"{receiver.http_url}/v1/traces", content=body, headers=PROTOBUF).status_code == 200
+        deadline = time.monotonic() + 20
+        while f"agentmeter_spans_written_total {spans}.0" not in receiver.metrics_text():
+            assert time.monotonic() < deadline, receiver.metrics_text()
+            time.sleep(0.1)
+        text = receiver.metrics_text()
+    for line in (
+        f"agentmeter_spans_received_total {spans}.0",
+        "agentmeter_traces_held 0.0",
+        "agentmeter_spans_held 0.0",
+        "agentmeter_parquet_files_total 1.0",
+        'agentmeter_requests_total{outcome="ok",signal="traces",transport="http"} 1.0',
+        'agentmeter_export_latency_seconds_count{signal="traces",transport="http"} 1.0',
+    ):
+        assert line in text.splitlines(), line

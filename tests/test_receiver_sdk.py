@@ -126,6 +126,9 @@ EXPORTERS = {
     "grpc-gzip": lambda r: GrpcExporter(endpoint=r.grpc_endpoint, insecure=True, compression=GrpcCompression.Gzip),
     "http-protobuf-gzip": lambda r: HttpExporter(endpoint=f"{r.http_url}/v1/traces", compression=HttpCompression.Gzip),
     "http-protobuf": lambda r: HttpExporter(endpoint=f"{r.http_url}/v1/traces"),
+    "http-protobuf-deflate": lambda r: HttpExporter(
+        endpoint=f"{r.http_url}/v1/traces", compression=HttpCompression.Deflate
+    ),
 }
 
 

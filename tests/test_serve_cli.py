@@ -141,8 +141,34 @@ def test_restart_after_kill_on_the_same_ports(data_dir: Path) -> None:
         assert receiver.returncode == -signal.SIGKILL
         assert not list(data_dir.glob("spans/date=*/*.parquet"))
         receiver.start()
-        assert receiver.pid != first_pid and receiver.http_url == url
+        assert receiver.pid != first_pid and f"{receiver.http_url}/v1/traces" == url
         receiver.stop()
     finally:
         receiver.kill()
     assert written(data_dir) == [("test", "plain-http-span")]
+
+
+def test_flags_reach_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector_ext.server
+    from collector_ext.cli import main
+
+    seen: list[ReceiverConfig] = []
+    monkeypatch.setattr(collector_ext.server, "run_server", lambda config: seen.append(config) or 0)
+    args = ["serve", "--data-dir", str(tmp_path), "--writer-id", "w1", "--fsync", "never", "--keep", "genai"]
+    args += [
+        "--gpu-metric-names",
+        "A",
+        "--gpu-metric-names",
+        "B",
+        "--trace-grace-seconds",
+        "1.5",
+        "--scaler-endpoint",
+        "",
+    ]
+    assert main(args) == 0
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 0
+    given, defaults = seen
+    assert (given.writer_id, given.fsync, given.keep, given.trace_grace_seconds) == ("w1", "never", "genai", 1.5)
+    assert (given.gpu_metric_names, given.scaler_endpoint, given.data_dir) == (["A", "B"], None, tmp_path)
+    assert defaults.gpu_metric_names == ReceiverConfig.model_fields["gpu_metric_names"].default_factory()
+    assert (defaults.fsync, defaults.keep, defaults.scaler_endpoint) == ("always", "trace", "0.0.0.0:9090")

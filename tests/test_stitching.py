@@ -125,15 +125,23 @@ def test_disabled_stitcher_only_filters() -> None:
 
 
 def test_memory_bound_forgets_oldest_parents() -> None:
-    stitcher = Stitcher(memory_items=2)
-    stitcher.finish_trace([agent(1, 1, name="old"), span(1, 2, 1)], None)
-    stitcher.finish_trace([agent(2, 1, name="new1"), span(2, 2, 1)], None)
-    stitcher.finish_trace([agent(3, 1, name="new2"), span(3, 2, 1)], None)
-    assert len(stitcher._traces) == 2 and len(stitcher._spans) == 2
-    forgotten = stitcher.finish_trace([agent(4, 1, name="sub", links=[(1, 2)])], None)
+    stitcher = Stitcher(memory_items=3)
+    for t, name in ((1, "old"), (2, "new1"), (3, "new2")):
+        # a nested agent run with a delegate span: the spans of runs below the top one are indexed
+        stitcher.finish_trace([agent(t, 1, name=name), agent(t, 2, 1, name=f"{name}-inner"), span(t, 3, 2)], None)
+    assert len(stitcher._traces) == 3 and list(stitcher._spans) == [
+        (tid(2), sid(2, 3)),
+        (tid(3), sid(3, 2)),
+        (tid(3), sid(3, 3)),
+    ]
+    # trace 1's spans left the span index, its trace entry did not: the link lands on its top agent run
+    fallback = stitcher.finish_trace([agent(4, 1, name="sub", links=[(1, 3)])], None)
+    assert (n(fallback[0]["task_id"]), fallback[0]["parent_agent_name"], fallback[0]["agent_depth"]) == (1, "old", 1)
+    remembered = stitcher.finish_trace([agent(5, 1, name="sub2", links=[(3, 3)])], None)
+    assert (n(remembered[0]["task_id"]), remembered[0]["parent_agent_name"]) == (3, "new2-inner")
+    assert remembered[0]["agent_depth"] == 2
+    forgotten = stitcher.finish_trace([agent(6, 1, name="sub3", links=[(1, 3)])], None)  # trace 1 evicted
     assert (forgotten[0]["task_id"], forgotten[0]["stitch_state"]) == (None, "pending_parent")
-    remembered = stitcher.finish_trace([agent(5, 1, name="sub2", links=[(3, 2)])], None)
-    assert (n(remembered[0]["task_id"]), remembered[0]["parent_agent_name"]) == (3, "new2")
 
 
 def test_malformed_parent_loop_does_not_hang() -> None:

@@ -1,14 +1,16 @@
 -- Cost per group. {keys}, {key_names}, {task_join} and {filters} are filled by analyzer/cost.py from its
 -- fixed whitelist of group-key expressions (never user text); every value is a bound parameter.
 -- Rows: counted calls from span_costs, plus GPU cost per span from span_gpu_costs (zero rows when absent).
+-- A call is unpriced when it has neither a token price nor GPU time (self-hosted models are priced by GPU).
 WITH usage AS (
     SELECT {keys},
            1 AS llm_calls, s.input_tokens, s.output_tokens, s.cache_read_tokens, s.cache_write_tokens,
            s.reasoning_tokens, s.cost_usd,
-           CASE WHEN s.priced THEN 0 ELSE 1 END AS unpriced_calls,
+           CASE WHEN s.priced OR gpu.span_id IS NOT NULL THEN 0 ELSE 1 END AS unpriced_calls,
            NULL::DOUBLE AS gpu_cost_usd,
            s.reported_cost_usd
     FROM span_costs AS s
+    LEFT JOIN span_gpu_costs AS gpu ON gpu.trace_id = s.trace_id AND gpu.span_id = s.span_id
     {task_join}
     WHERE ($since IS NULL OR s.start_time >= $since) AND ($until IS NULL OR s.start_time < $until){filters}
     UNION ALL

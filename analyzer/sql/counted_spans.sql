@@ -46,39 +46,39 @@ SELECT trace_id, span_id, has_usage,
        EXISTS (SELECT 1 FROM covered AS c WHERE c.trace_id = step.trace_id AND c.span_id = step.span_id) AS covered
 FROM step;
 
+-- Cost matters here: every cost and task query reads counted_spans over the whole dataset. The common case
+-- (traces written whole, no duplicate response ids) must stay a plain scan: the only joins are against the
+-- small set of recomputed rows of split traces and the small set of response ids reported more than once.
 CREATE OR REPLACE VIEW usage_candidates AS
-SELECT s.trace_id, s.span_id, s.response_id
+SELECT s.trace_id, s.span_id, s.response_id,
+       coalesce(CASE WHEN u.span_id IS NOT NULL THEN u.has_usage AND NOT u.covered ELSE s.usage_counted END, false)
+           AS candidate
 FROM spans AS s
-ANTI JOIN split_traces AS t ON t.trace_id = s.trace_id
-WHERE s.usage_counted
-UNION ALL
-SELECT s.trace_id, s.span_id, s.response_id
-FROM spans AS s
-JOIN usage_covered AS u ON u.trace_id = s.trace_id AND u.span_id = s.span_id
-WHERE u.has_usage AND NOT u.covered;
+LEFT JOIN usage_covered AS u ON u.trace_id = s.trace_id AND u.span_id = s.span_id;
+
+CREATE OR REPLACE VIEW repeated_calls AS  -- response ids counted more than once, with the copy that counts
+SELECT response_id, min(trace_id || span_id) AS first_key  -- trace_id is 16 bytes: orders (trace_id, span_id)
+FROM usage_candidates
+WHERE candidate AND response_id IS NOT NULL
+GROUP BY response_id
+HAVING count(*) > 1;
 
 CREATE OR REPLACE VIEW duplicate_calls AS
-SELECT trace_id, span_id
-FROM (
-    SELECT trace_id, span_id,
-           row_number() OVER (PARTITION BY response_id ORDER BY trace_id, span_id) AS nth
-    FROM usage_candidates
-    WHERE response_id IS NOT NULL
-)
-WHERE nth > 1;
+SELECT c.trace_id, c.span_id
+FROM usage_candidates AS c
+JOIN repeated_calls AS r ON r.response_id = c.response_id
+WHERE c.candidate AND c.trace_id || c.span_id <> r.first_key;
 
 CREATE OR REPLACE VIEW counted_spans AS
-WITH candidates AS MATERIALIZED (
-    SELECT trace_id, span_id, response_id, trace_id || span_id AS call_key FROM usage_candidates
+WITH recounted AS MATERIALIZED (
+    SELECT trace_id, span_id, has_usage AND NOT covered AS candidate FROM usage_covered
 ),
-first_calls AS (  -- trace_id is 16 bytes: ordering trace_id || span_id orders (trace_id, span_id)
-    SELECT response_id, min(call_key) AS call_key
-    FROM candidates
-    WHERE response_id IS NOT NULL
-    GROUP BY response_id
+repeated AS MATERIALIZED (
+    SELECT * FROM repeated_calls
 )
 SELECT s.*,
-       c.span_id IS NOT NULL AND (c.response_id IS NULL OR c.call_key = f.call_key) AS counted
+       coalesce(CASE WHEN u.span_id IS NOT NULL THEN u.candidate ELSE s.usage_counted END, false)
+           AND (r.response_id IS NULL OR s.trace_id || s.span_id = r.first_key) AS counted
 FROM spans AS s
-LEFT JOIN candidates AS c ON c.trace_id = s.trace_id AND c.span_id = s.span_id
-LEFT JOIN first_calls AS f ON f.response_id = c.response_id;
+LEFT JOIN recounted AS u ON u.trace_id = s.trace_id AND u.span_id = s.span_id
+LEFT JOIN repeated AS r ON r.response_id = s.response_id;

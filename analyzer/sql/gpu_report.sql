@@ -1,6 +1,6 @@
 -- `analyze gpu --by $by`: allocated / busy / idle slice-hours, utilization and cost per group.
--- gpu_usage rows are holder segments split over the inference spans that used them (see gpu_views.sql);
--- gpu_trace_tasks maps a trace to its task (resolved only for --by task).
+-- gpu_usage rows are holder segments (gpu_views.sql), for --by agent / task split over the inference spans
+-- that used them (gpu_attribution.sql); gpu_trace_tasks maps a trace to its task (resolved for --by task).
 WITH facts AS (
     SELECT u.*, p.profile, p.usd_per_hour, sl.activity_source,
            CASE $by
@@ -8,13 +8,12 @@ WITH facts AS (
                WHEN 'node' THEN u.node
                WHEN 'namespace' THEN u.namespace
                WHEN 'pod' THEN u.namespace || '/' || u.pod
-               WHEN 'agent' THEN s.agent_name
+               WHEN 'agent' THEN u.agent_name
                WHEN 'task' THEN lower(hex(t.task_id))
            END AS grp
     FROM gpu_usage AS u
     JOIN gpu_slice_prices AS p USING (slice_id)
     JOIN gpu_slices AS sl USING (slice_id)
-    LEFT JOIN gpu_pod_spans AS s ON $by = 'agent' AND s.trace_id = u.trace_id AND s.span_id = u.span_id
     LEFT JOIN gpu_trace_tasks AS t ON $by = 'task' AND t.trace_id = u.trace_id
 )
 SELECT grp,

@@ -75,69 +75,79 @@ FROM pieces AS p
 JOIN gpu_holdings AS h ON h.slice_id = p.slice_id AND h.start_s <= p.seg_start AND h.end_s >= p.seg_end
 WHERE p.seg_end > p.seg_start;
 
--- 4. DCGM samples, de-duplicated (a WAL replay after a crash may have written some twice), each covering
--- [t, next sample of its series), at most max_sample_s; a series' last sample covers its previous gap.
+-- 4. DCGM series (one metric of one GPU identity) and their samples, de-duplicated (a WAL replay after a
+-- crash may have written some twice). A sample covers [t, next sample of its series), at most max_sample_s;
+-- a series' last sample covers its previous gap.
+CREATE OR REPLACE TEMP TABLE gpu_series AS
+SELECT hash(metric, uuid, gpu_i_id, gpu, hostname, pod, namespace, container, dra_claim_name,
+            dra_claim_namespace, dra_device_name) AS series,
+       metric, uuid, gpu_i_id, gpu, hostname, pod, namespace, container, dra_claim_name, dra_claim_namespace,
+       dra_device_name,
+       any_value(dra_driver_name) AS dra_driver_name,
+       any_value(dra_pool_name) AS dra_pool_name,
+       any_value(coalesce(dra_mig_profile, gpu_i_profile)) AS profile
+FROM gpu_metrics
+WHERE metric IN ('DCGM_FI_PROF_GR_ENGINE_ACTIVE', 'DCGM_FI_DEV_GPU_UTIL')
+GROUP BY ALL;
+
 CREATE OR REPLACE TEMP TABLE gpu_samples AS
 WITH distinct_samples AS (
-    SELECT DISTINCT ON (time, metric, uuid, gpu_i_id, gpu, hostname, pod, namespace, container, dra_claim_name,
-                        dra_claim_namespace, dra_device_name)
-           epoch(time) AS t, metric, value, uuid, gpu_i_id, gpu, gpu_i_profile, dra_mig_profile, hostname, pod,
-           namespace, container, dra_claim_name, dra_claim_namespace, dra_driver_name, dra_pool_name,
-           dra_device_name,
-           hash(metric, uuid, gpu_i_id, gpu, hostname, pod, namespace, container, dra_claim_name,
-                dra_claim_namespace, dra_device_name) AS series
-    FROM gpu_metrics
-    WHERE metric IN ('DCGM_FI_PROF_GR_ENGINE_ACTIVE', 'DCGM_FI_DEV_GPU_UTIL')
+    SELECT DISTINCT ON (series, t) series, t, value, metric
+    FROM (
+        SELECT hash(metric, uuid, gpu_i_id, gpu, hostname, pod, namespace, container, dra_claim_name,
+                    dra_claim_namespace, dra_device_name) AS series,
+               epoch(time) AS t, value, metric
+        FROM gpu_metrics
+        WHERE metric IN ('DCGM_FI_PROF_GR_ENGINE_ACTIVE', 'DCGM_FI_DEV_GPU_UTIL')
+    )
 ),
 timed AS (
     SELECT *,
-           lead(t) OVER (PARTITION BY series ORDER BY t) - t AS gap_after,
-           t - lag(t) OVER (PARTITION BY series ORDER BY t) AS gap_before
+           lead(t) OVER w - t AS gap_after,
+           t - lag(t) OVER w AS gap_before
     FROM distinct_samples
+    WINDOW w AS (PARTITION BY series ORDER BY t)
 )
-SELECT *,
+SELECT series, t,
        t + least(coalesce(gap_after, gap_before, (SELECT max_sample_s FROM gpu_params)),
                  (SELECT max_sample_s FROM gpu_params)) AS t_end,
        -- busy fraction of the sample window: GR_ENGINE_ACTIVE is 0..1, GPU_UTIL is a percentage
        CASE WHEN metric = 'DCGM_FI_DEV_GPU_UTIL' THEN value / 100.0 ELSE value END AS busy_fraction
 FROM timed;
 
--- 5. Samples -> slices: by the DRA labels (claim + device), else by pod / namespace (container when both
--- carry one), and only while a holding of that pod or claim is open.
-CREATE OR REPLACE TEMP TABLE gpu_sample_slices AS
-SELECT DISTINCT s.series, s.metric, s.t, s.t_end, s.busy_fraction, s.gpu_i_id,
-       coalesce(s.dra_mig_profile, s.gpu_i_profile) AS profile, h.slice_id
-FROM gpu_samples AS s
+-- 5. Series -> holdings by their labels: the DRA labels (claim + device), else pod / namespace (container
+-- when both carry one). Samples count for a slice only while the holding is open (step 9).
+CREATE OR REPLACE TEMP TABLE gpu_series_holdings AS
+SELECT s.series, s.metric, s.gpu_i_id, s.profile, h.slice_id, h.start_s, h.end_s
+FROM gpu_series AS s
 JOIN gpu_holdings AS h
   ON s.dra_device_name = h.device
  AND coalesce(s.dra_claim_name = h.claim_name, true)
  AND coalesce(s.dra_claim_namespace = h.claim_namespace, true)
  AND coalesce(s.dra_pool_name = h.pool, true)
  AND coalesce(s.dra_driver_name = h.driver, true)
- AND s.t < h.end_s AND s.t_end > h.start_s
-UNION
-SELECT DISTINCT s.series, s.metric, s.t, s.t_end, s.busy_fraction, s.gpu_i_id,
-       coalesce(s.dra_mig_profile, s.gpu_i_profile) AS profile, h.slice_id
-FROM gpu_samples AS s
+UNION ALL
+SELECT s.series, s.metric, s.gpu_i_id, s.profile, h.slice_id, h.start_s, h.end_s
+FROM gpu_series AS s
 JOIN gpu_holdings AS h
   ON s.dra_device_name IS NULL
  AND s.pod = h.pod
  AND coalesce(s.namespace = h.namespace, true)
- AND coalesce(list_contains(string_split(h.containers, ','), s.container), true)
- AND s.t < h.end_s AND s.t_end > h.start_s;
+ AND coalesce(list_contains(string_split(h.containers, ','), s.container), true);
 
 -- 6. One activity series per slice: GR_ENGINE_ACTIVE (works on MIG) first; GPU_UTIL only for a whole GPU
--- (it reads 0 on MIG instances); the series with most samples wins, ties by series hash.
+-- (it reads 0 on MIG instances); the series with most samples inside the holdings wins, ties by hash.
 CREATE OR REPLACE TEMP TABLE gpu_slice_series AS
 SELECT slice_id,
        arg_min(series, (rank, -samples, series)) AS series,
        arg_min(metric, (rank, -samples, series)) AS metric
 FROM (
-    SELECT slice_id, series, metric, count(*) AS samples,
-           CASE WHEN metric = 'DCGM_FI_PROF_GR_ENGINE_ACTIVE' THEN 0 ELSE 1 END AS rank
-    FROM gpu_sample_slices
-    WHERE metric = 'DCGM_FI_PROF_GR_ENGINE_ACTIVE' OR gpu_i_id IS NULL
-    GROUP BY slice_id, series, metric
+    SELECT sh.slice_id, sh.series, any_value(sh.metric) AS metric, count(*) AS samples,
+           CASE WHEN any_value(sh.metric) = 'DCGM_FI_PROF_GR_ENGINE_ACTIVE' THEN 0 ELSE 1 END AS rank
+    FROM gpu_series_holdings AS sh
+    JOIN gpu_samples AS x ON x.series = sh.series AND x.t < sh.end_s AND x.t_end > sh.start_s
+    WHERE sh.metric = 'DCGM_FI_PROF_GR_ENGINE_ACTIVE' OR sh.gpu_i_id IS NULL
+    GROUP BY sh.slice_id, sh.series
 )
 GROUP BY slice_id;
 
@@ -145,7 +155,7 @@ GROUP BY slice_id;
 -- device name) and their activity source.
 CREATE OR REPLACE TEMP TABLE gpu_slices AS
 WITH labelled AS (
-    SELECT slice_id, any_value(profile) AS profile FROM gpu_sample_slices WHERE profile IS NOT NULL GROUP BY slice_id
+    SELECT slice_id, any_value(profile) AS profile FROM gpu_series_holdings WHERE profile IS NOT NULL GROUP BY slice_id
 ),
 named AS (
     SELECT slice_id, any_value(node) AS node, any_value(source) AS alloc_source,
@@ -167,22 +177,21 @@ FROM named AS n
 LEFT JOIN labelled AS l USING (slice_id)
 LEFT JOIN gpu_slice_series AS ss USING (slice_id);
 
--- 8. Inference spans on pods that hold slices (the busy estimate without metrics, and the attribution).
-CREATE OR REPLACE TEMP TABLE gpu_pod_spans AS
-SELECT s.trace_id, s.span_id, s.k8s_namespace, s.k8s_pod, s.agent_name,
-       epoch(s.start_time) AS t0, epoch(s.end_time) AS t1
-FROM spans AS s
-WHERE s.category IN ('llm', 'embedding')
-  AND s.k8s_pod IN (SELECT DISTINCT pod FROM gpu_holdings)
-  AND s.end_time > s.start_time;
-
--- the union of a pod's inference span intervals (overlapping calls count once)
+-- 8. Without metrics, the busy estimate of a slice is the union of the inference (LLM, embedding) span
+-- intervals on its pod (overlapping calls count once).
 CREATE OR REPLACE TEMP TABLE gpu_pod_busy AS
-WITH ordered AS (
-    SELECT k8s_namespace, k8s_pod, t0, t1,
+WITH spans_on_pods AS (
+    SELECT k8s_namespace, k8s_pod, epoch(start_time) AS t0, epoch(end_time) AS t1
+    FROM spans
+    WHERE category IN ('llm', 'embedding')
+      AND end_time > start_time
+      AND k8s_pod IN (SELECT h.pod FROM gpu_holdings AS h JOIN gpu_slices AS s USING (slice_id) WHERE s.series IS NULL)
+),
+ordered AS (
+    SELECT *,
            max(t1) OVER (PARTITION BY k8s_namespace, k8s_pod ORDER BY t0, t1
                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS previous_end
-    FROM gpu_pod_spans
+    FROM spans_on_pods
 ),
 islands AS (
     SELECT *, sum(CASE WHEN previous_end IS NULL OR t0 > previous_end THEN 1 ELSE 0 END)
@@ -202,6 +211,7 @@ SELECT g.slice_id, g.namespace, g.pod, g.seg_start,
 FROM gpu_segments AS g
 JOIN gpu_slices AS sl ON sl.slice_id = g.slice_id AND sl.series IS NOT NULL
 JOIN gpu_samples AS s ON s.series = sl.series AND s.t < g.seg_end AND s.t_end > g.seg_start
+WHERE s.busy_fraction > 0  -- idle samples add nothing: most of a bursty month
 UNION ALL
 SELECT g.slice_id, g.namespace, g.pod, g.seg_start,
        greatest(b.t0, g.seg_start) AS w0, least(b.t1, g.seg_end) AS w1,
@@ -214,64 +224,21 @@ JOIN gpu_pod_busy AS b
   ON b.k8s_pod = g.pod AND coalesce(b.k8s_namespace = g.namespace, true)
  AND b.t0 < g.seg_end AND b.t1 > g.seg_start;
 
--- 10. Busy time of each piece shared by the inference spans overlapping it, in proportion to their overlap
--- (joined through time buckets of bucket_s: a pair meets in the bucket where their overlap starts).
-CREATE OR REPLACE TEMP TABLE gpu_span_busy AS
-WITH piece_buckets AS (
-    SELECT *, (w1 - w0) * weight AS busy_s,
-           unnest(range(floor(w0 / (SELECT bucket_s FROM gpu_params))::BIGINT,
-                        floor(w1 / (SELECT bucket_s FROM gpu_params))::BIGINT + 1)) AS bucket
-    FROM gpu_activity_pieces
-    WHERE w1 > w0 AND weight > 0
-),
-span_buckets AS (
-    SELECT *, unnest(range(floor(t0 / (SELECT bucket_s FROM gpu_params))::BIGINT,
-                           floor(t1 / (SELECT bucket_s FROM gpu_params))::BIGINT + 1)) AS bucket
-    FROM gpu_pod_spans
-),
-pairs AS (
-    SELECT p.slice_id, p.namespace, p.pod, p.seg_start, p.w0, p.busy_s, s.trace_id, s.span_id,
-           least(s.t1, p.w1) - greatest(s.t0, p.w0) AS covered
-    FROM piece_buckets AS p
-    JOIN span_buckets AS s
-      ON s.k8s_pod = p.pod AND s.bucket = p.bucket AND coalesce(s.k8s_namespace = p.namespace, true)
-    WHERE s.t0 < p.w1 AND s.t1 > p.w0
-      AND p.bucket = floor(greatest(s.t0, p.w0) / (SELECT bucket_s FROM gpu_params))::BIGINT
-)
-SELECT slice_id, namespace, pod, seg_start, trace_id, span_id,
-       sum(busy_s * covered / piece_covered) AS busy_s
-FROM (SELECT *, sum(covered) OVER (PARTITION BY slice_id, namespace, pod, seg_start, w0) AS piece_covered FROM pairs)
-GROUP BY slice_id, namespace, pod, seg_start, trace_id, span_id;
-
--- 11. The facts every grouping sums: per holder segment its allocated and busy seconds, split over the
--- spans that used it (allocated time in proportion to their busy share) and a remainder with no span.
-CREATE OR REPLACE TEMP TABLE gpu_usage AS
+-- 10. Allocated and busy seconds per holder segment: what the slice / node / namespace / pod groupings sum.
+-- analyzer/sql/gpu_attribution.sql replaces gpu_usage with the same rows split over the spans that used them.
+CREATE OR REPLACE TEMP TABLE gpu_segment_usage AS
 WITH segment_busy AS (
     SELECT slice_id, namespace, pod, seg_start, sum((w1 - w0) * weight) AS busy_s
     FROM gpu_activity_pieces WHERE w1 > w0
     GROUP BY slice_id, namespace, pod, seg_start
-),
-segments AS (
-    SELECT g.slice_id, g.namespace, g.pod, g.node, g.seg_start,
-           (g.seg_end - g.seg_start) / g.holders AS allocated_s,
-           coalesce(b.busy_s, 0) AS busy_s
-    FROM gpu_segments AS g
-    LEFT JOIN segment_busy AS b USING (slice_id, namespace, pod, seg_start)
-),
-attributed AS (
-    SELECT slice_id, namespace, pod, seg_start, sum(busy_s) AS busy_s
-    FROM gpu_span_busy GROUP BY slice_id, namespace, pod, seg_start
 )
-SELECT g.slice_id, g.node, g.namespace, g.pod, sp.trace_id, sp.span_id,
-       g.allocated_s * sp.busy_s / g.busy_s AS allocated_s,
-       sp.busy_s
-FROM segments AS g
-JOIN gpu_span_busy AS sp USING (slice_id, namespace, pod, seg_start)
-WHERE g.busy_s > 0
-UNION ALL
-SELECT g.slice_id, g.node, g.namespace, g.pod, NULL, NULL,
-       CASE WHEN g.busy_s > 0 THEN g.allocated_s * (g.busy_s - coalesce(a.busy_s, 0)) / g.busy_s
-            ELSE g.allocated_s END,
-       g.busy_s - coalesce(a.busy_s, 0)
-FROM segments AS g
-LEFT JOIN attributed AS a USING (slice_id, namespace, pod, seg_start);
+SELECT g.slice_id, g.namespace, g.pod, g.node, g.seg_start,
+       (g.seg_end - g.seg_start) / g.holders AS allocated_s,
+       coalesce(b.busy_s, 0) AS busy_s
+FROM gpu_segments AS g
+LEFT JOIN segment_busy AS b USING (slice_id, namespace, pod, seg_start);
+
+CREATE OR REPLACE TEMP VIEW gpu_usage AS
+SELECT slice_id, node, namespace, pod, NULL::BLOB AS trace_id, NULL::BLOB AS span_id, NULL::VARCHAR AS agent_name,
+       allocated_s, busy_s
+FROM gpu_segment_usage;

@@ -1,9 +1,11 @@
 -- `analyze tasks`: one row per task. Bound: $since, $until (NULL: open; on the task's start) and $agent
 -- (NULL: any; else tasks with an agent run of that name). The task's stitch_state lists every state other
 -- than 'ok' met in it: the link states of its traces and the receiver's early-write states.
-WITH span_totals AS (
+WITH trace_counts AS (
+    SELECT task_id, count(*) AS traces FROM trace_tasks GROUP BY task_id
+),
+span_totals AS (
     SELECT task_id,
-           count(DISTINCT trace_id) AS traces,
            min(start_time) AS start_time,
            max(end_time) AS end_time,
            count(*) FILTER (WHERE is_llm_call) AS llm_calls,
@@ -35,10 +37,7 @@ roots AS (
     WHERE nth = 1
 ),
 top_services AS (
-    SELECT trace_id AS task_id, min(service_name) AS service_name
-    FROM spans
-    WHERE trace_id IN (SELECT task_id FROM trace_tasks)
-    GROUP BY trace_id
+    SELECT trace_id AS task_id, service_name FROM trace_ids
 ),
 states AS (
     SELECT task_id, string_agg(DISTINCT state, ',' ORDER BY state) AS odd_states
@@ -52,7 +51,7 @@ states AS (
 )
 SELECT lower(hex(s.task_id)) AS task_id,
        coalesce(r.root_agent, ts.service_name) AS root_agent,
-       s.traces,
+       tc.traces,
        coalesce(rt.agent_runs, 0) AS agent_runs,
        coalesce(rt.agents, 0) AS agents,
        coalesce(rt.max_depth, 0) AS max_depth,
@@ -67,6 +66,7 @@ SELECT lower(hex(s.task_id)) AS task_id,
        s.unpriced_calls,
        coalesce(st.odd_states, 'ok') AS stitch_state
 FROM span_totals AS s
+JOIN trace_counts AS tc USING (task_id)
 LEFT JOIN run_totals AS rt USING (task_id)
 LEFT JOIN roots AS r USING (task_id)
 LEFT JOIN top_services AS ts USING (task_id)
@@ -74,4 +74,9 @@ LEFT JOIN states AS st USING (task_id)
 WHERE ($since::TIMESTAMPTZ IS NULL OR s.start_time >= $since::TIMESTAMPTZ)
   AND ($until::TIMESTAMPTZ IS NULL OR s.start_time < $until::TIMESTAMPTZ)
   AND ($agent::VARCHAR IS NULL OR coalesce(rt.has_agent, false))
-ORDER BY s.start_time, s.task_id;
+ORDER BY
+    -- with $top: most expensive first (unpriced tasks by their tokens after the priced ones)
+    CASE WHEN $top::INTEGER IS NOT NULL THEN -coalesce(s.cost_usd, -1) END,
+    CASE WHEN $top::INTEGER IS NOT NULL THEN -(s.input_tokens + s.output_tokens) END,
+    s.start_time, s.task_id
+LIMIT $top::INTEGER;

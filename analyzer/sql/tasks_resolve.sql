@@ -32,7 +32,9 @@ carriers AS (
 SELECT DISTINCT trace_id, link.trace_id AS target_trace_id, link.span_id AS target_span_id
 FROM carriers;
 
-CREATE OR REPLACE TEMP TABLE trace_ids AS SELECT DISTINCT trace_id FROM spans;
+-- Every trace, with the service it came from (names a task whose top trace has no agent run).
+CREATE OR REPLACE TEMP TABLE trace_ids AS
+SELECT trace_id, min(service_name) AS service_name FROM spans GROUP BY trace_id;
 
 CREATE OR REPLACE TEMP TABLE trace_parent AS
 WITH marked AS (
