@@ -1,6 +1,6 @@
 """Per-span cost of the ingest hot path's attribute handling: attributes_to_dict, normalize, attribute_map.
 
-Input: every span of the real-instrumentation corpus (/work/shared/corpus/*.pb), repeated.
+Input: every span of the real-instrumentation corpus (../shared/corpus/*.pb), repeated.
     .venv/bin/python bench/bench_dialects.py            # AGENTMETER_BENCH_ROUNDS=200 by default
     AGENTMETER_BENCH_ROUNDS=20 .venv/bin/python bench/bench_dialects.py   # quick run
 """
@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from collector_ext.dialects import normalize
 from collector_ext.otlp_values import attribute_map, attributes_to_dict
 
-CORPUS = Path(os.environ.get("AGENTMETER_CORPUS", "/work/shared/corpus"))
+CORPUS = Path(os.environ.get("AGENTMETER_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
 ROUNDS = int(os.environ.get("AGENTMETER_BENCH_ROUNDS", "200"))
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# The real-instrumentation span corpus, in the `shared/` folder beside the checkout (see its README).
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

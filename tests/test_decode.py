@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
@@ -15,7 +16,6 @@ from collector_ext import otlp_json
 from collector_ext.decode import MAX_VALUE_CHARS, SCOPE_NAME_KEY, decode_traces
 from collector_ext.schema import SPANS
 
-CORPUS = Path("/work/shared/corpus")
 CORPUS_FILES = sorted(CORPUS.glob("*.pb"))
 RECEIVED = 1_800_000_000_000_000_000
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")

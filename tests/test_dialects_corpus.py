@@ -1,4 +1,4 @@
-"""Every span of the real-instrumentation corpus (/work/shared/corpus) through attributes_to_dict + normalize.
+"""Every span of the real-instrumentation corpus (../shared/corpus) through attributes_to_dict + normalize.
 
 Each LLM span in truth.json must get exactly the usage the fake server logged, the provider, the request and
 response model and the response id. Where an instrumentation does not carry a value (the corpus README,
@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector_ext.dialects import normalize
 from collector_ext.otlp_values import attributes_to_dict
 
-CORPUS = Path("/work/shared/corpus")
 TRUTH = json.loads((CORPUS / "truth.json").read_text())["files"]
 PB_FILES = sorted(CORPUS.glob("*.pb"))
 
