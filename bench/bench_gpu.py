@@ -16,31 +16,15 @@ intervals, de-duplicated replays, span-busy fallback, shares by overlap, prices)
 from __future__ import annotations
 
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from analyzer.gpu_synthetic import synthetic_gpu
+from bench.side_by_side import analyze_command, compare, python_command
 
-# Each command in a fresh interpreter; it prints its own peak RSS (VmHWM, KiB) on the last stderr line.
-_PEAK = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr)"
-_WRAPPER = (
-    """
-import contextlib, io, sys
-from analyzer.cli import main
-with contextlib.redirect_stdout(io.StringIO()):
-    code = main(sys.argv[1:])
-"""
-    + _PEAK
-    + """
-sys.exit(code)
-"""
-)
-_BARE = (
-    """
+_BARE = """
 import sys, duckdb
 root = sys.argv[1]
 con = duckdb.connect()
@@ -66,17 +50,6 @@ rows = con.execute(
 ).fetchall()
 assert rows
 """
-    + _PEAK
-)
-
-
-def _timed(args: list[str]) -> tuple[float, float]:
-    started = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=1800)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{args[3:]} failed: {done.stderr.strip()[-500:]}")
-    return elapsed, int(done.stderr.strip().splitlines()[-1]) / 1024
 
 
 def main(quick: bool) -> dict:
@@ -89,17 +62,17 @@ def main(quick: bool) -> dict:
         started = time.perf_counter()
         summary = synthetic_gpu(root, slices=slices, days=days, spans=spans, seed=11)
         generate_s = time.perf_counter() - started
-        py = sys.executable
         commands = {
-            "bare_duckdb_join": [py, "-c", _BARE, str(root)],
-            "analyze_gpu_by_agent": [py, "-c", _WRAPPER, "gpu", "--data", str(root), "--by", "agent"],
-            "analyze_gpu_by_slice": [py, "-c", _WRAPPER, "gpu", "--data", str(root), "--by", "slice"],
+            "bare_duckdb_join": python_command(_BARE, str(root)),
+            "analyze_gpu_by_agent": analyze_command("gpu", "--data", str(root), "--by", "agent"),
+            "analyze_gpu_by_slice": analyze_command("gpu", "--data", str(root), "--by", "slice"),
         }
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        for _ in range(repeats):  # alternate: the machine is noisy
-            for name, args in commands.items():
-                samples[name].append(_timed(args))
-    figures: dict = {
+        print(
+            f"gpu benchmark: {slices} slices x {days} days, {summary.samples:,} samples, {summary.spans:,} spans, "
+            f"median of {repeats} (process start included)"
+        )
+        timings = compare(commands, "bare_duckdb_join", repeats)
+    return {
         "slices": slices,
         "days": days,
         "samples": summary.samples,
@@ -107,19 +80,8 @@ def main(quick: bool) -> dict:
         "allocation_rows": summary.allocations,
         "repeats": repeats,
         "generate_s": round(generate_s, 2),
+        **timings,
     }
-    bare_s = statistics.median(s for s, _ in samples["bare_duckdb_join"])
-    print(
-        f"gpu benchmark: {slices} slices x {days} days, {summary.samples:,} samples, {summary.spans:,} spans, "
-        f"median of {repeats} (process start included)"
-    )
-    print(f"{'command':<22} {'seconds':>8} {'x bare':>7} {'peak MiB':>9}")
-    for name, values in samples.items():
-        seconds = statistics.median(s for s, _ in values)
-        peak = max(m for _, m in values)
-        figures[name] = {"seconds": round(seconds, 3), "ratio_to_bare": round(seconds / bare_s, 2), "peak_mib": peak}
-        print(f"{name:<22} {seconds:>8.2f} {seconds / bare_s:>7.2f} {peak:>9.1f}")
-    return figures
 
 
 if __name__ == "__main__":

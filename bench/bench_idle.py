@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,30 +20,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from bench.side_by_side import analyze_command, compare, python_command
 from collector_ext.dataset_files import DatasetFiles
 from collector_ext.schema import SPANS
 
 BASE_NS = 1_793_577_600 * 1_000_000_000  # 2026-11-02T00:00Z
 DAYS = 7
 
-# Each command in a fresh interpreter; it prints its own peak RSS (VmHWM, KiB) on the last stderr line.
-# (ru_maxrss would not do: Linux carries the parent's high-water mark across fork + exec.)
-_PEAK = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr)"
-_WRAPPER = (
-    """
-import contextlib, io, sys
-from analyzer.cli import main
-with contextlib.redirect_stdout(io.StringIO()):
-    code = main(sys.argv[1:])
-"""
-    + _PEAK
-    + """
-sys.exit(code)
-"""
-)
-
-_BARE = (
-    """
+_BARE = """
 import sys, duckdb
 pattern = sys.argv[1] + "/spans/date=*/*.parquet"
 con = duckdb.connect()
@@ -67,8 +49,6 @@ rows = con.execute(
 ).fetchall()
 assert rows
 """
-    + _PEAK
-)
 
 
 def generate(root: Path, runs: int, agents: int, seed: int = 1) -> str:
@@ -107,15 +87,6 @@ def generate(root: Path, runs: int, agents: int, seed: int = 1) -> str:
     return "agent-0000"
 
 
-def _timed(args: list[str]) -> tuple[float, float]:
-    started = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=900)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{args[3:]} failed: {done.stderr.strip()[-500:]}")
-    return elapsed, int(done.stderr.strip().splitlines()[-1]) / 1024
-
-
 def main(quick: bool) -> dict:
     runs = int(os.environ.get("BENCH_IDLE_RUNS", 100_000 if quick else 1_000_000))
     agents = int(os.environ.get("BENCH_IDLE_AGENTS", 500))
@@ -125,30 +96,14 @@ def main(quick: bool) -> dict:
         started = time.perf_counter()
         agent = generate(root, runs, agents)
         generate_s = time.perf_counter() - started
-        py = sys.executable
         commands = {
-            "bare_duckdb_gaps": [py, "-c", _BARE, str(root)],
-            "analyze_idle": [py, "-c", _WRAPPER, "idle", "--data", str(root), "--format", "json"],
-            "analyze_recommend": [py, "-c", _WRAPPER, "recommend", "--data", str(root), "--agent", agent],
+            "bare_duckdb_gaps": python_command(_BARE, str(root)),
+            "analyze_idle": analyze_command("idle", "--data", str(root), "--format", "json"),
+            "analyze_recommend": analyze_command("recommend", "--data", str(root), "--agent", agent),
         }
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        for _ in range(repeats):  # alternate: the machine is noisy
-            for name, args in commands.items():
-                samples[name].append(_timed(args))
-    figures: dict = {"runs": runs, "agents": agents, "repeats": repeats, "generate_s": round(generate_s, 2)}
-    bare_s = statistics.median(s for s, _ in samples["bare_duckdb_gaps"])
-    print(f"idle benchmark: {runs:,} agent runs, {agents} agents, median of {repeats} (process start included)")
-    print(f"{'command':<20} {'seconds':>8} {'x bare':>7} {'peak MiB':>9}")
-    for name, values in samples.items():
-        seconds = statistics.median(s for s, _ in values)
-        peak = max(m for _, m in values)
-        figures[name] = {
-            "seconds": round(seconds, 3),
-            "ratio_to_bare": round(seconds / bare_s, 2),
-            "peak_mib": round(peak, 1),
-        }
-        print(f"{name:<20} {seconds:>8.2f} {seconds / bare_s:>7.2f} {peak:>9.1f}")
-    return figures
+        print(f"idle benchmark: {runs:,} agent runs, {agents} agents, median of {repeats} (process start included)")
+        timings = compare(commands, "bare_duckdb_gaps", repeats)
+    return {"runs": runs, "agents": agents, "repeats": repeats, "generate_s": round(generate_s, 2), **timings}
 
 
 if __name__ == "__main__":

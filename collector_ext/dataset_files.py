@@ -31,7 +31,8 @@ def check_writer_id(writer_id: str) -> str:
     return writer_id
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable (the directory entry itself)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -97,5 +98,5 @@ class DatasetFiles:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         tmp.replace(final)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return final

@@ -20,6 +20,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from collector_ext.dataset_files import fsync_dir
+
 MAGIC = b"AMWAL1\n"
 _FRAME = struct.Struct("<II")
 _HEADER_LEN = struct.Struct("<I")
@@ -80,22 +82,27 @@ class WriteAheadLog:
         handle = open(path, "ab", buffering=0)  # noqa: SIM115 (kept open across appends)
         handle.write(MAGIC + _HEADER_LEN.pack(len(header)) + header)
         os.fsync(handle.fileno())
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._file = handle
         self._written = handle.tell()
         self._synced = self._written
+
+    def _close_segment(self) -> None:
+        """Under self._lock: make the open segment durable and close it; the next append opens seq + 1."""
+        if self._file is None:
+            return
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        self._closed_bytes += self._written
+        self._written = self._synced = 0
+        self._seq += 1
 
     def rotate(self) -> int:
         """Close the current segment (if it holds anything) and return its seq; the next append opens a new one."""
         with self._lock:
             closed = self._seq
-            if self._file is not None:
-                os.fsync(self._file.fileno())
-                self._file.close()
-                self._file = None
-                self._closed_bytes += self._written
-                self._written = self._synced = 0
-                self._seq += 1
+            self._close_segment()
             return closed
 
     def retire(self, seq: int) -> None:
@@ -123,12 +130,8 @@ class WriteAheadLog:
         frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
         with self._lock:
             try:
-                if self._file is not None and self._written + len(frame) > self.segment_bytes and self._written:
-                    os.fsync(self._file.fileno())
-                    self._file.close()
-                    self._file = None
-                    self._closed_bytes += self._written
-                    self._seq += 1
+                if self._file is not None and self._written + len(frame) > self.segment_bytes:
+                    self._close_segment()
                 if self._file is None:
                     self._open_segment()
                 self._file.write(frame)
@@ -161,13 +164,7 @@ class WriteAheadLog:
 
     def close(self) -> None:
         with self._lock:
-            if self._file is not None:
-                os.fsync(self._file.fileno())
-                self._file.close()
-                self._file = None
-                self._closed_bytes += self._written
-                self._written = self._synced = 0
-                self._seq += 1
+            self._close_segment()
 
     # -- reading -----------------------------------------------------------------------------------
     def header(self, seq: int) -> bytes:
@@ -205,11 +202,3 @@ def _read_header(handle) -> bytes:
     if len(header) < length:
         raise ValueError("torn WAL header")
     return header
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+from notebook_runner import NOTEBOOKS, committed_without_outputs, execute
 
 from analyzer.cost import CostQuery, cost_rows
 from analyzer.dataset import open_dataset
 from analyzer.synthetic import generate
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "finops_cost.ipynb"
+NOTEBOOK = "finops_cost.ipynb"
 
 
 def _text(cell) -> str:
@@ -24,9 +22,7 @@ def _text(cell) -> str:
 
 
 def test_committed_without_outputs() -> None:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    code = [c for c in notebook.cells if c.cell_type == "code"]
-    assert code and all(not c.outputs and c.execution_count is None for c in code)
+    assert committed_without_outputs(NOTEBOOK)
 
 
 def test_notebook_runs_and_shows_the_total(data_dir: Path, monkeypatch) -> None:
@@ -36,10 +32,7 @@ def test_notebook_runs_and_shows_the_total(data_dir: Path, monkeypatch) -> None:
     unpriced = sum(r["unpriced_calls"] for r in rows)
     monkeypatch.setenv("AGENTMETER_DATA", str(data_dir))
     monkeypatch.delenv("AGENTMETER_PRICES", raising=False)
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute(
-        env={**os.environ}
-    )  # fmt: skip
+    notebook = execute(NOTEBOOK, NOTEBOOKS)
     outputs = "\n".join(_text(c) for c in notebook.cells if c.cell_type == "code")
     assert not any(o.get("output_type") == "error" for c in notebook.cells for o in c.get("outputs", []))
     assert f"TOTAL_COST_USD = {total:,.2f}" in outputs

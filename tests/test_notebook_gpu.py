@@ -4,35 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+from notebook_runner import committed_without_outputs, execute, figures, text_of
 
 from analyzer.gpu_synthetic import AGENTS, DAY, NAMESPACES, RESTART_GAP, synthetic_gpu
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "gpu_slices.ipynb"
-PLOTLY = "application/vnd.plotly.v1+json"
-
-
-def figures(nb: nbformat.NotebookNode) -> list[dict]:
-    return [
-        out["data"][PLOTLY]
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for out in cell.outputs
-        if PLOTLY in out.get("data", {})
-    ]
-
-
-def text_of(cell: nbformat.NotebookNode) -> str:
-    return "".join(out.get("text", "") for out in cell.outputs if out.get("output_type") == "stream")
+NOTEBOOK = "gpu_slices.ipynb"
 
 
 def test_committed_notebook_has_no_outputs() -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(
-        not cell.get("outputs") and not cell.get("execution_count") for cell in nb.cells if cell.cell_type == "code"
-    )
+    assert committed_without_outputs(NOTEBOOK)
 
 
 @pytest.mark.slow
@@ -42,8 +23,7 @@ def test_notebook_draws_timeline_idle_hours_and_agent_cost(
     synthetic_gpu(data_dir, slices=6, days=2, spans=600, seed=3)
     monkeypatch.setenv("AGENTMETER_DATA", str(data_dir))
     monkeypatch.delenv("AGENTMETER_GPU_PRICES", raising=False)
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nb = execute(NOTEBOOK, tmp_path)
 
     # each slice is held all day but for a 10-minute restart gap (and the poller's last second)
     allocated_hours = 6 * 2 * (DAY - 1 - RESTART_GAP) / 3600

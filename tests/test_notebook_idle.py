@@ -4,28 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
 from idle_datasets import bursty, periodic, poisson, write_runs
-from nbclient import NotebookClient
+from notebook_runner import execute, figures, text_of
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "idle_and_warm_pools.ipynb"
-PLOTLY = "application/vnd.plotly.v1+json"
-
-
-def figures(nb: nbformat.NotebookNode) -> list[dict]:
-    return [
-        out["data"][PLOTLY]
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for out in cell.outputs
-        if PLOTLY in out.get("data", {})
-    ]
-
-
-def text_of(cell: nbformat.NotebookNode) -> str:
-    return "".join(out.get("text", "") for out in cell.outputs if out.get("output_type") == "stream")
+NOTEBOOK = "idle_and_warm_pools.ipynb"
 
 
 @pytest.mark.slow
@@ -38,8 +22,7 @@ def test_notebook_draws_the_curves(data_dir: Path, tmp_path: Path, monkeypatch: 
     write_runs(data_dir, runs)
     monkeypatch.setenv("AGENTMETER_DATA", str(data_dir))
     monkeypatch.setenv("AGENTMETER_COLD_START", "8")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nb = execute(NOTEBOOK, tmp_path)
 
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert "3 agents, 142 runs" in text_of(code[0])
