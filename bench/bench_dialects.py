@@ -1,4 +1,5 @@
-"""Per-span cost of the ingest hot path's attribute handling: attributes_to_dict, normalize, attribute_map.
+"""Per-span cost of the ingest hot path's attribute handling: attributes_to_dict, normalize, attribute_map,
+and decode_traces as a whole (its own fast paths: normalize_into, interned keys, inline ints).
 
 Input: every span of the real-instrumentation corpus (../shared/corpus/*.pb), repeated.
     .venv/bin/python bench/bench_dialects.py            # AGENTMETER_BENCH_ROUNDS=200 by default
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from collector_ext.decode import decode_traces
 from collector_ext.dialects import normalize
 from collector_ext.otlp_values import attribute_map, attributes_to_dict
 
@@ -20,23 +22,26 @@ CORPUS = Path(os.environ.get("AGENTMETER_CORPUS", Path(__file__).resolve().paren
 ROUNDS = int(os.environ.get("AGENTMETER_BENCH_ROUNDS", "200"))
 
 
+def corpus_requests() -> list[ExportTraceServiceRequest]:
+    return [ExportTraceServiceRequest.FromString(pb_file.read_bytes()) for pb_file in sorted(CORPUS.glob("*.pb"))]
+
+
 def corpus_spans() -> list:
     spans = []
-    for pb_file in sorted(CORPUS.glob("*.pb")):
-        request = ExportTraceServiceRequest.FromString(pb_file.read_bytes())
+    for request in corpus_requests():
         for resource_spans in request.resource_spans:
             for scope_spans in resource_spans.scope_spans:
                 spans.extend(scope_spans.spans)
     return spans
 
 
-def per_span_us(label: str, work, items: list, rounds: int) -> float:
+def per_span_us(label: str, work, items: list, rounds: int, spans_per_item: float = 1.0) -> float:
     start = time.perf_counter()
     for _ in range(rounds):
         for item in items:
             work(item)
     elapsed = time.perf_counter() - start
-    count = rounds * len(items)
+    count = rounds * len(items) * spans_per_item
     print(f"{label:<36} {elapsed / count * 1e6:8.2f} us/span   {count / elapsed:>10,.0f} spans/s")
     return round(elapsed / count * 1e6, 3)
 
@@ -53,7 +58,15 @@ def main(quick: bool = False) -> dict:
         normalized = normalize(span.name, span.kind, attributes)
         attribute_map({k: v for k, v in attributes.items() if k not in normalized.consumed})
 
+    requests = corpus_requests()
     return {
+        "decode_traces_us_per_span": per_span_us(
+            "decode_traces (the receiver's path)",
+            lambda request: decode_traces(request, 1),
+            requests,
+            rounds,
+            spans_per_item=len(spans) / len(requests),
+        ),
         "attributes_to_dict_us_per_span": per_span_us(
             "attributes_to_dict", lambda span: attributes_to_dict(span.attributes), spans, rounds
         ),

@@ -9,9 +9,16 @@ figures are medians over rounds. Servers run under the glibc malloc settings of 
 Figures: acknowledged spans/s; for the receiver also spans/s until everything is in Parquet (the shutdown
 write included) and a check that the Parquet row count equals the acknowledged spans; CPU microseconds per
 span of the server process (from its rusage, start-up excluded); and a py-spy profile of the receiver
-(one extra run) saying where its time goes, plus in-process figures for parse and decode alone.
+(one extra run, `--gil`: only the thread holding the GIL is sampled, so threads waiting for it do not count
+as busy) saying where its time goes, plus in-process figures for parse and decode alone, and the memory
+per span held in the trace buffer (bench/held_memory.py).
 
-    python -m bench.bench_ingest [--quick]      (BENCH_INGEST_REQUESTS, BENCH_INGEST_ROUNDS override sizes)
+    python -m bench.bench_ingest [--quick]      (BENCH_INGEST_REQUESTS, BENCH_INGEST_ROUNDS,
+                                                 BENCH_INGEST_HELD_SPANS override sizes)
+
+Before/after in one run: BENCH_INGEST_BASELINE=DIR (a copy of an older source tree, e.g.
+`git archive HEAD | tar -x -C DIR`) adds a third server, that tree's receiver, alternated with the other two
+(bare, baseline, receiver, ...) so that a change is compared side by side under the same machine noise.
 """
 
 from __future__ import annotations
@@ -274,7 +281,16 @@ def _parquet_rows(data_dir: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in data_dir.glob("spans/date=*/*.parquet"))
 
 
-def run_once(kind: str, gzip: bool, requests_file: Path, count: int, work: Path, profile: Path | None = None) -> dict:
+def run_once(
+    kind: str,
+    gzip: bool,
+    requests_file: Path,
+    count: int,
+    work: Path,
+    profile: Path | None = None,
+    source: Path = ROOT,
+) -> dict:
+    """One server (kind "bare", or a receiver from the tree `source`) under one client run."""
     port = _free_port()
     endpoint = f"127.0.0.1:{port}"
     env = {**os.environ, **MALLOC_ENV}
@@ -292,13 +308,26 @@ def run_once(kind: str, gzip: bool, requests_file: Path, count: int, work: Path,
             "--scaler-endpoint", "", "--podresources-interval-seconds", "0",
             "--trace-grace-seconds", "0.5", "--parquet-max-seconds", "2", "--log-level", "warning",
         ]  # fmt: skip
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        # cwd first on sys.path: `-m` imports collector_ext from the tree under test
+        process = subprocess.Popen(command, cwd=source, env=env, stdout=subprocess.DEVNULL)
         _wait_ready(lambda: _http_ok(f"http://127.0.0.1:{http_port}/healthz"), process)
     spy = None
     spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if profile is not None and spy_bin is not None:
         spy = subprocess.Popen(
-            [spy_bin, "record", "--pid", str(process.pid), "--format", "raw", "--rate", "250", "-o", str(profile)],
+            [
+                spy_bin,
+                "record",
+                "--pid",
+                str(process.pid),
+                "--gil",
+                "--format",
+                "raw",
+                "--rate",
+                "250",
+                "-o",
+                str(profile),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -322,7 +351,7 @@ def run_once(kind: str, gzip: bool, requests_file: Path, count: int, work: Path,
         "exit_code": code,
         "peak_rss_mib": peak_rss_mib,
     }
-    if kind == "receiver":
+    if kind != "bare":
         figures["stop_s"] = stop_s
         figures["durable_spans_per_s"] = spans / (result["seconds"] + stop_s)
         figures["parquet_rows"] = _parquet_rows(data_dir)
@@ -404,61 +433,94 @@ def in_process_figures(requests: list[tuple[bytes, int]]) -> dict:
     }
 
 
+def held_memory(source: Path, spans: int) -> dict:
+    """Bytes per span held in a TraceBuffer, by tracemalloc and by RSS growth, of the receiver in `source`
+    (bench/held_memory.py, one process per measure)."""
+    figures = {}
+    for measure in ("tracemalloc", "rss"):
+        command = [sys.executable, str(ROOT / "bench" / "held_memory.py"), str(spans), measure]
+        env = {**os.environ, **MALLOC_ENV, "PYTHONPATH": f"{source}{os.pathsep}{ROOT}"}
+        done = subprocess.run(command, capture_output=True, text=True, cwd=source, env=env, timeout=600, check=True)
+        figures[measure] = json.loads(done.stdout.strip().splitlines()[-1])["bytes_per_span"]
+    return figures
+
+
+def _medians(runs: list[dict], kind: str, gzip: bool, bare: dict | None) -> dict:
+    rows = [r for r in runs if r["kind"] == kind and r["gzip"] == gzip]
+    med = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
+    figures = {
+        "spans_per_s": med("spans_per_s"),
+        "cpu_us_per_span": med("cpu_us_per_span"),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
+    }
+    if bare is not None:
+        figures["durable_spans_per_s"] = med("durable_spans_per_s")
+        figures["ratio_to_bare"] = figures["spans_per_s"] / bare["spans_per_s"]
+        figures["parquet_rows_equal_acked"] = all(r["parquet_rows"] == r["spans_acked"] for r in rows)
+        figures["refused"] = [r["refused"] for r in rows if r["refused"]]
+    return figures
+
+
 def main(quick: bool) -> dict:
     count = int(os.environ.get("BENCH_INGEST_REQUESTS", 30 if quick else 150))
     rounds = int(os.environ.get("BENCH_INGEST_ROUNDS", 1 if quick else 3))
+    baseline = os.environ.get("BENCH_INGEST_BASELINE")
+    sources = {"receiver": ROOT} | ({"baseline": Path(baseline).resolve()} if baseline else {})
+    kinds = ["bare", *(["baseline"] if baseline else []), "receiver"]
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
         requests = make_requests(count)
         requests_file = work / "requests.bin"
         write_requests(requests_file, requests)
         local = in_process_figures(requests)
+        held_spans = int(os.environ.get("BENCH_INGEST_HELD_SPANS", 20_000 if quick else 200_000))
+        memory = {kind: held_memory(source, held_spans) for kind, source in sources.items()}
         runs = []
         for _ in range(rounds):
             for gzip in (False, True):
-                for kind in ("bare", "receiver"):
-                    runs.append(run_once(kind, gzip, requests_file, count, work))
+                for kind in kinds:
+                    runs.append(run_once(kind, gzip, requests_file, count, work, source=sources.get(kind, ROOT)))
         profile_file = work / "profile.txt"
         profiled = run_once("receiver", False, requests_file, count, work, profile=profile_file)
         profile = summarize_profile(profile_file) if profile_file.exists() else {"error": "no py-spy profile"}
 
-    table = {}
+    table: dict[str, dict] = {}
     for gzip in (False, True):
         label = "gzip" if gzip else "plain"
-        bare = [r for r in runs if r["kind"] == "bare" and r["gzip"] == gzip]
-        recv = [r for r in runs if r["kind"] == "receiver" and r["gzip"] == gzip]
-        med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
-        table[label] = {
-            "bare_spans_per_s": med(bare, "spans_per_s"),
-            "receiver_spans_per_s": med(recv, "spans_per_s"),
-            "receiver_durable_spans_per_s": med(recv, "durable_spans_per_s"),
-            "ratio_receiver_to_bare": med(recv, "spans_per_s") / med(bare, "spans_per_s"),
-            "bare_cpu_us_per_span": med(bare, "cpu_us_per_span"),
-            "receiver_cpu_us_per_span": med(recv, "cpu_us_per_span"),
-            "bare_peak_rss_mib": max(r["peak_rss_mib"] for r in bare),
-            "receiver_peak_rss_mib": max(r["peak_rss_mib"] for r in recv),
-            "parquet_rows_equal_acked": all(r["parquet_rows"] == r["spans_acked"] for r in recv),
-            "refused": [r["refused"] for r in recv if r["refused"]],
-        }
+        bare = _medians(runs, "bare", gzip, None)
+        table[label] = {"bare": bare} | {kind: _medians(runs, kind, gzip, bare) for kind in kinds[1:]}
 
     print(f"\ningest: {count} requests x {SPANS_PER_REQUEST} spans, {STREAMS} streams, {rounds} round(s), medians")
-    header = f"{'':8}{'bare sp/s':>12}{'recv sp/s':>12}{'durable':>10}{'ratio':>8}{'bare us/sp':>12}{'recv us/sp':>12}"
-    print(header + f"{'bare MiB':>10}{'recv MiB':>10}")
-    for label, row in table.items():
-        print(
-            f"{label:8}{row['bare_spans_per_s']:>12,.0f}{row['receiver_spans_per_s']:>12,.0f}"
-            f"{row['receiver_durable_spans_per_s']:>10,.0f}{row['ratio_receiver_to_bare']:>8.2f}"
-            f"{row['bare_cpu_us_per_span']:>12.1f}{row['receiver_cpu_us_per_span']:>12.1f}"
-            f"{row['bare_peak_rss_mib']:>10.0f}{row['receiver_peak_rss_mib']:>10.0f}"
-        )
+    print(f"{'':16}{'spans/s':>10}{'durable':>10}{'ratio':>8}{'CPU us/span':>13}{'peak MiB':>10}{'rows ok':>9}")
+    for label, servers in table.items():
+        for kind, row in servers.items():
+            durable = f"{row['durable_spans_per_s']:>10,.0f}" if "durable_spans_per_s" in row else f"{'':>10}"
+            ratio = f"{row['ratio_to_bare']:>8.2f}" if "ratio_to_bare" in row else f"{'':>8}"
+            rows_ok = str(row.get("parquet_rows_equal_acked", ""))
+            print(
+                f"{label + ' ' + kind:16}{row['spans_per_s']:>10,.0f}{durable}{ratio}"
+                f"{row['cpu_us_per_span']:>13.1f}{row['peak_rss_mib']:>10.0f}{rows_ok:>9}"
+            )
     print(
         f"in-process: parse {local['parse_spans_per_s']:,.0f} spans/s, decode {local['decode_spans_per_s']:,.0f} "
         f"spans/s ({local['decode_us_per_span']:.1f} us/span), {local['bytes_per_span_raw']:.0f} B/span"
     )
+    for kind, figures in memory.items():
+        print(
+            f"memory per span held in a TraceBuffer ({kind}, {held_spans:,} spans): "
+            f"{figures['tracemalloc']:,.0f} B (tracemalloc), {figures['rss']:,.0f} B (RSS growth)"
+        )
     print("receiver profile (py-spy, % of busy samples) by stage:", json.dumps(profile.get("stages_pct", profile)))
     print("receiver profile, self %:", json.dumps(profile.get("self_pct", {})))
     print("receiver profile (inclusive %):", json.dumps(profile.get("inclusive_pct", {})))
-    return {"table": table, "in_process": local, "profile": profile, "profiled_run": profiled, "runs": runs}
+    return {
+        "table": table,
+        "in_process": local,
+        "held_memory": {"spans": held_spans, "bytes_per_span": memory},
+        "profile": profile,
+        "profiled_run": profiled,
+        "runs": runs,
+    }
 
 
 if __name__ == "__main__":

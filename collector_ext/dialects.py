@@ -48,6 +48,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from sys import intern
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
@@ -165,6 +166,17 @@ def _text(key: str, value: object) -> str | None:
     return None  # other types carry no usable name; the key stays in the attributes map
 
 
+_INTERN_MAX_CHARS = 256
+
+
+def _name(key: str, value: object) -> str | None:
+    """`_text` for values that repeat across spans (models, operations, agent and tool names): interned, so
+    that the receiver's trace buffer holds each distinct name once instead of once per span."""
+    if type(value) is str:
+        return intern(value) if 0 < len(value) <= _INTERN_MAX_CHARS else value or None  # type: ignore
+    return _text(key, value)
+
+
 def _lower(key: str, value: object) -> str | None:
     return value.strip().lower() or None if type(value) is str else None  # type: ignore[attr-defined]
 
@@ -197,7 +209,7 @@ _RULES: dict[str, _Rule] = {
     "openinference.span.kind": ("oi_kind", 0, _lower, _OI),
     "traceloop.span.kind": ("tl_kind", 0, _lower, _TL),
     "llm.request.type": ("request_type", 0, _lower, _TL),
-    gen_ai.GEN_AI_OPERATION_NAME: ("operation", 0, _text, _OT),
+    gen_ai.GEN_AI_OPERATION_NAME: ("operation", 0, _name, _OT),
     # provider
     gen_ai.GEN_AI_PROVIDER_NAME: ("provider", 0, _text, _OT),
     "llm.provider": ("provider", 1, _text, _OI),
@@ -205,25 +217,25 @@ _RULES: dict[str, _Rule] = {
     "llm.system": ("provider", 3, _text, _OI),
     "ai.model.provider": ("provider", 4, _text, _VC),
     # models
-    "llm.request.model_name": ("request_model", 0, _text, _OI),
+    "llm.request.model_name": ("request_model", 0, _name, _OI),
     "llm.invocation_parameters": ("request_model", 1, _invocation_model, _OI),
-    gen_ai.GEN_AI_REQUEST_MODEL: ("request_model", 2, _text, _OT),
-    "ai.model.id": ("request_model", 3, _text, _VC),
-    "llm.response.model_name": ("response_model", 0, _text, _OI),
-    gen_ai.GEN_AI_RESPONSE_MODEL: ("response_model", 1, _text, _OT),
-    "ai.response.model": ("response_model", 2, _text, _VC),
-    "llm.model_name": ("oi_model", 0, _text, _OI),
+    gen_ai.GEN_AI_REQUEST_MODEL: ("request_model", 2, _name, _OT),
+    "ai.model.id": ("request_model", 3, _name, _VC),
+    "llm.response.model_name": ("response_model", 0, _name, _OI),
+    gen_ai.GEN_AI_RESPONSE_MODEL: ("response_model", 1, _name, _OT),
+    "ai.response.model": ("response_model", 2, _name, _VC),
+    "llm.model_name": ("oi_model", 0, _name, _OI),
     gen_ai.GEN_AI_RESPONSE_ID: ("response_id", 0, _text, _OT),
     "ai.response.id": ("response_id", 1, _text, _VC),
     # identities
-    gen_ai.GEN_AI_TOOL_NAME: ("tool_name", 0, _text, _OT),
-    "tool.name": ("tool_name", 1, _text, _WEAK),
-    "ai.toolCall.name": ("tool_name", 2, _text, _VC),
-    "mcp.tool.name": ("tool_name", 3, _text, _WEAK),  # the seed's mcp.tool.<name> spans also carry it
-    gen_ai.GEN_AI_AGENT_NAME: ("agent_name", 0, _text, _OT),
-    "agent.name": ("agent_name", 1, _text, _WEAK),
-    "traceloop.entity.name": ("entity_name", 0, _text, _TL),
-    "ai.telemetry.functionId": ("function_id", 0, _text, _VC),
+    gen_ai.GEN_AI_TOOL_NAME: ("tool_name", 0, _name, _OT),
+    "tool.name": ("tool_name", 1, _name, _WEAK),
+    "ai.toolCall.name": ("tool_name", 2, _name, _VC),
+    "mcp.tool.name": ("tool_name", 3, _name, _WEAK),  # the seed's mcp.tool.<name> spans also carry it
+    gen_ai.GEN_AI_AGENT_NAME: ("agent_name", 0, _name, _OT),
+    "agent.name": ("agent_name", 1, _name, _WEAK),
+    "traceloop.entity.name": ("entity_name", 0, _name, _TL),
+    "ai.telemetry.functionId": ("function_id", 0, _name, _VC),
     gen_ai.GEN_AI_AGENT_ID: ("agent_id", 0, _text, _OT),
     gen_ai.GEN_AI_CONVERSATION_ID: ("conversation_id", 0, _text, _OT),
     "session.id": ("conversation_id", 1, _text, _WEAK),
@@ -408,10 +420,23 @@ def normalize_provider(value: str) -> str | None:
 
 def normalize(name: str, kind: int, attributes: dict[str, object]) -> Normalized:
     """Canonical GenAI columns of one span; raises InvalidSpan for unacceptable token or cost values."""
+    columns = _NO_COLUMNS.copy()
+    consumed = normalize_into(columns, name, kind, attributes)
+    return Normalized(columns, consumed)
+
+
+_NO_COLUMNS: dict[str, object] = dict.fromkeys(COLUMNS)
+
+
+def normalize_into(columns: dict[str, object], name: str, kind: int, attributes: dict[str, object]) -> frozenset[str]:
+    """`normalize` writing the columns into `columns` (which holds every key of COLUMNS, None-valued, and no
+    other key of a slot name): the decoder passes its row and saves a dict per span. Returns the consumed keys.
+    """
     found: dict[str, tuple[int, str, object]] = {}  # slot -> (rank, key, parsed value)
     dialect = _NO_DIALECT
+    rules = _RULES
     for key, value in attributes.items():
-        rule = _RULES.get(key)
+        rule = rules.get(key)
         if rule is None:
             continue
         slot, rank, parse, rule_dialect = rule
@@ -424,10 +449,8 @@ def normalize(name: str, kind: int, attributes: dict[str, object]) -> Normalized
         if best is None or rank < best[0]:
             found[slot] = (rank, key, parsed)
 
-    columns: dict[str, object] = dict.fromkeys(COLUMNS)
-    for slot in _DIRECT_COLUMNS:
-        hit = found.get(slot)
-        if hit is not None:
+    for slot, hit in found.items():
+        if slot in _DIRECT_SLOTS:
             columns[slot] = hit[2]
 
     category, operation, name_dialect = _category(name, found)
@@ -439,24 +462,28 @@ def normalize(name: str, kind: int, attributes: dict[str, object]) -> Normalized
     if hit is not None:
         columns["provider"] = normalize_provider(hit[2])  # type: ignore[arg-type]
 
-    _models(found, columns)
+    if "oi_model" in found:
+        _models(found, columns)
     if columns["response_id"] is None and "oi_output" in found and category in INFERENCE_CATEGORIES:
         columns["response_id"] = _output_response_id(found["oi_output"][2])  # type: ignore[arg-type]
     _identities(name, category, found, columns)
-    _usage(found, columns)
+    if not found.keys().isdisjoint(_USAGE_SLOTS):
+        _usage(found, columns)
 
-    consumed = frozenset(
+    consumed = [
         key
         for slot, (_, key, value) in found.items()
         if columns.get(slot, _ABSENT) == value and key not in _PARTLY_READ
-    )
+    ]
     if "oi_model" in found:
         oi_key, oi_model = found["oi_model"][1:]
         if oi_model in (columns["request_model"], columns["response_model"]):
-            consumed |= {oi_key}
-    return Normalized(columns, consumed)
+            consumed.append(oi_key)
+    return frozenset(consumed)
 
 
+_DIRECT_SLOTS = frozenset(_DIRECT_COLUMNS)
+_USAGE_SLOTS = frozenset((*TOKEN_COLUMNS, "total_tokens"))
 _ABSENT = object()
 # Keys a column reads only a part of (the request model inside the invocation JSON): always kept in the map.
 _PARTLY_READ = frozenset({"llm.invocation_parameters"})
@@ -531,14 +558,18 @@ def _identities(
             columns["tool_name"] = entity[2]
             found["tool_name"] = entity
     if columns["tool_name"] is None and name.startswith(MCP_TOOL_PREFIX):
-        columns["tool_name"] = name[len(MCP_TOOL_PREFIX) :] or None
+        columns["tool_name"] = intern(name[len(MCP_TOOL_PREFIX) :]) or None
     function_id = found.get("function_id")  # Vercel: names the calling function; kept in the map too
     if function_id is not None and columns["agent_name"] is None:
         columns["agent_name"] = function_id[2]
 
 
 def _usage(found: dict[str, tuple[int, str, object]], columns: dict[str, object]) -> None:
-    tokens = {column: found[column][2] for column in TOKEN_COLUMNS if column in found}
+    tokens: dict[str, int] = {}
+    for column in TOKEN_COLUMNS:
+        hit = found.get(column)
+        if hit is not None:
+            tokens[column] = hit[2]  # type: ignore[assignment]
     total = found.get("total_tokens")
     if not tokens and total is None:
         return

@@ -62,13 +62,20 @@ def _to_json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
 
 
+# The text of small non-negative ints (status codes, ports, counts): one shared str each instead of a new
+# one per span held by the receiver.
+_SMALL_INT_TEXT = tuple(repr(n) for n in range(1024))
+
+
 def _stringify(value: object) -> str | None:
     kind = type(value)
     if kind is str:
         return value  # type: ignore[return-value]
     if kind is bool:
         return "true" if value else "false"
-    if kind is int or kind is float:
+    if kind is int:
+        return _SMALL_INT_TEXT[value] if 0 <= value < 1024 else repr(value)  # type: ignore[operator,index]
+    if kind is float:
         return repr(value)
     if kind is bytes:
         return value.hex()  # type: ignore[union-attr]

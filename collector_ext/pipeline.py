@@ -21,13 +21,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import structlog
 
+from collector_ext.arrow_rows import rows_to_table
 from collector_ext.config import MIB, ReceiverConfig
 from collector_ext.dataset_files import DatasetFiles
-from collector_ext.schema import SPANS
 from collector_ext.trace_buffer import ReadyTrace, TraceBuffer
 from collector_ext.wal import WalError, WriteAheadLog
 
@@ -201,7 +200,7 @@ class Pipeline:
                 if not (due or (force and self._rows)):
                     return
                 rows, self._rows = self._rows, []
-            table = pa.Table.from_pylist(rows, schema=SPANS)
+            table = rows_to_table(rows)
             try:
                 written = self.files.write("spans", table)
             except OSError:

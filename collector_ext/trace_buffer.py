@@ -51,19 +51,27 @@ class TraceBuffer:
 
     def add(self, spans: list[dict], now: float) -> None:
         traces = self._traces
+        current: bytes | None = None
+        held_spans: dict[bytes, dict] = {}
+        added = 0
         for row in spans:
             trace_id = row["trace_id"]
-            held = traces.get(trace_id)
-            if held is None:
-                held = traces[trace_id] = HeldTrace(first_seen=now, last_seen=now)
-            else:
-                held.last_seen = now
-                traces.move_to_end(trace_id)
-            before = len(held.spans)
-            held.spans[row["span_id"]] = row
-            self.span_count += len(held.spans) - before
+            if trace_id != current:  # an export's spans come in runs per trace: look the trace up once per run
+                current = trace_id
+                held = traces.get(trace_id)
+                if held is None:
+                    held = traces[trace_id] = HeldTrace(first_seen=now, last_seen=now)
+                else:
+                    held.last_seen = now
+                    traces.move_to_end(trace_id)
+                held_spans = held.spans
+            span_id = row["span_id"]
+            if span_id not in held_spans:
+                added += 1
+            held_spans[span_id] = row
             if not row["parent_span_id"]:
                 held.has_root = True
+        self.span_count += added
 
     def take_ready(self, now: float) -> list[ReadyTrace]:
         """Remove and return the traces that are due at `now`."""

@@ -1,0 +1,54 @@
+"""Memory per span held in the receiver's TraceBuffer (the default max_held_spans is 500 k).
+
+Decodes the ingest benchmark's requests (bench_ingest.make_requests) and holds every span in a TraceBuffer,
+as the pipeline does (each row tagged with its WAL segment), then prints one JSON line: bytes per held span
+by tracemalloc (every Python allocation still alive) or by the process's RSS growth (what the machine pays,
+allocator overhead included). One measure per process, so that neither disturbs the other.
+
+    python bench/held_memory.py SPANS tracemalloc|rss
+
+The collector_ext imported is the one first on PYTHONPATH: bench_ingest runs this for its baseline tree too.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import tracemalloc
+
+import psutil
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from bench.bench_ingest import SPANS_PER_REQUEST, make_requests
+from collector_ext.decode import decode_traces
+from collector_ext.trace_buffer import TraceBuffer
+
+
+def held_bytes_per_span(spans: int, measure: str) -> dict:
+    payloads = [payload for payload, _ in make_requests(max(1, spans // SPANS_PER_REQUEST))]
+    gc.collect()
+    process = psutil.Process()
+    if measure == "tracemalloc":
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+    else:
+        before = process.memory_info().rss
+    buffer = TraceBuffer(grace_seconds=1e9, max_wait_seconds=1e9, max_spans=10**9)
+    for seq, payload in enumerate(payloads):
+        rows = decode_traces(ExportTraceServiceRequest.FromString(payload), 1).spans
+        for row in rows:
+            row["_wal_seq"] = seq
+        buffer.add(rows, 0.0)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0] if measure == "tracemalloc" else process.memory_info().rss
+    return {
+        "measure": measure,
+        "spans_held": buffer.span_count,
+        "bytes_per_span": (after - before) / buffer.span_count,
+        "decoder": sys.modules["collector_ext.decode"].__file__,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(held_bytes_per_span(int(sys.argv[1]), sys.argv[2])), flush=True)
