@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from analyzer.dataset import AnalyzerError, load_sql, open_dataset
-from analyzer.output import OutputFormat, render
+from analyzer.output import OutputFormat, render, render_result
 from analyzer.pricing import install_span_costs
 from analyzer.tasks import install_task_views
 from analyzer.timeparse import parse_time
@@ -50,6 +50,18 @@ def prepare(con: duckdb.DuckDBPyConnection, prices: Path | None) -> None:
     con.execute(load_sql("tasks_span_nodes.sql"))
 
 
+def task_listing(
+    con: duckdb.DuckDBPyConnection,
+    since: Any = None,
+    until: Any = None,
+    agent: str | None = None,
+    top: int | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """The executed task listing query (rows not fetched yet): see `list_tasks`."""
+    params = {"since": since, "until": until, "agent": agent, "top": top}
+    return con.execute(load_sql("tasks_list.sql"), params)
+
+
 def list_tasks(
     con: duckdb.DuckDBPyConnection,
     since: Any = None,
@@ -58,8 +70,7 @@ def list_tasks(
     top: int | None = None,
 ) -> list[dict[str, Any]]:
     """Tasks by start time; with `top`, the `top` most expensive (then most tokens) first."""
-    params = {"since": since, "until": until, "agent": agent, "top": top}
-    cursor = con.execute(load_sql("tasks_list.sql"), params)
+    cursor = task_listing(con, since, until, agent, top)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -189,6 +200,9 @@ def register(app: typer.Typer) -> None:
         since_t, until_t = parse_time(since), parse_time(until)
         dataset = open_dataset(data)
         prepare(dataset.con, prices)
+        if fmt is not OutputFormat.table:  # machines: streamed from DuckDB, never all rows in Python at once
+            render_result(task_listing(dataset.con, since_t, until_t, agent, top), fmt, columns=LIST_COLUMNS)
+            return
         rows = list_tasks(dataset.con, since_t, until_t, agent, top)
         totals = ["traces", "agent_runs", "llm_calls", "tool_calls", "input_tokens", "output_tokens"]
         if rows and all(r["cost_usd"] is not None for r in rows):  # a total over unpriced calls would mislead

@@ -53,6 +53,8 @@ def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dat
     if version is not None and version != SCHEMA_VERSION:
         raise AnalyzerError(f"{root} has schema {version}; this analyzer reads {SCHEMA_VERSION}")
     con = duckdb.connect()
+    # every query binds the views again: without the cache each bind re-reads every Parquet footer
+    con.execute("SET parquet_metadata_cache = true")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     for table, (schema, _) in TABLES.items():

@@ -10,7 +10,10 @@
     else), and our task resolution alone (trace_tasks: roots, top-level agent runs, link choice, cycles;
     no listing), alternating. Medians, ratios and each process's peak RSS (VmHWM). `analyze tasks` does
     much more than the floor: attribution of every span, agent runs and depths, exactly-once usage,
-    prices, and it renders one CSV line per task (700 k at full size) in Python.
+    prices, and it writes one CSV line per task (700 k at full size), streamed from DuckDB.
+    BENCH_TASKS_DIR keeps/reuses the generated dataset there (default: a temporary directory);
+    BENCH_TASKS_BASELINE names another checkout (e.g. a `git worktree` of an older commit) whose
+    `analyze tasks` runs too, alternating with ours: a before/after in one run.
 
     python -m bench --only tasks --quick
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -225,9 +229,9 @@ def generate_dataset(root: Path, traces: int, links: int, seed: int = 3) -> None
         files.write("spans", table)
 
 
-def _timed(args: list[str]) -> tuple[float, int, str]:
+def _timed(args: list[str], cwd: Path | None = None) -> tuple[float, int, str]:
     started = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=1800, check=False)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=1800, check=False, cwd=cwd)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{args[:4]} failed: {done.stderr[-2000:]}")
@@ -239,7 +243,7 @@ def main(quick: bool) -> dict:
     from rich.console import Console
     from rich.table import Table
 
-    repeats = 3
+    repeats = int(os.environ.get("BENCH_TASKS_ROUNDS", 3))
     ingest_tasks = int(os.environ.get("BENCH_TASKS_INGEST", 300 if quick else 2000))
     traces = int(os.environ.get("BENCH_TASKS_TRACES", 100_000 if quick else 1_000_000))
     links = int(os.environ.get("BENCH_TASKS_LINKS", 30_000 if quick else 300_000))
@@ -262,16 +266,24 @@ def main(quick: bool) -> dict:
         "ingest_without_stitching_spans_per_s": round(spans / off),
         "ingest_stitching_cost_ratio": round(on / off, 2),
     }
+    keep = os.environ.get("BENCH_TASKS_DIR")
+    baseline = os.environ.get("BENCH_TASKS_BASELINE")
     with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
-        root = Path(tmp) / "data"
-        started = time.perf_counter()
-        generate_dataset(root, traces, links)
-        figures["dataset_generate_s"] = round(time.perf_counter() - started, 1)
+        root = Path(keep) if keep else Path(tmp) / "data"
+        marker = root / f".generated-{traces}-{links}"
+        if not marker.exists():  # a kept directory of other sizes (or half written) is generated afresh
+            shutil.rmtree(root, ignore_errors=True)
+            started = time.perf_counter()
+            generate_dataset(root, traces, links)
+            marker.write_text("")
+            figures["dataset_generate_s"] = round(time.perf_counter() - started, 1)
         analyze = [sys.executable, "-c", _ANALYZE, "tasks", "--data", str(root), "--format", "csv"]
         bare = [sys.executable, "-c", _BARE, str(root)]
         resolve = [sys.executable, "-c", _RESOLVE, str(root)]
-        runs: dict[str, list[tuple[float, int, str]]] = {"analyze": [], "bare": [], "resolve": []}
+        runs: dict[str, list[tuple[float, int, str]]] = {"analyze": [], "bare": [], "resolve": [], "baseline": []}
         for _ in range(repeats):
+            if baseline:
+                runs["baseline"].append(_timed(analyze, cwd=Path(baseline)))
             runs["analyze"].append(_timed(analyze))
             runs["bare"].append(_timed(bare))
             runs["resolve"].append(_timed(resolve))
@@ -293,6 +305,14 @@ def main(quick: bool) -> dict:
         bare_peak_rss_mib=max(r[1] for r in runs["bare"]),
         resolve_peak_rss_mib=max(r[1] for r in runs["resolve"]),
     )
+    if baseline:
+        baseline_s = statistics.median(r[0] for r in runs["baseline"])
+        figures.update(
+            baseline_analyze_tasks_s=round(baseline_s, 3),
+            baseline_vs_bare_ratio=round(baseline_s / bare_s, 2),
+            baseline_peak_rss_mib=max(r[1] for r in runs["baseline"]),
+            baseline_tasks_found=int(runs["baseline"][0][2]),
+        )
 
     table = Table(title=f"stitching and tasks ({'quick' if quick else 'full'}; medians of {repeats}, alternating)")
     table.add_column("measure")

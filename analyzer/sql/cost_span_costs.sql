@@ -15,8 +15,7 @@ WITH calls AS (
            coalesce(cache_read_tokens, 0) AS cache_read_tokens,
            coalesce(cache_write_tokens, 0) AS cache_write_tokens,
            coalesce(reasoning_tokens, 0) AS reasoning_tokens
-    FROM counted_spans
-    WHERE counted
+    FROM counted_calls
 )
 SELECT c.trace_id, c.span_id, c.start_time, c.category, c.task_id, c.agent_name, c.service_name, c.k8s_namespace,
        c.conversation_id, c.request_model, c.response_model, c.span_provider AS provider,

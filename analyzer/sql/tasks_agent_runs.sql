@@ -29,6 +29,7 @@ WITH RECURSIVE runs AS MATERIALIZED (
     LEFT JOIN span_agent AS linked
            ON a.above_span_id IS NULL AND linked.trace_id = t.parent_trace_id AND linked.span_id = t.parent_span_id
     LEFT JOIN trace_top_agent AS ptop ON a.above_span_id IS NULL AND ptop.trace_id = t.parent_trace_id
+    WHERE s.category = 'agent'  -- what agent_in_trace holds; the scan filters on it before any join
 ),
 -- Down from the agent runs without a parent; the parent's name rides along (the walk is bounded).
 descend AS (

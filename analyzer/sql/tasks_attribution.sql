@@ -10,12 +10,11 @@
 -- Spans' tree structure only (every table below is computed once per connection).
 CREATE OR REPLACE TEMP TABLE span_tree AS
 SELECT s.trace_id, s.span_id,
-       CASE WHEN p.span_id IS NOT NULL THEN s.parent_span_id END AS parent_span_id,  -- NULL: a root
+       CASE WHEN EXISTS (SELECT 1 FROM spans AS p WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id)
+            THEN s.parent_span_id END AS parent_span_id,  -- NULL: a root
        s.category = 'agent' AS is_agent,
        s.start_time, s.agent_span_id AS receiver_agent_span_id
-FROM spans AS s
-LEFT JOIN (SELECT DISTINCT trace_id, span_id FROM spans) AS p
-       ON p.trace_id = s.trace_id AND p.span_id = s.parent_span_id;
+FROM spans AS s;
 
 -- Nearest enclosing agent run: walk down from every agent run through the spans that are not agent runs.
 -- Each span is reached from exactly one agent run (its nearest); the step bound only guards malformed data.

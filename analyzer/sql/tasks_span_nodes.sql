@@ -4,7 +4,7 @@
 -- Needs trace_tasks/span_agent (analyzer.tasks) and span_costs (analyzer.pricing): span_costs holds one row
 -- per span whose usage counts (counted_spans.counted), so its rows are the counted spans (read once).
 CREATE OR REPLACE TEMP TABLE task_span_nodes AS
-SELECT t.task_id, s.trace_id, s.span_id, s.category, s.start_time, s.end_time, s.stitch_state,
+SELECT t.task_id, s.start_time, s.end_time, s.stitch_state,  -- only what the listing and the tree read
        CASE WHEN a.agent_span_id IS NOT NULL THEN s.trace_id ELSE t.parent_trace_id END AS node_trace_id,
        coalesce(a.agent_span_id, linked.agent_span_id, ptop.top_agent_span_id) AS node_span_id,
        s.category IN ('llm', 'embedding')
