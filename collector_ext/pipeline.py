@@ -27,6 +27,8 @@ import structlog
 from collector_ext.arrow_rows import rows_to_table
 from collector_ext.config import MIB, ReceiverConfig
 from collector_ext.dataset_files import DatasetFiles
+from collector_ext.live_state import LiveState
+from collector_ext.stitching import Stitcher
 from collector_ext.trace_buffer import ReadyTrace, TraceBuffer
 from collector_ext.wal import WalError, WriteAheadLog
 
@@ -58,11 +60,10 @@ class PipelineStats:
 
 
 class Pipeline:
-    def __init__(self, config: ReceiverConfig, stitcher, live, telemetry=None, clock=time.monotonic) -> None:
+    def __init__(self, config: ReceiverConfig, stitcher: Stitcher, live: LiveState, clock=time.monotonic) -> None:
         self.config = config
         self.stitcher = stitcher
         self.live = live
-        self.telemetry = telemetry
         self.clock = clock
         self.stats = PipelineStats()
         self.files = DatasetFiles(config.data_dir, config.writer_id)

@@ -66,7 +66,7 @@ class Receiver:
         self.log = self.telemetry.log
         self.live = LiveState()
         self.stitcher = Stitcher(keep=config.keep)
-        self.pipeline = Pipeline(config, self.stitcher, self.live, self.telemetry)
+        self.pipeline = Pipeline(config, self.stitcher, self.live)
         self.gpu_metrics: GpuMetricsReceiver | None = None
         self.poller: PodResourcesPoller | None = None
         self.grpc: grpc.Server | None = None
