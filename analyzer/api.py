@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from analyzer.cost import CostQuery, cost_rows, parse_where
+from analyzer.cost import CostQuery, cost_rows
 from analyzer.dataset import AnalyzerError, open_dataset
 from analyzer.report import build_report
 from analyzer.timeparse import parse_time
@@ -55,14 +55,7 @@ def create_app(data: Path | None = None, prices_file: Path | None = None) -> Fas
         top: Annotated[int | None, Query(ge=1)] = None,
         inclusive: bool = False,
     ) -> list[dict[str, Any]]:
-        query = CostQuery(
-            by=by,
-            since=parse_time(since),
-            until=parse_time(until),
-            where=parse_where(where or []),
-            top=top,
-            inclusive=inclusive,
-        )
+        query = CostQuery.from_text(by, since, until, where, top, inclusive)
         rows, _ = cost_rows(open_dataset(data), query, prices_file)
         return _rows(rows)
 

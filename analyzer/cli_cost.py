@@ -9,10 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from analyzer.cost import GROUP_KEYS, METRICS, CostQuery, check_keys, cost_rows, parse_where
+from analyzer.cost import GROUP_KEYS, METRICS, CostQuery, cost_rows
 from analyzer.dataset import open_dataset
 from analyzer.output import OutputFormat, render
-from analyzer.timeparse import parse_time
 
 KEYS_HELP = ", ".join(GROUP_KEYS)
 TABLE_WIDTH = 240
@@ -56,15 +55,7 @@ def cost(
     provider-reported costs are shown beside ours (reported_cost_usd), GPU time of self-hosted models in
     gpu_cost_usd.
     """
-    check_keys(by)
-    query = CostQuery(
-        by=by,
-        since=parse_time(since),
-        until=parse_time(until),
-        where=parse_where(where or []),
-        top=top,
-        inclusive=inclusive,
-    )
+    query = CostQuery.from_text(by, since, until, where, top, inclusive)
     rows, table = cost_rows(open_dataset(data), query, prices)
     columns = [*by, *METRICS]
     title = "Cost by " + " x ".join(by) + (" (inclusive of sub-agents)" if inclusive and "task" in by else "")

@@ -21,6 +21,7 @@ import duckdb
 
 from analyzer.dataset import AnalyzerError, Dataset, load_sql
 from analyzer.pricing import PriceTable, install_span_costs
+from analyzer.timeparse import parse_time
 
 TASK_EXPR = "coalesce(tt.task_id, s.task_id, s.trace_id)"
 GROUP_KEYS: dict[str, str] = {
@@ -55,6 +56,27 @@ class CostQuery:
     where: dict[str, str] | None = None
     top: int | None = None
     inclusive: bool = False
+
+    @classmethod
+    def from_text(
+        cls,
+        by: list[str],
+        since: str | None = None,
+        until: str | None = None,
+        where: list[str] | None = None,
+        top: int | None = None,
+        inclusive: bool = False,
+    ) -> CostQuery:
+        """From the user's words (CLI flags or API query parameters): keys checked, times and filters parsed."""
+        check_keys(by)
+        return cls(
+            by=by,
+            since=parse_time(since),
+            until=parse_time(until),
+            where=parse_where(where or []),
+            top=top,
+            inclusive=inclusive,
+        )
 
 
 def parse_where(items: list[str]) -> dict[str, str]:
