@@ -10,7 +10,15 @@ from analyzer.dataset import Dataset
 from analyzer.gpu import gpu_report, gpu_timeline
 
 
-def utilization_timeline(rows: list[dict[str, Any]]) -> go.Figure:
+def timeline_step_seconds(dataset: Dataset) -> int:
+    """A bucket giving about 100 points over the allocations' time span: one minute to one hour."""
+    (span,) = dataset.con.execute(
+        "SELECT coalesce(epoch(max(last_seen)) - epoch(min(first_seen)), 0) FROM gpu_allocations"
+    ).fetchone()
+    return int(min(3600, max(60, span / 100)))
+
+
+def utilization_timeline(rows: list[dict[str, Any]], step_seconds: int = 3600) -> go.Figure:
     figure = go.Figure()
     for slice_id in sorted({row["slice_id"] for row in rows}):
         points = [row for row in rows if row["slice_id"] == slice_id]
@@ -18,11 +26,18 @@ def utilization_timeline(rows: list[dict[str, Any]]) -> go.Figure:
             go.Scatter(
                 x=[p["time"].isoformat() for p in points],
                 y=[p["utilization"] for p in points],
-                mode="lines",
+                mode="lines+markers",  # a slice allocated within one bucket is a single point
                 name=slice_id.rsplit("/", 1)[-1],
             )
         )
-    figure.update_layout(title="Slice utilization per hour", yaxis_title="busy / allocated", yaxis_range=[0, 1])
+    bucket = (
+        "hour"
+        if step_seconds == 3600
+        else f"{step_seconds // 60} min"
+        if step_seconds % 60 == 0
+        else f"{step_seconds} s"
+    )
+    figure.update_layout(title=f"Slice utilization per {bucket}", yaxis_title="busy / allocated", yaxis_range=[0, 1])
     return figure
 
 
@@ -51,9 +66,10 @@ def gpu_sections(dataset: Dataset) -> list[tuple[str, Any]]:
     con = dataset.con
     namespaces = gpu_report(con, "namespace")
     agents = gpu_report(con, "agent")
-    timeline = gpu_timeline(con, step_seconds=3600)  # after gpu_report installed the views (whole window)
+    step = timeline_step_seconds(dataset)
+    timeline = gpu_timeline(con, step_seconds=step)  # after gpu_report installed the views (whole window)
     return [
-        ("GPU slice utilization", utilization_timeline(timeline)),
+        ("GPU slice utilization", utilization_timeline(timeline, step)),
         ("Idle GPU slice-hours by namespace", idle_by_namespace(namespaces)),
         ("GPU cost by agent", cost_by_agent(agents)),
     ]
