@@ -75,8 +75,12 @@ def serve(config_file: Path | None = None, **flags: Any) -> None:
         raise typer.BadParameter(_one_line(err)) from None
     try:
         code = run_server(config)
-    except OSError as err:
-        typer.echo(f"error: {err}", err=True)
+    except OSError as err:  # a port in use, a data or WAL directory that cannot be created or written
+        if err.strerror:  # from the OS: say what failed and where
+            where = f": {err.filename}" if err.filename else ""
+            typer.echo(f"error: cannot start the receiver: {err.strerror}{where}", err=True)
+        else:  # ours, already a sentence
+            typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 

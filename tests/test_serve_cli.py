@@ -87,6 +87,29 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_data_dir_that_cannot_be_created_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_cli(
+        "--data-dir",
+        str(blocker / "data"),
+        "--grpc-endpoint",
+        "127.0.0.1:0",
+        "--http-endpoint",
+        "127.0.0.1:0",
+        "--scaler-endpoint",
+        "",
+        "--podresources-interval-seconds",
+        "0",
+        "--log-level",
+        "error",
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: cannot start the receiver: Not a directory: {blocker / 'data'}"]
+    assert "Traceback" not in result.stderr
+
+
 def plain_span_request() -> bytes:
     return request_of(span(0, name="plain-http-span")).SerializeToString()
 
