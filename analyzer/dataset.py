@@ -10,9 +10,11 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
+import yaml
 
 from collector_ext.schema import SCHEMA_FILE, SCHEMA_VERSION, TABLES, read_schema_version
 
@@ -36,6 +38,16 @@ class Dataset:
 
     def has_rows(self, table: str) -> bool:
         return bool(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 (fixed names)
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """A user's YAML file (`what`: "price file", ...); unreadable or invalid is one AnalyzerError line."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise AnalyzerError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise AnalyzerError(f"{what} {path} is not valid YAML: {str(err).splitlines()[0]}") from None
 
 
 def load_sql(name: str) -> str:

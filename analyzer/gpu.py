@@ -27,9 +27,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import yaml
 
-from analyzer.dataset import AnalyzerError, load_sql
+from analyzer.dataset import AnalyzerError, load_sql, read_yaml_file
 
 GROUPINGS = ("slice", "node", "namespace", "pod", "agent", "task")
 MAX_SAMPLE_SECONDS = 120.0  # a sample never stands for more than this (a scrape gap is not busy time)
@@ -91,13 +90,7 @@ class GpuPrices:
     def load(cls, path: Path | None) -> GpuPrices:
         if path is None:
             return cls()
-        try:
-            doc = yaml.safe_load(Path(path).read_text())
-        except OSError as err:
-            raise AnalyzerError(f"cannot read GPU price file {path}: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise AnalyzerError(f"GPU price file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-        return cls.from_mapping(doc, str(path))
+        return cls.from_mapping(read_yaml_file(path, "GPU price file"), str(path))
 
 
 def _price(value: Any, where: str) -> float:

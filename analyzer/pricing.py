@@ -58,9 +58,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import yaml
 
-from analyzer.dataset import AnalyzerError, load_sql
+from analyzer.dataset import AnalyzerError, load_sql, read_yaml_file
 
 COST_TYPE = pa.decimal128(38, 24)
 COST_SCALE = Decimal(1).scaleb(-24)
@@ -133,12 +132,7 @@ class PriceTable:
 
 def load_price_file(path: Path) -> list[UserPrice]:
     """Parse and validate a user price file; any problem is one clear AnalyzerError."""
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise AnalyzerError(f"cannot read price file {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        raise AnalyzerError(f"price file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    doc = read_yaml_file(path, "price file")
     entries = doc.get("prices") if isinstance(doc, dict) else doc
     if not isinstance(entries, list):
         raise AnalyzerError(f"price file {path}: expected a list of entries under 'prices:'")

@@ -45,6 +45,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from bench.load_client import write_requests
+from collector_ext.config import free_loopback_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "67108864"}
@@ -192,14 +193,6 @@ def bare_server(port: int) -> None:
 
 
 # -- one measured run ----------------------------------------------------------------------------------------
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_ready(check, process: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -291,7 +284,7 @@ def run_once(
     source: Path = ROOT,
 ) -> dict:
     """One server (kind "bare", or a receiver from the tree `source`) under one client run."""
-    port = _free_port()
+    port = free_loopback_port()
     endpoint = f"127.0.0.1:{port}"
     env = {**os.environ, **MALLOC_ENV}
     data_dir = work / f"data-{kind}-{port}"
@@ -300,7 +293,7 @@ def run_once(
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         _wait_ready(lambda: _grpc_ready(endpoint), process)
     else:
-        http_port = _free_port()
+        http_port = free_loopback_port()
         command = [
             sys.executable, "-m", "collector_ext.cli", "serve",
             "--data-dir", str(data_dir), "--writer-id", "bench",

@@ -25,6 +25,13 @@ def default_writer_id() -> str:
     return (host or "receiver")[:63]
 
 
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the demo, tests and benchmarks listen on loopback only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def parse_endpoint(value: str) -> tuple[str, int]:
     """'HOST:PORT' or '[V6]:PORT' -> (host, port); raises ValueError with a readable message."""
     host, sep, port = value.rpartition(":")

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
+from collector_ext.config import free_loopback_port
 from collector_ext.fake_kubelet import FakeKubelet, demo_cluster
 from collector_ext.loadgen import GPU_SLICES, NS_PER_S, GpuSlice, WorkloadResult, WorkloadSpec, make_exporter
 from collector_ext.loadgen import run_workload as send_workload
@@ -49,12 +49,6 @@ GPU_NODE = "gpu-node-1"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def say(message: str) -> None:
@@ -72,14 +66,14 @@ class Receiver:
     """`collector-ext serve` as a subprocess on free loopback ports; stop() = SIGTERM by pid, bounded."""
 
     def __init__(self, data_dir: Path, kubelet_socket: Path | None, log_path: Path) -> None:
-        self.grpc_endpoint = f"127.0.0.1:{free_port()}"
-        self.http_url = f"http://127.0.0.1:{free_port()}"
+        self.grpc_endpoint = f"127.0.0.1:{free_loopback_port()}"
+        self.http_url = f"http://127.0.0.1:{free_loopback_port()}"
         args = [
             sys.executable, "-m", "collector_ext.cli", "serve",
             "--data-dir", str(data_dir),
             "--grpc-endpoint", self.grpc_endpoint,
             "--http-endpoint", self.http_url.removeprefix("http://"),
-            "--scaler-endpoint", f"127.0.0.1:{free_port()}",
+            "--scaler-endpoint", f"127.0.0.1:{free_loopback_port()}",
             "--writer-id", "demo",
             "--trace-grace-seconds", "0.5",
             "--parquet-max-seconds", "1",

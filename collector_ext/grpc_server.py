@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -68,6 +68,16 @@ def rejection_reason(message: str) -> str:
     return "other"
 
 
+def parse_request(message_type: type[Message], payload: bytes) -> Message:
+    """A serialized OTLP export request, or the malformed-request error naming the expected message."""
+    request = message_type()
+    try:
+        request.ParseFromString(payload)
+    except DecodeError as err:
+        raise errors.malformed(f"request is not a valid {message_type.__name__}: {err}") from None
+    return request
+
+
 class TraceIngest:
     """Transport-independent trace export: bytes in, (response, decode result) out or ReceiverError.
 
@@ -82,11 +92,7 @@ class TraceIngest:
     def export(self, payload: bytes, request: ExportTraceServiceRequest | None = None) -> DecodeResult:
         """Parse (unless given), decode, make durable. Raises ReceiverError."""
         if request is None:
-            request = ExportTraceServiceRequest()
-            try:
-                request.ParseFromString(payload)
-            except DecodeError as err:
-                raise errors.malformed(f"request is not a valid ExportTraceServiceRequest: {err}") from None
+            request = parse_request(ExportTraceServiceRequest, payload)
         decoded = decode_traces(request, time.time_ns())
         t = self.telemetry
         t.spans_received.inc(decoded.total)
@@ -217,11 +223,7 @@ def export_metrics_bytes(
 ) -> tuple[int, str]:
     """Parse a metrics export and hand it to the GPU metrics receiver (absent: accepted and dropped)."""
     if request is None:
-        request = ExportMetricsServiceRequest()
-        try:
-            request.ParseFromString(payload)
-        except DecodeError as err:
-            raise errors.malformed(f"request is not a valid ExportMetricsServiceRequest: {err}") from None
+        request = parse_request(ExportMetricsServiceRequest, payload)
     if metrics_export is None:
         return 0, ""
     try:

@@ -26,7 +26,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from starlette.concurrency import run_in_threadpool
@@ -157,18 +157,12 @@ def build_app(
 
     def metrics_work(body: bytes, wbits: int | None, media: str) -> tuple[bytes, int]:
         payload = inflate_capped(body, limit, wbits)
-        request = None
+        request = None  # protobuf: export_metrics_bytes parses it
         if media == JSON:
             try:
                 request = otlp_json.parse_metrics_request(payload)
             except otlp_json.OtlpJsonError as err:
                 raise errors.malformed(str(err)) from None
-        else:
-            request = ExportMetricsServiceRequest()
-            try:
-                request.ParseFromString(payload)
-            except DecodeError as err:
-                raise errors.malformed(f"request is not a valid ExportMetricsServiceRequest: {err}") from None
         rejected, message = export_metrics_bytes(payload, metrics_export, retry_after_s, request)
         return encode_message(metrics_response(rejected, message), media), rejected
 

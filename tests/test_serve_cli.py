@@ -62,39 +62,13 @@ def test_invalid_values_are_one_line_errors(args: tuple[str, ...], message: str,
     assert message in lines[0], lines[0]
 
 
-def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = run_cli(
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--grpc-endpoint",
-            f"127.0.0.1:{port}",
-            "--http-endpoint",
-            "127.0.0.1:0",
-            "--scaler-endpoint",
-            "",
-            "--podresources-interval-seconds",
-            "0",
-            "--log-level",
-            "error",
-        )
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == [f"error: cannot listen on 127.0.0.1:{port} (address in use?)"]
-    assert "Traceback" not in result.stderr
-
-
-def test_a_data_dir_that_cannot_be_created_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    result = run_cli(
+def serve_expecting_a_start_error(data_dir: Path, grpc_endpoint: str = "127.0.0.1:0"):
+    """`collector-ext serve` on loopback with nothing optional; the callers expect it to fail at start."""
+    return run_cli(
         "--data-dir",
-        str(blocker / "data"),
+        str(data_dir),
         "--grpc-endpoint",
-        "127.0.0.1:0",
+        grpc_endpoint,
         "--http-endpoint",
         "127.0.0.1:0",
         "--scaler-endpoint",
@@ -104,6 +78,24 @@ def test_a_data_dir_that_cannot_be_created_is_one_line_and_exit_1(tmp_path: Path
         "--log-level",
         "error",
     )
+
+
+def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = serve_expecting_a_start_error(tmp_path / "d", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: cannot listen on 127.0.0.1:{port} (address in use?)"]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_data_dir_that_cannot_be_created_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = serve_expecting_a_start_error(blocker / "data")
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: cannot start the receiver: Not a directory: {blocker / 'data'}"]
