@@ -1,5 +1,5 @@
-"""End-to-end OTLP/gRPC ingest: `collector-ext serve` (decode + WAL + trace buffer + stitching + Parquet)
-against a bare grpc.aio server that only parses and counts the same requests.
+"""End-to-end OTLP/gRPC ingest: `collector-ext serve` (decode processes + WAL + trace buffer + stitching +
+Parquet) against a bare grpc.aio server that only parses and counts the same requests.
 
 Pre-serialized 1000-span requests (12 attributes per span, agent traces: an `invoke_agent` root, LLM calls,
 MCP tool calls) are sent by a separate process (bench/load_client.py: bounded count and time, several
@@ -8,9 +8,9 @@ figures are medians over rounds. Servers run under the glibc malloc settings of 
 
 Figures: acknowledged spans/s; for the receiver also spans/s until everything is in Parquet (the shutdown
 write included) and a check that the Parquet row count equals the acknowledged spans; CPU microseconds per
-span of the server process (from its rusage, start-up excluded); and a py-spy profile of the receiver
-(one extra run, `--gil`: only the thread holding the GIL is sampled, so threads waiting for it do not count
-as busy) saying where its time goes, plus in-process figures for parse and decode alone, and the memory
+span of the server process and its decode processes (start-up excluded); and a py-spy profile of the
+receiver and its decode processes (one extra run, `--gil`: only the thread holding a GIL is sampled, so
+threads waiting for it do not count as busy) saying where the time goes, plus in-process figures for parse and decode alone, and the memory
 per span held in the trace buffer (bench/held_memory.py).
 
     python -m bench.bench_ingest [--quick]      (BENCH_INGEST_REQUESTS, BENCH_INGEST_ROUNDS,
@@ -48,6 +48,7 @@ from bench.load_client import write_requests
 from collector_ext.config import free_loopback_port
 
 ROOT = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "67108864"}
 SPANS_PER_REQUEST = 1000
 SPANS_PER_TRACE = 10  # 1 agent run, 6 LLM calls, 3 tool calls
@@ -224,8 +225,16 @@ def _grpc_ready(endpoint: str) -> bool:
 
 
 def _cpu_s(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    """CPU seconds of a server and its child processes (the receiver's decode processes) so far."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for each in (process, *process.children(recursive=True)):
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _stop_and_rusage(process: subprocess.Popen, timeout: float = 120.0) -> tuple[int, float, float, float]:
@@ -314,6 +323,7 @@ def run_once(
                 "--pid",
                 str(process.pid),
                 "--gil",
+                "--subprocesses",
                 "--format",
                 "raw",
                 "--rate",
@@ -332,7 +342,13 @@ def run_once(
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
-        code, cpu_total, peak_rss_mib, stop_s = _stop_and_rusage(process)
+        # the decode processes are the forkserver's children, never reaped by the server: their CPU is read
+        # now; the shutdown (writing what is held) is the server's own and comes from its rusage
+        tree_cpu = _cpu_s(process.pid)
+        children_rss_mib = sum(c.memory_info().rss for c in psutil.Process(process.pid).children(recursive=True)) / MIB
+        own = psutil.Process(process.pid).cpu_times()
+        code, own_total, peak_rss_mib, stop_s = _stop_and_rusage(process)
+        cpu_total = tree_cpu + own_total - (own.user + own.system)
     spans = result["spans_acked"]
     figures = {
         "kind": kind,
@@ -343,6 +359,7 @@ def run_once(
         "cpu_us_per_span": (cpu_total - cpu_before) / spans * 1e6 if spans else None,
         "exit_code": code,
         "peak_rss_mib": peak_rss_mib,
+        "children_rss_mib": children_rss_mib,  # decode processes + their forkserver, at the end of the run
     }
     if kind != "bare":
         figures["stop_s"] = stop_s
@@ -355,11 +372,15 @@ def run_once(
 # -- where the time goes ------------------------------------------------------------------------------------
 # stage of the receiver a sample belongs to: the first marker found in its stack (innermost stages first)
 STAGES = [
-    ("decode_traces", "decode + normalize"),
+    ("decode_traces", "decode processes: decode + normalize"),
+    ("rows_to_table", "decode processes: Arrow columns"),
+    ("_serve", "decode processes: parse, transport"),
     ("WriteAheadLog", "WAL append + fsync"),
     ("Stitcher", "stitching"),
-    ("_write_rows", "Arrow + Parquet write"),
-    ("TraceIngest.export", "parse + ingest bookkeeping"),
+    ("span_refs", "span refs (the receiver's view of a decoded batch)"),
+    ("_write_rows", "Arrow assembly + Parquet write"),
+    ("DecodePool", "decode pool transport (receiver side)"),
+    ("TraceIngest.export", "ingest bookkeeping"),
     ("Pipeline", "pipeline other (trace buffer, live state)"),
 ]
 
@@ -445,6 +466,7 @@ def _medians(runs: list[dict], kind: str, gzip: bool, bare: dict | None) -> dict
         "spans_per_s": med("spans_per_s"),
         "cpu_us_per_span": med("cpu_us_per_span"),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
+        "children_rss_mib": max(r["children_rss_mib"] for r in rows),
     }
     if bare is not None:
         figures["durable_spans_per_s"] = med("durable_spans_per_s")
@@ -484,7 +506,10 @@ def main(quick: bool) -> dict:
         table[label] = {"bare": bare} | {kind: _medians(runs, kind, gzip, bare) for kind in kinds[1:]}
 
     print(f"\ningest: {count} requests x {SPANS_PER_REQUEST} spans, {STREAMS} streams, {rounds} round(s), medians")
-    print(f"{'':16}{'spans/s':>10}{'durable':>10}{'ratio':>8}{'CPU us/span':>13}{'peak MiB':>10}{'rows ok':>9}")
+    print(
+        f"{'':16}{'spans/s':>10}{'durable':>10}{'ratio':>8}{'CPU us/span':>13}{'peak MiB':>10}"
+        f"{'+children':>10}{'rows ok':>9}"
+    )
     for label, servers in table.items():
         for kind, row in servers.items():
             durable = f"{row['durable_spans_per_s']:>10,.0f}" if "durable_spans_per_s" in row else f"{'':>10}"
@@ -492,7 +517,8 @@ def main(quick: bool) -> dict:
             rows_ok = str(row.get("parquet_rows_equal_acked", ""))
             print(
                 f"{label + ' ' + kind:16}{row['spans_per_s']:>10,.0f}{durable}{ratio}"
-                f"{row['cpu_us_per_span']:>13.1f}{row['peak_rss_mib']:>10.0f}{rows_ok:>9}"
+                f"{row['cpu_us_per_span']:>13.1f}{row['peak_rss_mib']:>10.0f}{row['children_rss_mib']:>10.0f}"
+                f"{rows_ok:>9}"
             )
     print(
         f"in-process: parse {local['parse_spans_per_s']:,.0f} spans/s, decode {local['decode_spans_per_s']:,.0f} "

@@ -1,7 +1,7 @@
 """Memory per span held in the receiver's TraceBuffer (the default max_held_spans is 500 k).
 
 Decodes the ingest benchmark's requests (bench_ingest.make_requests) and holds every span in a TraceBuffer,
-as the pipeline does (each row tagged with its WAL segment), then prints one JSON line: bytes per held span
+as the pipeline does (span refs and the Arrow tables they point into), then prints one JSON line: bytes per held span
 by tracemalloc (every Python allocation still alive) or by the process's RSS growth (what the machine pays,
 allocator overhead included). One measure per process, so that neither disturbs the other.
 
@@ -21,8 +21,24 @@ import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.bench_ingest import SPANS_PER_REQUEST, make_requests
-from collector_ext.decode import decode_traces
 from collector_ext.trace_buffer import TraceBuffer
+
+
+def held_rows(payload: bytes, seq: int) -> list[dict]:
+    """The rows the pipeline holds for one request: span refs; a baseline tree from before them held the
+    decoded rows themselves."""
+    try:
+        from collector_ext.span_batch import decode_request, span_refs
+    except ImportError:
+        from collector_ext.decode import decode_traces
+
+        rows = decode_traces(ExportTraceServiceRequest.FromString(payload), 1).spans
+        for row in rows:
+            row["_wal_seq"] = seq
+        return rows
+    rows = span_refs(decode_request(payload, 1).table)
+    rows[0]["_batch"].wal_seq = seq
+    return rows
 
 
 def held_bytes_per_span(spans: int, measure: str) -> dict:
@@ -36,10 +52,7 @@ def held_bytes_per_span(spans: int, measure: str) -> dict:
         before = process.memory_info().rss
     buffer = TraceBuffer(grace_seconds=1e9, max_wait_seconds=1e9, max_spans=10**9)
     for seq, payload in enumerate(payloads):
-        rows = decode_traces(ExportTraceServiceRequest.FromString(payload), 1).spans
-        for row in rows:
-            row["_wal_seq"] = seq
-        buffer.add(rows, 0.0)
+        buffer.add(held_rows(payload, seq), 0.0)
     gc.collect()
     after = tracemalloc.get_traced_memory()[0] if measure == "tracemalloc" else process.memory_info().rss
     return {

@@ -36,15 +36,23 @@ def _shared_map_column(values: tuple, arrow_type: pa.DataType) -> pa.Array:
     return pa.array(distinct, type=arrow_type).take(pa.array(indices, type=pa.int32()))
 
 
-def rows_to_table(rows: list[dict]) -> pa.Table:
-    """`rows` as a table of schema SPANS; a key missing from a row is null, as in `Table.from_pylist`."""
+def rows_to_table(rows: list[dict], in_schema_order: bool = False) -> pa.Table:
+    """`rows` as a table of schema SPANS; a key missing from a row is null, as in `Table.from_pylist`.
+
+    `in_schema_order`: the caller guarantees that every row holds exactly the schema's keys, in its order
+    (copies of one template, as the decoder's rows are): the values are then read without key lookups."""
     count = len(rows)
     if count == 0:
         return SPANS.empty_table()
-    try:
-        columns = list(zip(*map(_ALL_COLUMNS, rows), strict=True))
-    except KeyError:  # a row without some column: look each cell up with a default
-        columns = [tuple(row.get(name) for row in rows) for name in SPANS.names]
+    if in_schema_order:
+        columns = list(zip(*map(dict.values, rows), strict=True))
+        if len(columns) != len(SPANS):
+            raise ValueError(f"rows hold {len(columns)} values, the schema has {len(SPANS)} columns")
+    else:
+        try:
+            columns = list(zip(*map(_ALL_COLUMNS, rows), strict=True))
+        except KeyError:  # a row without some column: look each cell up with a default
+            columns = [tuple(row.get(name) for row in rows) for name in SPANS.names]
     arrays = []
     for field, values in zip(SPANS, columns, strict=True):
         if values[0] is None and values.count(None) == count:  # (count() compares every value with None)

@@ -84,6 +84,13 @@ class ReceiverConfig(BaseSettings):
     max_held_spans: int = Field(
         500_000, ge=1, description="Spans held in memory; past it the oldest traces are written early."
     )
+    decode_processes: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Processes that decode export requests in parallel; 0 decodes in the receiver process. "
+        "Default: one per usable CPU (affinity, lowered to a container's CPU limit), at most 4; 0 on one CPU.",
+    )
     parquet_max_rows: int = Field(100_000, ge=1, description="Rows buffered before a Parquet file is written.")
     parquet_max_seconds: float = Field(60.0, gt=0, description="Longest rows wait before a Parquet file is written.")
     tls_cert: Path | None = Field(None, description="PEM server certificate (enables TLS on both endpoints).")

@@ -44,6 +44,7 @@ _NO_LINKS: list[dict] = []
 _INTERN_MAX_CHARS = 256
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
+_MAX_TIME_NS = 2**63 - 1
 
 
 @dataclass
@@ -194,6 +195,8 @@ def decode_traces(request: ExportTraceServiceRequest, received_time_ns: int) -> 
                         problem = "start_time is zero"
                     elif end < start:
                         problem = f"end_time before start_time ({end} < {start})"
+                    elif end > _MAX_TIME_NS:  # OTLP times are uint64; the dataset's timestamps are int64
+                        problem = f"end_time {end} is past the largest timestamp ({_MAX_TIME_NS} ns)"
                 links = _NO_LINKS
                 if problem is None and span.links:
                     links, problem = _link_rows(span)

@@ -36,14 +36,14 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
 from collector_ext import errors
 from collector_ext.config import MIB, ReceiverConfig
-from collector_ext.decode import DecodeResult, decode_traces
+from collector_ext.decode_pool import DecodePool
 from collector_ext.errors import ErrorKind, ReceiverError
+from collector_ext.span_batch import DecodedBatch
 from collector_ext.telemetry import Telemetry
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -79,29 +79,40 @@ def parse_request(message_type: type[Message], payload: bytes) -> Message:
 
 
 class TraceIngest:
-    """Transport-independent trace export: bytes in, (response, decode result) out or ReceiverError.
+    """Transport-independent trace export: bytes in, decoded batch out (its rejections) or ReceiverError.
 
-    Shared by the gRPC and HTTP servers so both give the same answers.
+    Shared by the gRPC and HTTP servers so both give the same answers. Decoding runs in the decode pool.
     """
 
-    def __init__(self, pipeline: Any, telemetry: Telemetry, config: ReceiverConfig) -> None:
+    def __init__(self, pipeline: Any, telemetry: Telemetry, config: ReceiverConfig, decoder: DecodePool) -> None:
         self.pipeline = pipeline
         self.telemetry = telemetry
+        self.decoder = decoder
         self.retry_after_s = config.retry_after_seconds
 
-    def export(self, payload: bytes, request: ExportTraceServiceRequest | None = None) -> DecodeResult:
-        """Parse (unless given), decode, make durable. Raises ReceiverError."""
-        if request is None:
-            request = parse_request(ExportTraceServiceRequest, payload)
-        decoded = decode_traces(request, time.time_ns())
+    def export(self, payload: bytes) -> DecodedBatch:
+        """Decode (validating every span), make the accepted spans durable. Raises ReceiverError."""
+        received_time_ns = time.time_ns()
         t = self.telemetry
+        try:
+            decoded = self.decoder.decode(payload, received_time_ns)
+        except ReceiverError:
+            raise
+        except Exception as err:  # a bug in decoding: this request fails, the receiver goes on
+            t.log.exception("decoding failed")
+            raise errors.from_exception(err, self.retry_after_s) from err
+        if decoded.internal_error is not None:
+            t.log.error("decoding failed", error=decoded.internal_error)
+            raise ReceiverError(ErrorKind.INTERNAL, "internal error while decoding")
+        if decoded.malformed is not None:
+            raise errors.malformed(decoded.malformed)
         t.spans_received.inc(decoded.total)
         if decoded.rejected:
             for message in decoded.errors:
                 t.spans_rejected.labels(rejection_reason(message)).inc()
-        if decoded.spans:
+        if decoded.table is not None:
             try:
-                self.pipeline.accept(payload, decoded)
+                self.pipeline.accept(payload, decoded, received_time_ns)
             except ReceiverError:
                 raise
             except Exception as err:
@@ -112,7 +123,7 @@ class TraceIngest:
         return decoded
 
 
-def trace_response(decoded: DecodeResult) -> ExportTraceServiceResponse:
+def trace_response(decoded: DecodedBatch) -> ExportTraceServiceResponse:
     response = ExportTraceServiceResponse()
     if decoded.rejected:
         response.partial_success.CopyFrom(

@@ -145,14 +145,13 @@ def build_app(
 
     def traces_work(body: bytes, wbits: int | None, media: str) -> tuple[bytes, int]:
         payload = inflate_capped(body, limit, wbits)
-        request = None
         if media == JSON:
             try:
                 request = otlp_json.parse_trace_request(payload)
             except otlp_json.OtlpJsonError as err:
                 raise errors.malformed(str(err)) from None
-            payload = request.SerializeToString()
-        decoded = ingest.export(payload, request)
+            payload = request.SerializeToString()  # the WAL and the decoder take protobuf
+        decoded = ingest.export(payload)
         return encode_message(trace_response(decoded), media), decoded.rejected
 
     def metrics_work(body: bytes, wbits: int | None, media: str) -> tuple[bytes, int]:

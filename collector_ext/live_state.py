@@ -50,19 +50,26 @@ class LiveState:
     def spans_seen(self, spans: list[dict]) -> None:
         with self._lock:
             before = self._version
+            current: bytes | None = None
+            flight: _Flight | None = None
             for span in spans:
                 trace_id = span["trace_id"]
-                if trace_id in self._ended:
+                if trace_id != current:  # an export's spans come in runs per trace: look it up once per run
+                    current = trace_id
+                    flight = None if trace_id in self._ended else self._flights.get(trace_id)
+                    if flight is None and trace_id not in self._ended:
+                        flight = _Flight(None, 0, span.get("k8s_namespace"), span.get("service_name"), False)
+                        self._flights[trace_id] = flight
+                        self._count(flight, +1)
+                        self._version += 1
+                if flight is None:  # ended
                     continue
-                flight = self._flights.get(trace_id)
-                if flight is None:
-                    flight = _Flight(None, 0, span.get("k8s_namespace"), span.get("service_name"), False)
-                    self._flights[trace_id] = flight
-                    self._count(flight, +1)
-                    self._version += 1
-                self._learn(flight, span)
+                # only a span with its own agent identity or links can teach more than the first span did
+                if span.get("agent_name") or span.get("links") or not flight.agent_rank:
+                    self._learn(flight, span)
                 if not span.get("parent_span_id"):  # the root ended: the run is over
                     self._end(trace_id)
+                    flight = None
             while len(self._flights) > self._max_traces:
                 oldest = next(iter(self._flights))
                 self._end(oldest)

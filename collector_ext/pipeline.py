@@ -3,10 +3,13 @@
     accept(): WAL append (+ fsync per policy) -> trace buffer -> acknowledged
     flusher thread: due traces -> stitching -> row buffer -> Parquet file (atomic) -> retire WAL segments
 
+The rows held are span refs (span_batch.py): the few fields stitching reads, pointing into the Arrow table
+their request was decoded to; the written table is assembled from those tables.
+
 Bookkeeping that makes `kill -9` safe:
-- every held row remembers the WAL segment it came from (`_wal_seq`); `_outstanding[seq]` counts that
-  segment's rows not yet in a finished Parquet file (or dropped by the keep rule); a closed segment at
-  zero is deleted;
+- every held row remembers the WAL segment it came from (its batch's `wal_seq`); `_outstanding[seq]` counts
+  that segment's rows not yet in a finished Parquet file (or dropped by the keep rule, or replaced by the
+  same span sent again); a closed segment at zero is deleted;
 - each segment's header records the Parquet sequence number this writer was at when the segment opened;
   on restart the replay reads the span ids of this writer's files from the lowest such number on, and
   skips replayed spans already written (a crash between the Parquet rename and the segment delete).
@@ -19,15 +22,17 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 
 import pyarrow.parquet as pq
 import structlog
 
-from collector_ext.arrow_rows import rows_to_table
 from collector_ext.config import MIB, ReceiverConfig
 from collector_ext.dataset_files import DatasetFiles
 from collector_ext.live_state import LiveState
+from collector_ext.span_batch import DecodedBatch, assemble, decode_request, span_refs
 from collector_ext.stitching import Stitcher
 from collector_ext.trace_buffer import ReadyTrace, TraceBuffer
 from collector_ext.wal import WalError, WriteAheadLog
@@ -36,6 +41,14 @@ log = structlog.get_logger("agentmeter.pipeline")
 
 _RECEIVED = struct.Struct("<q")  # each WAL record: received time (ns) | serialized ExportTraceServiceRequest
 _SEGMENT_HEADER = struct.Struct("<Q")  # each WAL segment: the next Parquet seq when it was opened
+
+
+def _segments_of(rows: Iterable[dict]) -> Counter[int]:
+    """How many of `rows` came from each WAL segment."""
+    return Counter(batch.wal_seq for batch in map(_BATCH, rows))
+
+
+_BATCH = itemgetter("_batch")
 
 
 class Overloaded(Exception):
@@ -104,14 +117,12 @@ class Pipeline:
         self._retire_segments()
 
     # -- accepting ---------------------------------------------------------------------------------
-    def accept(self, payload: bytes, decoded, received_time_ns: int | None = None) -> None:
+    def accept(self, payload: bytes, decoded: DecodedBatch, received_time_ns: int) -> None:
         """Make the decoded spans durable (WAL) and hold them; returns only once they are safe to ack."""
-        spans = decoded.spans
-        if not spans:
+        if decoded.table is None:
             return
+        spans = span_refs(decoded.table)
         self._check_capacity()
-        if received_time_ns is None:
-            received_time_ns = spans[0]["received_time"]
         # While this append is in flight its segment has no outstanding count yet: keep retirement away from
         # every segment it could land in (the current one at start, or a later one after a rotation).
         with self._lock:
@@ -130,11 +141,12 @@ class Pipeline:
         self.live.spans_seen(spans)
 
     def _hold(self, spans: list[dict], seq: int) -> None:
-        for row in spans:
-            row["_wal_seq"] = seq
+        spans[0]["_batch"].wal_seq = seq  # the refs of one request share their batch
         with self._lock:
             self._outstanding[seq] += len(spans)
-            self.buffer.add(spans, self.clock())
+            replaced = self.buffer.add(spans, self.clock())
+            # a span sent again (a client's retry) replaces the held one, which will never be written
+            self._outstanding.subtract(_segments_of(replaced))
             self.stats.spans_accepted += len(spans)
 
     def _check_capacity(self) -> None:
@@ -177,9 +189,7 @@ class Pipeline:
             self.live.trace_finished(trace.trace_id)
             if len(kept) != len(trace.spans):
                 kept_ids = {id(row) for row in kept}
-                for row in trace.spans:
-                    if id(row) not in kept_ids:
-                        dropped[row["_wal_seq"]] += 1
+                dropped.update(_segments_of(row for row in trace.spans if id(row) not in kept_ids))
             kept_rows.extend(kept)
             self.stats.traces_written += 1
             self.stats.traces_early += trace.state is not None
@@ -201,14 +211,16 @@ class Pipeline:
                 if not (due or (force and self._rows)):
                     return
                 rows, self._rows = self._rows, []
-            table = rows_to_table(rows)
+            assembled = assemble(rows)
             try:
-                written = self.files.write("spans", table)
+                written = self.files.write("spans", assembled.table)
             except OSError:
                 with self._lock:  # put them back; the WAL still holds them
                     self._rows[:0] = rows
                 raise
-            done = Counter(row["_wal_seq"] for row in rows)
+            done: Counter[int] = Counter()
+            for batch, count in assembled.batches:
+                done[batch.wal_seq] += count
             with self._lock:
                 self._outstanding.subtract(done)
                 self.stats.spans_written += len(rows)
@@ -233,16 +245,12 @@ class Pipeline:
         segments = self.wal.segments()
         if not segments:
             return
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-        from collector_ext.decode import decode_traces  # the decoder imports dialects; keep start-up lean
-
         already_written = self._written_span_ids(segments)
         replayed = skipped = 0
         for seq, record in self.wal.replay():
             (received_ns,) = _RECEIVED.unpack_from(record)
-            request = ExportTraceServiceRequest.FromString(record[_RECEIVED.size :])
-            spans = decode_traces(request, received_ns).spans
+            decoded = decode_request(record[_RECEIVED.size :], received_ns)
+            spans = span_refs(decoded.table) if decoded.table is not None else []
             fresh = [row for row in spans if (row["trace_id"], row["span_id"]) not in already_written]
             skipped += len(spans) - len(fresh)
             if fresh:

@@ -1,10 +1,10 @@
 """Wiring: builds the receiver's parts from a config and runs them until SIGTERM/SIGINT.
 
 Start order: telemetry, live state, stitcher, pipeline (its start replays the WAL before anything is
-accepted), GPU metrics receiver and PodResources poller, the OTLP gRPC server, the KEDA scaler gRPC server,
-and last the HTTP server (so `/healthz` answering means every endpoint is up). On SIGTERM/SIGINT: stop
-accepting (HTTP, gRPC with a short grace for in-flight requests), stop the poller, `pipeline.close()` writes
-every held trace, then exit 0.
+accepted), GPU metrics receiver and PodResources poller, the decode processes, the OTLP gRPC server, the
+KEDA scaler gRPC server, and last the HTTP server (so `/healthz` answering means every endpoint is up). On
+SIGTERM/SIGINT: stop accepting (HTTP, gRPC with a short grace for in-flight requests), stop the poller and
+the decode processes, `pipeline.close()` writes every held trace, then exit 0.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import grpc
 import uvicorn
 
 from collector_ext.config import ReceiverConfig, parse_endpoint
+from collector_ext.decode_pool import DecodePool, default_processes
 from collector_ext.gpu_metrics import GpuMetricsReceiver
 from collector_ext.grpc_server import GrpcHandlers, TraceIngest, build_grpc_server
 from collector_ext.http_server import build_app
@@ -67,6 +68,7 @@ class Receiver:
         self.live = LiveState()
         self.stitcher = Stitcher(keep=config.keep)
         self.pipeline = Pipeline(config, self.stitcher, self.live)
+        self.decoder: DecodePool | None = None
         self.gpu_metrics: GpuMetricsReceiver | None = None
         self.poller: PodResourcesPoller | None = None
         self.grpc: grpc.Server | None = None
@@ -85,7 +87,9 @@ class Receiver:
             self.poller = PodResourcesPoller(config, self.pipeline.files)
             self.poller.start()
 
-        ingest = TraceIngest(self.pipeline, self.telemetry, config)
+        processes = config.decode_processes if config.decode_processes is not None else default_processes()
+        self.decoder = DecodePool(processes)
+        ingest = TraceIngest(self.pipeline, self.telemetry, config, self.decoder)
         handlers = GrpcHandlers(ingest, self.telemetry, config, self.gpu_metrics.export)
         self.grpc, _ = build_grpc_server(handlers.generic_handlers(), config.grpc_endpoint, config)
         self.grpc.start()
@@ -132,6 +136,8 @@ class Receiver:
             event.wait(GRPC_STOP_GRACE_S + 5)
         if self.poller is not None:
             self.poller.stop()
+        if self.decoder is not None:
+            self.decoder.close()
         self.pipeline.close()
         if self.gpu_metrics is not None:
             self.gpu_metrics.close()

@@ -103,7 +103,10 @@ Link = tuple[bytes, bytes]  # (trace_id, span_id) of a link target
 
 
 def has_usage(span: dict) -> bool:
-    get = span.get  # spelled out: this runs for every span on the ingest path
+    flagged = span.get("has_usage")  # the receiver's span refs carry the answer (span_batch.py)
+    if flagged is not None:
+        return flagged
+    get = span.get  # spelled out: decoded rows and dataset rows carry the five counts
     return (
         (get("input_tokens") or 0) > 0
         or (get("output_tokens") or 0) > 0
@@ -153,22 +156,20 @@ class TraceShape:
 def trace_shape(spans: list[dict]) -> TraceShape:
     by_id = {s["span_id"]: s for s in spans}
     enclosing: dict[bytes, bytes | None] = {}
+    # a walk longer than the trace has spans went round a parent loop (malformed): it stops, enclosed by none
+    longest = min(len(spans), MAX_WALK)
     for span in spans:
         if span["span_id"] in enclosing:
             continue
         # Walk up until an agent span or a span already resolved, then fill the whole path.
         path: list[bytes] = []
-        seen: set[bytes] = set()
         current: dict | None = span
         found: bytes | None = None
-        while current is not None and len(path) < MAX_WALK:
+        while current is not None and len(path) <= longest:
             sid = current["span_id"]
             if sid in enclosing:
                 found = enclosing[sid]
                 break
-            if sid in seen:  # a parent loop inside the trace: malformed, stop here
-                break
-            seen.add(sid)
             path.append(sid)
             if current.get("category") == CATEGORY_AGENT:
                 found = sid
@@ -184,9 +185,9 @@ def trace_shape(spans: list[dict]) -> TraceShape:
             parent_agent[span["span_id"]] = enclosing.get(parent) if parent in by_id else None
     tops = [by_id[a] for a, above in parent_agent.items() if above is None]
     top_agent = min(tops, key=_order_key)["span_id"] if tops else None
-    roots = sorted(
-        (s for s in spans if not s.get("parent_span_id") or s["parent_span_id"] not in by_id), key=_order_key
-    )
+    roots = [s for s in spans if not s.get("parent_span_id") or s["parent_span_id"] not in by_id]
+    if len(roots) > 1:
+        roots.sort(key=_order_key)
     return TraceShape(by_id, enclosing, parent_agent, top_agent, roots)
 
 
@@ -216,8 +217,10 @@ def choose_parent(trace_id: bytes, links: list[Link], exists: Callable[[bytes], 
 def mark_usage_counted(spans: list[dict], shape: TraceShape) -> None:
     """usage_counted within one trace: leaf-most usage only, one span per response_id."""
     covered: set[bytes] = set()  # spans with an inference descendant carrying usage
-    for span in spans:
-        if span.get("category") in INFERENCE_CATEGORIES and has_usage(span):
+    # span refs carry the answer; other rows are asked (a call per span only where needed)
+    usage = [flag if (flag := span.get("has_usage")) is not None else has_usage(span) for span in spans]
+    for span, used in zip(spans, usage, strict=True):
+        if used and span.get("category") in INFERENCE_CATEGORIES:
             parent = span.get("parent_span_id")
             steps = 0
             while parent in shape.by_id and parent not in covered and steps < MAX_WALK:
@@ -225,14 +228,18 @@ def mark_usage_counted(spans: list[dict], shape: TraceShape) -> None:
                 parent = shape.by_id[parent].get("parent_span_id")
                 steps += 1
     first_by_response: dict[str, bytes] = {}
-    for span in spans:
-        counted = has_usage(span) and span["span_id"] not in covered
+    with_response = 0  # counted spans carrying a response id
+    for span, used in zip(spans, usage, strict=True):
+        counted = used and span["span_id"] not in covered
         span["usage_counted"] = counted
         response_id = span.get("response_id")
         if counted and response_id:
+            with_response += 1
             best = first_by_response.get(response_id)
             if best is None or span["span_id"] < best:
                 first_by_response[response_id] = span["span_id"]
+    if with_response == len(first_by_response):
+        return  # no response id twice: nothing to un-count
     for span in spans:
         response_id = span.get("response_id")
         if span["usage_counted"] and response_id and first_by_response[response_id] != span["span_id"]:
@@ -342,9 +349,10 @@ class _Lru(OrderedDict):
         return value
 
     def put(self, key, value) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.capacity:
+        if key in self:
+            self.move_to_end(key)
+        self[key] = value  # a new key goes last
+        if len(self) > self.capacity:
             self.popitem(last=False)
 
 
@@ -390,23 +398,36 @@ class Stitcher:
             parent_trace_id = next((t for t, _ in links if t != trace_id), None)
         parent_run = self._parent_run(link)
         runs = self._agent_runs(shape, parent_run)
-        fallback = runs.get(shape.top_agent)
         row_state = state or link_state
+        # the columns each agent run gives its spans, made once per run (spans take them with one update)
+        given = {
+            agent: {
+                "agent_name": run.name,
+                "agent_id": run.agent_id,
+                "agent_span_id": run.span_id,
+                "agent_depth": run.depth,
+                "parent_agent_name": run.parent_name,
+                "task_id": task_id,
+                "stitch_state": row_state,
+            }
+            for agent, run in runs.items()
+        }
+        fallback = given.get(shape.top_agent)
+        outside = {  # no agent run in the trace: the span keeps its own identity
+            "agent_span_id": None,
+            "agent_depth": None,
+            "parent_agent_name": None,
+            "task_id": task_id,
+            "stitch_state": row_state,
+        }
+        enclosing = shape.enclosing
         for span in spans:
-            run = runs.get(shape.enclosing.get(span["span_id"])) or fallback
-            if run is None:  # no agent run in the trace: the span keeps its own identity
+            columns = given.get(enclosing.get(span["span_id"])) or fallback
+            if columns is None:
                 span["agent_name"] = span.get("agent_name") or span.get("service_name")
-                span["agent_span_id"] = None
-                span["agent_depth"] = None
-                span["parent_agent_name"] = None
+                span.update(outside)
             else:
-                span["agent_name"] = run.name
-                span["agent_id"] = run.agent_id
-                span["agent_span_id"] = run.span_id
-                span["agent_depth"] = run.depth
-                span["parent_agent_name"] = run.parent_name
-            span["task_id"] = task_id
-            span["stitch_state"] = row_state
+                span.update(columns)
         mark_usage_counted(spans, shape)
         kept = keep_rows(spans, self.keep)
         self._remember(trace_id, shape, runs, kept, task_id, parent_trace_id)
@@ -488,6 +509,7 @@ class Stitcher:
         self._traces.put(trace_id, TraceEntry(task_id, parent_trace_id, top_ref))
         refs: dict[bytes | None, AgentRef | None] = {}
         top_span_id = top_ref.span_id if top_ref is not None else None
+        responses = self._responses
         for span in kept:
             agent = span.get("agent_span_id")
             # Spans of the top agent run need no entry: a link to them falls back to the trace's top run.
@@ -497,12 +519,17 @@ class Stitcher:
                 self._spans.put((trace_id, span["span_id"]), refs[agent])
             response_id = span.get("response_id")
             if span.get("usage_counted") and response_id:
+                # the LRU's get_fresh/put, inlined: this runs for every LLM call
                 key = (trace_id, span["span_id"])
-                first = self._responses.get_fresh(response_id)
+                first = responses.get(response_id)
                 if first is None:
-                    self._responses.put(response_id, key)
+                    responses[response_id] = key
+                    if len(responses) > responses.capacity:
+                        responses.popitem(last=False)
                 elif first != key:
                     span["usage_counted"] = False
+                else:
+                    responses.move_to_end(response_id)
 
 
 def stitch_traces(traces: Iterable[list[dict]], keep: str = "trace", memory_items: int = 1_000_000) -> list[dict]:

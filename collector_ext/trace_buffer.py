@@ -49,11 +49,13 @@ class TraceBuffer:
     def trace_count(self) -> int:
         return len(self._traces)
 
-    def add(self, spans: list[dict], now: float) -> None:
+    def add(self, spans: list[dict], now: float) -> list[dict]:
+        """Hold `spans`; returns the rows they replaced (a span sent again replaces the one held)."""
         traces = self._traces
         current: bytes | None = None
         held_spans: dict[bytes, dict] = {}
         added = 0
+        replaced: list[dict] = []
         for row in spans:
             trace_id = row["trace_id"]
             if trace_id != current:  # an export's spans come in runs per trace: look the trace up once per run
@@ -66,12 +68,16 @@ class TraceBuffer:
                     traces.move_to_end(trace_id)
                 held_spans = held.spans
             span_id = row["span_id"]
-            if span_id not in held_spans:
+            before = held_spans.get(span_id)
+            if before is None:
                 added += 1
+            else:
+                replaced.append(before)
             held_spans[span_id] = row
             if not row["parent_span_id"]:
                 held.has_root = True
         self.span_count += added
+        return replaced
 
     def take_ready(self, now: float) -> list[ReadyTrace]:
         """Remove and return the traces that are due at `now`."""

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from collector_ext.dataset_files import DatasetFiles
-from collector_ext.schema import GPU_METRICS, SCHEMA_VERSION
+from collector_ext.schema import DICTIONARY_COLUMNS, GPU_METRICS, SCHEMA_VERSION, SPANS
 
 
 def _metrics(times: list[datetime]) -> pa.Table:
@@ -50,3 +51,23 @@ def test_sequence_continues_after_restart(data_dir):
 def test_writer_id_cannot_escape_the_dataset(data_dir, bad):
     with pytest.raises(ValueError, match="invalid writer id"):
         DatasetFiles(data_dir, bad)
+
+
+def test_spans_files_dictionary_encode_only_the_low_cardinality_columns(tmp_path) -> None:
+
+    row = {name: None for name in SPANS.names} | {
+        "trace_id": b"\x01" * 16,
+        "span_id": b"\x02" * 8,
+        "start_time": 1_800_000_000_000_000_000,
+        "end_time": 1_800_000_000_000_000_001,
+        "name": "chat gpt-4o",
+        "response_id": "chatcmpl-1",
+        "attributes": {"server.address": "api.openai.com"},
+    }
+    (path,) = DatasetFiles(tmp_path, "writer-a").write("spans", pa.Table.from_pylist([row], schema=SPANS))
+    metadata = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {metadata.column(i).path_in_schema: metadata.column(i).encodings for i in range(metadata.num_columns)}
+    dictionary = {path for path, used in encodings.items() if "RLE_DICTIONARY" in used}
+    assert dictionary == set(DICTIONARY_COLUMNS["spans"])
+    assert {"name", "attributes.key_value.key"} <= dictionary
+    assert not {"trace_id", "span_id", "response_id", "attributes.key_value.value"} & dictionary

@@ -144,6 +144,10 @@ BAD_SPANS = [
     (dict(parent_span_id=b"\x01" * 3), "parent_span_id is 3 bytes, want 8 or empty"),
     (dict(start_time_unix_nano=0, end_time_unix_nano=5), "start_time is zero"),
     (dict(start_time_unix_nano=10, end_time_unix_nano=9), "end_time before start_time (9 < 10)"),
+    (
+        dict(start_time_unix_nano=10, end_time_unix_nano=2**63),  # a uint64 in OTLP; the dataset's times are int64
+        f"end_time {2**63} is past the largest timestamp ({2**63 - 1} ns)",
+    ),
     (dict(links=[Span.Link(trace_id=b"\x02" * 15, span_id=b"\x01" * 8)]), "link 0 trace_id is 15 bytes or zero"),
     (dict(links=[Span.Link(trace_id=b"\x02" * 16, span_id=b"")]), "link 0 span_id is 0 bytes or zero"),
     (dict(attributes=[kv("gen_ai.usage.input_tokens", -3)]), "-3"),

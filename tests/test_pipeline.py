@@ -12,9 +12,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from test_crash_recovery import agent_request
 
 from collector_ext.config import ReceiverConfig
-from collector_ext.decode import decode_traces
 from collector_ext.live_state import LiveState
 from collector_ext.pipeline import Overloaded, Pipeline
+from collector_ext.span_batch import decode_request
 from collector_ext.stitching import Stitcher
 
 
@@ -32,9 +32,10 @@ def make_pipeline(data_dir, **overrides) -> Pipeline:
 
 
 def accept(pipeline: Pipeline, payload: bytes) -> int:
-    decoded = decode_traces(ExportTraceServiceRequest.FromString(payload), time.time_ns())
-    pipeline.accept(payload, decoded)
-    return len(decoded.spans)
+    received = time.time_ns()
+    decoded = decode_request(payload, received)
+    pipeline.accept(payload, decoded, received)
+    return decoded.accepted
 
 
 def spans_in(data_dir) -> list[tuple[str, str]]:
@@ -111,3 +112,31 @@ def test_overloaded_when_unwritten_wal_passes_the_limit(data_dir):
     assert raised.value.retry_after == pipeline.config.retry_after_seconds
     pipeline.close()  # what was accepted is still written out
     assert len(spans_in(data_dir)) == accepted
+
+
+def test_a_request_sent_twice_is_written_once_and_both_wal_segments_retired(data_dir):
+    # a client's retry after a lost answer: the same spans again, in another WAL segment
+    pipeline = make_pipeline(data_dir, trace_grace_seconds=3600)
+    payload, ids = agent_request(3)
+    accept(pipeline, payload)
+    pipeline.wal.rotate()
+    accept(pipeline, payload)
+    assert pipeline.snapshot()["spans_held"] == len(ids)
+    assert pipeline.snapshot()["wal_segments"] == 2
+    pipeline.close()
+    assert sorted(spans_in(data_dir)) == sorted(ids)
+    assert pipeline.stats.spans_written == len(ids)
+    assert list(pipeline.config.wal_path.glob("*.wal")) == []
+
+
+def test_a_request_sent_twice_does_not_pin_its_wal_segment_while_running(data_dir):
+    pipeline = make_pipeline(data_dir)
+    payload, ids = agent_request(4)
+    accept(pipeline, payload)
+    accept(pipeline, payload)
+    for _ in range(3):  # hand the traces on, write the rows, retire what is written
+        time.sleep(0.01)
+        pipeline.flush_due()
+    assert sorted(spans_in(data_dir)) == sorted(ids)
+    assert pipeline.snapshot()["wal_segments"] == 0
+    pipeline.close()

@@ -171,13 +171,14 @@ def test_too_many_concurrent_requests_is_429_with_retry_after(tmp_path: Path) ->
     from fastapi.testclient import TestClient
 
     from collector_ext.config import ReceiverConfig
+    from collector_ext.decode_pool import DecodePool
     from collector_ext.grpc_server import TraceIngest
     from collector_ext.http_server import build_app
     from collector_ext.telemetry import Telemetry
 
     config = ReceiverConfig(data_dir=tmp_path, retry_after_seconds=1.5)
     telemetry = Telemetry()
-    app = build_app(TraceIngest(None, telemetry, config), telemetry, config, max_in_flight=0)
+    app = build_app(TraceIngest(None, telemetry, config, DecodePool(0)), telemetry, config, max_in_flight=0)
     response = TestClient(app).post("/v1/traces", content=b"", headers=PROTOBUF)
     assert response.status_code == 429
     assert response.headers["retry-after"] == "2"

@@ -1,0 +1,203 @@
+"""Decode processes: export requests decoded in parallel, outside the receiver process's GIL.
+
+One Python process decodes ~50 k spans/s (bench/bench_ingest.py); the receiver's other work (gRPC, WAL,
+trace buffer, stitching, Parquet) needs a fraction of that again. `--decode-processes N` runs the decoding
+(`span_batch.decode_request`) in N worker processes, so a 2-core sidecar uses both cores. With 0 the
+receiver decodes in its own process (one core, fewest processes: tiny pods).
+
+Each worker has two pipes of its own: request bytes go in as they came (no pickling, no helper threads:
+the calling gRPC thread writes and reads, releasing the GIL while it waits), the answer comes back as a
+small pickled header and the accepted spans as one Arrow IPC stream, which the receiver reads without
+copying. A thread takes an idle worker from a queue, so at most N requests decode at once and the others
+wait their turn (bounded by the gRPC server's own limits).
+
+Workers are stateless, and nothing is acknowledged before the receiver has written the request to its WAL,
+so a dying worker loses nothing: it is replaced and the request tried once more; a request that kills two
+workers is answered as malformed (not retried by clients, which would otherwise kill workers forever).
+Workers are started by a forkserver (never a fork of the threaded receiver) that preloads the decoder.
+They ignore SIGINT (a terminal's Ctrl-C reaches the whole process group; the receiver decides when to
+stop), and exit when their request pipe closes: when the receiver stops them, or dies, even by kill -9.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import math
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import pyarrow as pa
+
+from collector_ext.errors import ErrorKind, ReceiverError
+from collector_ext.span_batch import DecodedBatch, decode_request
+
+GC_GEN0_THRESHOLD = 10_000
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+MAX_DEFAULT_PROCESSES = 4
+START_TIMEOUT_S = 60.0
+DECODE_TIMEOUT_S = 120.0  # a decode never takes this long; past it the worker is taken for hung
+STOP_TIMEOUT_S = 5.0
+RETRY_WHILE_STOPPING_S = 1.0
+PIPE_BYTES = 1 << 20  # a whole request or answer fits: one write, not a ping-pong of 64 KiB pieces
+_PRELOAD = ["collector_ext.span_batch"]
+_READY = b"ready"
+
+
+def usable_cpus(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may use: its CPU affinity, lowered to its cgroup's CPU quota when one is set (a
+    container's CPU limit, cgroup v2 `cpu.max`), rounded up."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2, or not readable: the affinity alone
+        pass
+    return cpus
+
+
+def default_processes(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """One decode process per usable CPU (at most 4), none on a single CPU."""
+    cpus = usable_cpus(cgroup_cpu_max)
+    return 0 if cpus <= 1 else min(cpus, MAX_DEFAULT_PROCESSES)
+
+
+def _widen(connection: Connection) -> None:
+    with contextlib.suppress(AttributeError, OSError):  # Linux only; the default size works, slower
+        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+# -- the worker process -------------------------------------------------------------------------------------
+def _serve(requests: Connection, answers: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # decoding makes dicts by the hundred thousand, none cyclic: collect less often (as the receiver does)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
+    answers.send_bytes(_READY)
+    while True:
+        try:
+            message = requests.recv_bytes()
+        except (EOFError, OSError):  # the receiver closed the pipe, or is gone
+            return
+        view = memoryview(message)
+        try:
+            decoded = decode_request(view[8:], int.from_bytes(view[:8], "little"))
+        except Exception as err:  # a bug in decoding: this request fails, the worker goes on
+            decoded = DecodedBatch(internal_error=f"{type(err).__name__}: {err}")
+        table, decoded.table = decoded.table, None
+        answers.send_bytes(pickle.dumps((decoded, table is not None)))
+        if table is not None:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            answers.send_bytes(sink.getvalue())
+
+
+# -- the receiver's side ------------------------------------------------------------------------------------
+class _WorkerDied(Exception):
+    pass
+
+
+class _Worker:
+    def __init__(self, context: multiprocessing.context.BaseContext) -> None:
+        requests_read, self.requests = context.Pipe(duplex=False)
+        self.answers, answers_write = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_serve, args=(requests_read, answers_write), name="agentmeter-decode", daemon=True
+        )
+        self.process.start()
+        requests_read.close()  # only the worker holds these ends: its death (or ours) closes the pipes
+        answers_write.close()
+        _widen(self.requests)
+        _widen(self.answers)
+        if not self.answers.poll(START_TIMEOUT_S) or self.answers.recv_bytes() != _READY:
+            self.stop()
+            raise RuntimeError("a decode process did not start")
+
+    def decode(self, payload: bytes, received_time_ns: int) -> DecodedBatch:
+        try:
+            self.requests.send_bytes(received_time_ns.to_bytes(8, "little") + payload)
+            if not self.answers.poll(DECODE_TIMEOUT_S):
+                raise _WorkerDied("no answer")
+            decoded, has_table = pickle.loads(self.answers.recv_bytes())
+            if has_table:
+                decoded.table = pa.ipc.open_stream(self.answers.recv_bytes()).read_all()
+        except (EOFError, OSError, pickle.UnpicklingError) as err:
+            raise _WorkerDied(str(err)) from err
+        return decoded
+
+    def stop(self) -> None:
+        for connection in (self.requests, self.answers):
+            connection.close()  # the worker reads EOF and exits
+        self.process.join(STOP_TIMEOUT_S)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(STOP_TIMEOUT_S)
+
+
+class DecodePool:
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(_PRELOAD)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._workers: list[_Worker] = [_Worker(self._context) for _ in range(processes)]
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        for worker in self._workers:
+            self._idle.put(worker)
+
+    @property
+    def pids(self) -> list[int]:
+        """The decode processes' pids (for tests and benchmarks)."""
+        with self._lock:
+            return [worker.process.pid for worker in self._workers]
+
+    def decode(self, payload: bytes, received_time_ns: int) -> DecodedBatch:
+        """Decode one request (blocks the calling thread, not the GIL, while a worker decodes)."""
+        if not self._workers:
+            return decode_request(payload, received_time_ns)
+        for _attempt in range(2):
+            worker = self._idle.get()
+            try:
+                decoded = worker.decode(payload, received_time_ns)
+            except _WorkerDied:
+                worker = self._replace(worker)
+                if worker is None:
+                    raise ReceiverError(ErrorKind.OVERLOADED, "receiver is stopping", RETRY_WHILE_STOPPING_S) from None
+                continue
+            finally:
+                if worker is not None:
+                    self._idle.put(worker)
+            return decoded
+        # not retryable: a request that kills the decoder would otherwise be sent again and again
+        return DecodedBatch(malformed="the request could not be decoded: a decode process died on it twice")
+
+    def _replace(self, dead: _Worker) -> _Worker | None:
+        dead.stop()
+        with self._lock:
+            if self._closed:
+                return None
+            fresh = _Worker(self._context)
+            self._workers[self._workers.index(dead)] = fresh
+            return fresh
+
+    def close(self) -> None:
+        """Stop every worker; later decodes run in the calling process."""
+        with self._lock:
+            self._closed = True
+            workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.stop()
