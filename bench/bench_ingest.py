@@ -374,12 +374,12 @@ def run_once(
 STAGES = [
     ("decode_traces", "decode processes: decode + normalize"),
     ("rows_to_table", "decode processes: Arrow columns"),
-    ("_serve", "decode processes: parse, transport"),
+    ("decode_request", "decode processes: parse"),
+    ("decode_pool.py", "decode pool transport (both sides)"),
     ("WriteAheadLog", "WAL append + fsync"),
     ("Stitcher", "stitching"),
     ("span_refs", "span refs (the receiver's view of a decoded batch)"),
     ("_write_rows", "Arrow assembly + Parquet write"),
-    ("DecodePool", "decode pool transport (receiver side)"),
     ("TraceIngest.export", "ingest bookkeeping"),
     ("Pipeline", "pipeline other (trace buffer, live state)"),
 ]

@@ -16,6 +16,7 @@ import gc
 import json
 import sys
 import tracemalloc
+from pathlib import Path
 
 import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -27,15 +28,17 @@ from collector_ext.trace_buffer import TraceBuffer
 def held_rows(payload: bytes, seq: int) -> list[dict]:
     """The rows the pipeline holds for one request: span refs; a baseline tree from before them held the
     decoded rows themselves."""
-    try:
-        from collector_ext.span_batch import decode_request, span_refs
-    except ImportError:
+    import collector_ext
+
+    if not (Path(collector_ext.__file__).parent / "span_batch.py").exists():
         from collector_ext.decode import decode_traces
 
         rows = decode_traces(ExportTraceServiceRequest.FromString(payload), 1).spans
         for row in rows:
             row["_wal_seq"] = seq
         return rows
+    from collector_ext.span_batch import decode_request, span_refs
+
     rows = span_refs(decode_request(payload, 1).table)
     rows[0]["_batch"].wal_seq = seq
     return rows
