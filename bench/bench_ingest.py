@@ -357,6 +357,7 @@ def run_once(
         "refused": result["refused"],
         "spans_per_s": result["spans_per_s"],
         "cpu_us_per_span": (cpu_total - cpu_before) / spans * 1e6 if spans else None,
+        "client_cpu_us_per_span": result["client_cpu_us_per_span"],
         "exit_code": code,
         "peak_rss_mib": peak_rss_mib,
         "children_rss_mib": children_rss_mib,  # decode processes + their forkserver, at the end of the run
@@ -465,6 +466,7 @@ def _medians(runs: list[dict], kind: str, gzip: bool, bare: dict | None) -> dict
     figures = {
         "spans_per_s": med("spans_per_s"),
         "cpu_us_per_span": med("cpu_us_per_span"),
+        "client_cpu_us_per_span": med("client_cpu_us_per_span"),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
         "children_rss_mib": max(r["children_rss_mib"] for r in rows),
     }
@@ -520,6 +522,10 @@ def main(quick: bool) -> dict:
                 f"{row['cpu_us_per_span']:>13.1f}{row['peak_rss_mib']:>10.0f}{row['children_rss_mib']:>10.0f}"
                 f"{rows_ok:>9}"
             )
+    clients = ", ".join(
+        f"{label} {servers['receiver']['client_cpu_us_per_span']:.1f}" for label, servers in table.items()
+    )
+    print(f"load client CPU us/span against the receiver (on the same cores): {clients}")
     print(
         f"in-process: parse {local['parse_spans_per_s']:,.0f} spans/s, decode {local['decode_spans_per_s']:,.0f} "
         f"spans/s ({local['decode_us_per_span']:.1f} us/span), {local['bytes_per_span_raw']:.0f} B/span"

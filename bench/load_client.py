@@ -67,8 +67,10 @@ async def run(endpoint: str, requests: list[tuple[bytes, int]], streams: int, gz
                     outcome[err.code().name] += 1
 
         started = time.monotonic()
+        cpu_started = time.process_time()
         await asyncio.gather(*(stream() for _ in range(streams)))
         seconds = time.monotonic() - started
+        cpu_seconds = time.process_time() - cpu_started  # the client shares the machine's cores
     sent = sum(outcome.values())
     return {
         "sent": sent,
@@ -77,6 +79,7 @@ async def run(endpoint: str, requests: list[tuple[bytes, int]], streams: int, gz
         "spans_acked": acked_spans,
         "seconds": seconds,
         "spans_per_s": acked_spans / seconds if seconds > 0 else 0.0,
+        "client_cpu_us_per_span": cpu_seconds / acked_spans * 1e6 if acked_spans else None,
     }
 
 
