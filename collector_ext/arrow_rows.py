@@ -21,6 +21,8 @@ _SHARED_MAP_COLUMNS = frozenset({"resource_attributes"})
 
 def _shared_map_column(values: tuple, arrow_type: pa.DataType) -> pa.Array:
     """A column of a few distinct dict objects, each repeated over many rows: convert each once."""
+    if values.count(values[0]) == len(values):  # one resource for the whole request (the usual case)
+        return pa.array(values[:1], type=arrow_type).take(pa.array([0] * len(values), type=pa.int32()))
     position: dict[int, int] = {}  # id(dict) -> index among the distinct ones
     distinct: list = []
     indices: list[int] = []

@@ -147,10 +147,10 @@ class TraceShape:
         return self.enclosing.get(span_id) or self.top_agent
 
     def top_level_agents(self) -> list[dict]:
-        return sorted(
-            (self.by_id[a] for a, above in self.parent_agent.items() if above is None),
-            key=_order_key,
-        )
+        agents = [self.by_id[a] for a, above in self.parent_agent.items() if above is None]
+        if len(agents) > 1:
+            agents.sort(key=_order_key)
+        return agents
 
 
 def trace_shape(spans: list[dict]) -> TraceShape:
