@@ -88,12 +88,12 @@ def _serve(requests: Connection, answers: Connection) -> None:
     answers.send_bytes(_READY)
     while True:
         try:
-            message = requests.recv_bytes()
+            received_time_ns = int.from_bytes(requests.recv_bytes(), "little")
+            payload = requests.recv_bytes()
         except (EOFError, OSError):  # the receiver closed the pipe, or is gone
             return
-        view = memoryview(message)
         try:
-            decoded = decode_request(view[8:], int.from_bytes(view[:8], "little"))
+            decoded = decode_request(payload, received_time_ns)
         except Exception as err:  # a bug in decoding: this request fails, the worker goes on
             decoded = DecodedBatch(internal_error=f"{type(err).__name__}: {err}")
         table, decoded.table = decoded.table, None
@@ -128,7 +128,8 @@ class _Worker:
 
     def decode(self, payload: bytes, received_time_ns: int) -> DecodedBatch:
         try:
-            self.requests.send_bytes(received_time_ns.to_bytes(8, "little") + payload)
+            self.requests.send_bytes(received_time_ns.to_bytes(8, "little"))
+            self.requests.send_bytes(payload)  # as it came: no copy to prepend the time
             if not self.answers.poll(DECODE_TIMEOUT_S):
                 raise _WorkerDied("no answer")
             decoded, has_table = pickle.loads(self.answers.recv_bytes())
