@@ -150,7 +150,6 @@ class _Worker:
 
 class DecodePool:
     def __init__(self, processes: int) -> None:
-        self.processes = processes
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(_PRELOAD)
         self._lock = threading.Lock()

@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 
 class ErrorKind(enum.Enum):
@@ -83,3 +84,13 @@ def from_exception(err: BaseException, default_retry_after_s: float) -> Receiver
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return ReceiverError(ErrorKind.DISK_FULL, "receiver's disk is full", default_retry_after_s)
     return ReceiverError(ErrorKind.INTERNAL, f"internal error: {type(err).__name__}")
+
+
+def parse_request(message_type: type[Message], payload: bytes) -> Message:
+    """A serialized OTLP export request, or the malformed-request error naming the expected message."""
+    request = message_type()
+    try:
+        request.ParseFromString(payload)
+    except DecodeError as err:
+        raise malformed(f"request is not a valid {message_type.__name__}: {err}") from None
+    return request

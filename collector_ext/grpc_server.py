@@ -26,7 +26,6 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -42,7 +41,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from collector_ext import errors
 from collector_ext.config import MIB, ReceiverConfig
 from collector_ext.decode_pool import DecodePool
-from collector_ext.errors import ErrorKind, ReceiverError
+from collector_ext.errors import ErrorKind, ReceiverError, parse_request
 from collector_ext.span_batch import DecodedBatch
 from collector_ext.telemetry import Telemetry
 
@@ -66,16 +65,6 @@ def rejection_reason(message: str) -> str:
         if key in reason:
             return key
     return "other"
-
-
-def parse_request(message_type: type[Message], payload: bytes) -> Message:
-    """A serialized OTLP export request, or the malformed-request error naming the expected message."""
-    request = message_type()
-    try:
-        request.ParseFromString(payload)
-    except DecodeError as err:
-        raise errors.malformed(f"request is not a valid {message_type.__name__}: {err}") from None
-    return request
 
 
 class TraceIngest:

@@ -24,12 +24,12 @@ from operator import itemgetter
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector_ext.arrow_rows import rows_to_table
 from collector_ext.decode import decode_traces
 from collector_ext.dialects import TOKEN_COLUMNS
+from collector_ext.errors import ReceiverError, parse_request
 from collector_ext.schema import SPANS
 
 # What the trace buffer, the stitcher, the keep rule and live state read of a span.
@@ -59,7 +59,6 @@ STITCH_OUTPUT = (
     "stitch_state",
     "usage_counted",
 )
-_INT_COLUMNS = frozenset({"start_time"})  # timestamps are read as int nanoseconds, as decode made them
 # Every key a ref will hold, present from the start: a dict that grows past its size is rebuilt, and the
 # stitching columns are written into every ref.
 _REF_TEMPLATE = dict.fromkeys((*STITCH_INPUT, *STITCH_OUTPUT, "_batch", "_index"))
@@ -96,11 +95,10 @@ class DecodedBatch:
 
 def decode_request(payload: bytes, received_time_ns: int) -> DecodedBatch:
     """Parse, validate and decode a serialized ExportTraceServiceRequest (deterministic, see decode.py)."""
-    request = ExportTraceServiceRequest()
     try:
-        request.ParseFromString(payload)
-    except DecodeError as err:
-        return DecodedBatch(malformed=f"request is not a valid ExportTraceServiceRequest: {err}")
+        request = parse_request(ExportTraceServiceRequest, payload)
+    except ReceiverError as err:
+        return DecodedBatch(malformed=err.message)
     result = decode_traces(request, received_time_ns)
     table = rows_to_table(result.spans, in_schema_order=True) if result.spans else None  # decode's template rows
     return DecodedBatch(table, result.rejected, result.errors)
@@ -109,15 +107,11 @@ def decode_request(payload: bytes, received_time_ns: int) -> DecodedBatch:
 def span_refs(table: pa.Table) -> list[dict]:
     """One dict per row of `table`: the STITCH_INPUT fields, the row's HeldBatch (`_batch`, shared by the
     refs of the table) and index in it (`_index`), and the STITCH_OUTPUT keys for stitching to fill."""
-    columns = []
-    for name in STITCH_INPUT:
-        if name == "has_usage":
-            column = _has_usage(table)
-        else:
-            column = table.column(name)
-            if name in _INT_COLUMNS:
-                column = column.cast(pa.int64())
-        columns.append(column.to_pylist())
+    derived = {
+        "start_time": table.column("start_time").cast(pa.int64()),  # int nanoseconds, as decode made them
+        "has_usage": _has_usage(table),
+    }
+    columns = [(derived[name] if name in derived else table.column(name)).to_pylist() for name in STITCH_INPUT]
     count = table.num_rows
     columns.append([HeldBatch(table)] * count)
     columns.append(range(count))

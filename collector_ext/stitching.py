@@ -217,8 +217,7 @@ def choose_parent(trace_id: bytes, links: list[Link], exists: Callable[[bytes], 
 def mark_usage_counted(spans: list[dict], shape: TraceShape) -> None:
     """usage_counted within one trace: leaf-most usage only, one span per response_id."""
     covered: set[bytes] = set()  # spans with an inference descendant carrying usage
-    # span refs carry the answer; other rows are asked (a call per span only where needed)
-    usage = [flag if (flag := span.get("has_usage")) is not None else has_usage(span) for span in spans]
+    usage = [has_usage(span) for span in spans]
     for span, used in zip(spans, usage, strict=True):
         if used and span.get("category") in INFERENCE_CATEGORIES:
             parent = span.get("parent_span_id")

@@ -8,6 +8,7 @@ import signal
 import time
 
 import psutil
+import pyarrow as pa
 import pytest
 from conftest import CORPUS
 from receiver_process import ReceiverProcess
@@ -129,3 +130,39 @@ def test_usable_cpus_follow_a_container_cpu_limit(tmp_path, cpu_max: str, expect
         assert default_processes(cpu_max_file) == 0  # one CPU: decode in the receiver process
     else:
         assert default_processes(cpu_max_file) == min(usable_cpus(cpu_max_file), 4)
+
+
+def test_a_worker_answers_a_failing_decode_as_internal_and_serves_on(monkeypatch) -> None:
+    # the worker's own loop, on real pipes, with a decoder that has a bug for one request
+    import pickle
+    import threading
+    from multiprocessing import Pipe
+    from types import SimpleNamespace
+
+    from collector_ext import decode_pool
+
+    def buggy(payload, received_time_ns):
+        if payload == b"bug":
+            raise KeyError("oops")
+        return decode_request(payload, received_time_ns)
+
+    monkeypatch.setattr(decode_pool, "decode_request", buggy)
+    # a thread of this process: leave its signal handlers and collector settings alone
+    monkeypatch.setattr(decode_pool.signal, "signal", lambda *args: None)
+    monkeypatch.setattr(decode_pool, "gc", SimpleNamespace(collect=int, freeze=lambda: None, set_threshold=max))
+    requests_read, requests = Pipe(duplex=False)
+    answers, answers_write = Pipe(duplex=False)
+    worker = threading.Thread(target=decode_pool._serve, args=(requests_read, answers_write), daemon=True)
+    worker.start()
+    assert answers.recv_bytes() == b"ready"
+    payload = sorted(CORPUS.glob("*.pb"))[0].read_bytes()
+    for sent, expected_error in ((b"bug", "KeyError: 'oops'"), (payload, None)):
+        requests.send_bytes(RECEIVED.to_bytes(8, "little"))
+        requests.send_bytes(sent)
+        decoded, has_table = pickle.loads(answers.recv_bytes())
+        assert decoded.internal_error == expected_error
+        assert has_table is (expected_error is None)
+    assert pa.ipc.open_stream(answers.recv_bytes()).read_all().equals(decode_request(payload, RECEIVED).table)
+    requests.close()  # the worker reads EOF and returns
+    worker.join(10)
+    assert not worker.is_alive()
