@@ -8,8 +8,8 @@ import pytest
 
 from collector_ext.config import free_loopback_port as free_port  # noqa: F401 (tests import it from here)
 
-# The real-instrumentation span corpus, in the `shared/` folder beside the checkout (see its README).
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+# Real spans captured from real instrumentation libraries, with their exact usage (see corpus/README.md).
+CORPUS = Path(__file__).resolve().parent / "corpus"
 
 
 @pytest.fixture
