@@ -33,8 +33,10 @@ lint: $(STAMP)
 
 # regenerate the committed gRPC stubs of our own .proto files
 protos: $(STAMP)
-	cd collector_ext/protos && ../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. *.proto
-	sed -i -E 's/^import (\w+_pb2) as/from . import \1 as/' collector_ext/protos/*_pb2_grpc.py
+	for dir in collector_ext/gpu collector_ext/keda; do \
+	  (cd $$dir && ../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. *.proto) || exit 1; \
+	  sed -i -E 's/^import (\w+_pb2) as/from . import \1 as/' $$dir/*_pb2_grpc.py; \
+	done
 
 clean:
 	rm -rf $(VENV) agentmeter-data demo-data bench-data bench-results.json .pytest_cache

@@ -9,7 +9,7 @@ import typer
 
 from analyzer import cli_cost, cli_gpu, cli_idle, cli_report, cli_tasks
 from analyzer.dataset import AnalyzerError
-from collector_ext.cli_runner import run_cli
+from collector_ext.cli.runner import run_cli
 
 app = typer.Typer(
     name="analyze",

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from collector_ext.dataset_files import DatasetFiles
 from collector_ext.schema import GPU_ALLOCATIONS, GPU_METRICS, SPANS
+from collector_ext.storage.dataset_files import DatasetFiles
 
 DEFAULT_START = datetime(2026, 11, 2, tzinfo=UTC)
 PROFILES = ("1g.10gb", "2g.20gb", "3g.40gb", "1g.10gb", "7g.80gb")

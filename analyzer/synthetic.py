@@ -5,7 +5,7 @@
     summary = generate(Path("big"), tasks=330_000, seed=1, agents=500, models=50)   # ~10 M spans
 
 The rows look like what the receiver writes (`collector_ext.schema.SPANS`, through
-`collector_ext.dataset_files.DatasetFiles`), attribution columns filled as the stitcher would:
+`collector_ext.storage.dataset_files.DatasetFiles`), attribution columns filled as the stitcher would:
 
 - A **task** is an orchestrator trace; its agent run (`invoke_agent <agent>`, the root span) calls LLMs,
   tools and delegates: each `delegate` tool span starts a sub-agent in a NEW trace whose root span carries a
@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector_ext.dataset_files import DatasetFiles
 from collector_ext.schema import SPANS, TIMESTAMP
+from collector_ext.storage.dataset_files import DatasetFiles
 
 DEFAULT_START = datetime(2026, 11, 2, tzinfo=UTC)
 SELF_HOSTED = ("vllm", "acme-coder-13b")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector_ext.decode import decode_traces
-from collector_ext.dialects import normalize
-from collector_ext.otlp_values import attribute_map, attributes_to_dict
+from collector_ext.decode.dialects import normalize
+from collector_ext.decode.otlp_values import attribute_map, attributes_to_dict
+from collector_ext.decode.spans import decode_traces
 
 CORPUS = Path(os.environ.get("AGENTMETER_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
 ROUNDS = int(os.environ.get("AGENTMETER_BENCH_ROUNDS", "200"))

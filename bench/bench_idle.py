@@ -21,8 +21,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from bench.side_by_side import analyze_command, compare, python_command
-from collector_ext.dataset_files import DatasetFiles
 from collector_ext.schema import SPANS
+from collector_ext.storage.dataset_files import DatasetFiles
 
 BASE_NS = 1_793_577_600 * 1_000_000_000  # 2026-11-02T00:00Z
 DAYS = 7

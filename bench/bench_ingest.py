@@ -427,7 +427,7 @@ def summarize_profile(raw: Path, top: int = 12) -> dict:
 
 def in_process_figures(requests: list[tuple[bytes, int]]) -> dict:
     """Parse alone and decode (+ normalize) alone, in this process, on the same requests (best of 3)."""
-    from collector_ext.decode import decode_traces
+    from collector_ext.decode.spans import decode_traces
 
     payloads = [p for p, _ in requests[:10]]
     parse_s = decode_s = float("inf")

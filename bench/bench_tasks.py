@@ -33,11 +33,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from collector_ext.dataset_files import DatasetFiles
-from collector_ext.live_state import LiveState
 from collector_ext.schema import SPANS
-from collector_ext.stitching import Stitcher
-from collector_ext.trace_buffer import TraceBuffer
+from collector_ext.storage.dataset_files import DatasetFiles
+from collector_ext.traces.live_state import LiveState
+from collector_ext.traces.stitching import Stitcher
+from collector_ext.traces.trace_buffer import TraceBuffer
 
 BASE_NS = 1_795_000_000_000_000_000
 _PEAK = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr)"

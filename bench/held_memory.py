@@ -22,7 +22,7 @@ import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.bench_ingest import SPANS_PER_REQUEST, make_requests
-from collector_ext.trace_buffer import TraceBuffer
+from collector_ext.traces.trace_buffer import TraceBuffer
 
 
 def held_rows(payload: bytes, seq: int) -> list[dict]:
@@ -31,13 +31,14 @@ def held_rows(payload: bytes, seq: int) -> list[dict]:
     import collector_ext
 
     if not (Path(collector_ext.__file__).parent / "span_batch.py").exists():
-        from collector_ext.decode import decode_traces
+        from collector_ext.decode.spans import decode_traces
 
         rows = decode_traces(ExportTraceServiceRequest.FromString(payload), 1).spans
         for row in rows:
             row["_wal_seq"] = seq
         return rows
-    from collector_ext.span_batch import decode_request, span_refs
+    from collector_ext.decode.batch import decode_request
+    from collector_ext.traces.span_refs import span_refs
 
     rows = span_refs(decode_request(payload, 1).table)
     rows[0]["_batch"].wal_seq = seq

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-from collector_ext.dataset_files import check_writer_id
+from collector_ext.storage.dataset_files import check_writer_id
 
 MIB = 1024 * 1024
 

@@ -20,16 +20,17 @@ import grpc
 import uvicorn
 
 from collector_ext.config import ReceiverConfig, parse_endpoint
-from collector_ext.decode_pool import DecodePool, default_processes
-from collector_ext.gpu_metrics import GpuMetricsReceiver
-from collector_ext.grpc_server import GrpcHandlers, TraceIngest, build_grpc_server
-from collector_ext.http_server import build_app
-from collector_ext.keda_scaler import add_scaler_servicer, demand_json
-from collector_ext.live_state import LiveState
-from collector_ext.pipeline import Pipeline
-from collector_ext.podresources import PodResourcesPoller
-from collector_ext.stitching import Stitcher
-from collector_ext.telemetry import Telemetry
+from collector_ext.decode.pool import DecodePool, default_processes
+from collector_ext.gpu.metrics import GpuMetricsReceiver
+from collector_ext.gpu.podresources import PodResourcesPoller
+from collector_ext.keda.scaler import add_scaler_servicer, demand_json
+from collector_ext.receiver.grpc_server import GrpcHandlers, build_grpc_server
+from collector_ext.receiver.http_server import build_app
+from collector_ext.receiver.ingest import TraceIngest
+from collector_ext.receiver.telemetry import Telemetry
+from collector_ext.traces.live_state import LiveState
+from collector_ext.traces.pipeline import Pipeline
+from collector_ext.traces.stitching import Stitcher
 
 GRPC_STOP_GRACE_S = 5.0
 HTTP_START_TIMEOUT_S = 20.0

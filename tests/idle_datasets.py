@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from collector_ext.dataset_files import DatasetFiles
 from collector_ext.schema import SPANS
+from collector_ext.storage.dataset_files import DatasetFiles
 
 BASE = datetime(2026, 11, 2, tzinfo=UTC)
 BASE_NS = int(BASE.timestamp()) * 1_000_000_000

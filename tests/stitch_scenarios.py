@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from collector_ext.dataset_files import DatasetFiles
 from collector_ext.schema import SPANS
+from collector_ext.storage.dataset_files import DatasetFiles
 
 BASE_NS = 1_795_000_000_000_000_000  # 2026-11-18
 

@@ -8,10 +8,10 @@ import pytest
 from conftest import CORPUS
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector_ext.arrow_rows import rows_to_table
-from collector_ext.decode import decode_traces
+from collector_ext.decode.arrow_rows import rows_to_table
+from collector_ext.decode.spans import decode_traces
 from collector_ext.schema import SPANS
-from collector_ext.stitching import stitch_traces
+from collector_ext.traces.stitching import stitch_traces
 
 RECEIVED = 1_800_000_000_000_000_000
 

@@ -13,7 +13,7 @@ import pytest
 from stitch_scenarios import BASE_NS, chain_of_three, fan_out_five, tid, write_rows
 
 from analyzer.cli import main
-from collector_ext.stitching import stitch_traces
+from collector_ext.traces.stitching import stitch_traces
 
 CHAIN, LEAD = tid(1).hex(), tid(10).hex()
 PRICES = "prices:\n  - provider: vllm\n    model: m1\n    input: 1.0\n    output: 2.0\n"

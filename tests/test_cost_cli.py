@@ -18,8 +18,8 @@ from genai_prices import Usage, calc_price
 from analyzer.cli import main
 from analyzer.cost import METRICS, CostQuery, cost_rows
 from analyzer.dataset import open_dataset
-from collector_ext.dataset_files import DatasetFiles
 from collector_ext.schema import SPANS
+from collector_ext.storage.dataset_files import DatasetFiles
 
 DAY1 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 DAY2 = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)

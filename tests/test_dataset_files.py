@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collector_ext.dataset_files import DatasetFiles
 from collector_ext.schema import DICTIONARY_COLUMNS, GPU_METRICS, SCHEMA_VERSION, SPANS
+from collector_ext.storage.dataset_files import DatasetFiles
 
 
 def _metrics(times: list[datetime]) -> pa.Table:

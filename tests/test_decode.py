@@ -12,8 +12,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from collector_ext import otlp_json
-from collector_ext.decode import MAX_VALUE_CHARS, SCOPE_NAME_KEY, decode_traces
+from collector_ext.decode.spans import MAX_VALUE_CHARS, SCOPE_NAME_KEY, decode_traces
+from collector_ext.receiver import otlp_json
 from collector_ext.schema import SPANS
 
 CORPUS_FILES = sorted(CORPUS.glob("*.pb"))

@@ -13,8 +13,8 @@ import pytest
 from conftest import CORPUS
 from receiver_process import ReceiverProcess
 
-from collector_ext.decode_pool import DecodePool, default_processes, usable_cpus
-from collector_ext.span_batch import decode_request
+from collector_ext.decode.batch import decode_request
+from collector_ext.decode.pool import DecodePool, default_processes, usable_cpus
 
 RECEIVED = 1_800_000_000_000_000_000
 
@@ -67,7 +67,7 @@ def test_a_killed_worker_is_replaced_and_the_request_still_decoded(pool: DecodeP
 
 def test_a_request_that_kills_every_worker_is_answered_malformed(pool: DecodePool, monkeypatch) -> None:
     # the receiver's side of a worker that dies on the request: its answer pipe ends
-    from collector_ext import decode_pool
+    from collector_ext.decode import pool as decode_pool
 
     def dies(self, payload: bytes, received_time_ns: int):
         os.kill(self.process.pid, signal.SIGKILL)
@@ -139,7 +139,7 @@ def test_a_worker_answers_a_failing_decode_as_internal_and_serves_on(monkeypatch
     from multiprocessing import Pipe
     from types import SimpleNamespace
 
-    from collector_ext import decode_pool
+    from collector_ext.decode import pool as decode_pool
 
     def buggy(payload, received_time_ns):
         if payload == b"bug":

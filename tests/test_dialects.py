@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from collector_ext.dialects import COLUMNS, InvalidSpan, Normalized, normalize, normalize_provider
-from collector_ext.otlp_values import any_value_to_python, attribute_map, attributes_to_dict
+from collector_ext.decode.dialects import COLUMNS, InvalidSpan, Normalized, normalize, normalize_provider
+from collector_ext.decode.otlp_values import any_value_to_python, attribute_map, attributes_to_dict
 
 EXPORTER = InMemorySpanExporter()
 PROVIDER = TracerProvider()

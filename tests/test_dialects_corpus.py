@@ -16,8 +16,8 @@ import pytest
 from conftest import CORPUS
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector_ext.dialects import normalize
-from collector_ext.otlp_values import attributes_to_dict
+from collector_ext.decode.dialects import normalize
+from collector_ext.decode.otlp_values import attributes_to_dict
 
 TRUTH = json.loads((CORPUS / "truth.json").read_text())["files"]
 PB_FILES = sorted(CORPUS.glob("*.pb"))

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
-from collector_ext.dialects import _RULES, COLUMNS, INT64_MAX, TOKEN_COLUMNS, InvalidSpan, normalize
-from collector_ext.otlp_values import any_value_to_python, attribute_map, attributes_to_dict
+from collector_ext.decode.dialects import _RULES, COLUMNS, INT64_MAX, TOKEN_COLUMNS, InvalidSpan, normalize
+from collector_ext.decode.otlp_values import any_value_to_python, attribute_map, attributes_to_dict
 from collector_ext.schema import CATEGORY_OTHER, GENAI_CATEGORIES
 
 DIALECT_KEYS = sorted(_RULES)

@@ -31,8 +31,8 @@ import pytest
 from analyzer.cli import main
 from analyzer.dataset import AnalyzerError, open_dataset
 from analyzer.gpu import DEFAULT_GPU_USD_PER_HOUR, DEFAULT_PROFILE_PRICES, GpuPrices, example_prices_file, gpu_report
-from collector_ext.dataset_files import DatasetFiles
 from collector_ext.schema import GPU_ALLOCATIONS, GPU_METRICS, SPANS
+from collector_ext.storage.dataset_files import DatasetFiles
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 NS = 1_000_000_000

@@ -26,9 +26,9 @@ from receiver_process import ReceiverProcess
 from analyzer.dataset import open_dataset
 from analyzer.gpu import gpu_report
 from collector_ext.config import ReceiverConfig
-from collector_ext.dataset_files import DatasetFiles
-from collector_ext.fake_kubelet import Claim, Container, FakeKubelet, Pod
-from collector_ext.gpu_metrics import GpuMetricsReceiver
+from collector_ext.demo.fake_kubelet import Claim, Container, FakeKubelet, Pod
+from collector_ext.gpu.metrics import GpuMetricsReceiver
+from collector_ext.storage.dataset_files import DatasetFiles
 
 MIG_LABELS = {
     "gpu": "0",

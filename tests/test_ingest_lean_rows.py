@@ -8,9 +8,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from collector_ext.decode import decode_traces
-from collector_ext.otlp_values import attribute_map
-from collector_ext.trace_buffer import TraceBuffer
+from collector_ext.decode.otlp_values import attribute_map
+from collector_ext.decode.spans import decode_traces
+from collector_ext.traces.trace_buffer import TraceBuffer
 
 TRACE_A = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 TRACE_B = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")

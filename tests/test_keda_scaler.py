@@ -27,10 +27,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from receiver_process import ReceiverProcess
 
 from analyzer.cli import main
-from collector_ext.keda_scaler import BadScalerMetadata, add_scaler_servicer, demand_json
-from collector_ext.live_state import LiveState
-from collector_ext.protos import externalscaler_pb2 as pb
-from collector_ext.protos import externalscaler_pb2_grpc as pb_grpc
+from collector_ext.keda import externalscaler_pb2 as pb
+from collector_ext.keda import externalscaler_pb2_grpc as pb_grpc
+from collector_ext.keda.scaler import BadScalerMetadata, add_scaler_servicer, demand_json
+from collector_ext.traces.live_state import LiveState
 
 RPC_TIMEOUT_S = 10
 

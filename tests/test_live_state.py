@@ -7,7 +7,7 @@ import time
 
 from stitch_scenarios import agent, chain_of_three, llm, span, tool
 
-from collector_ext.live_state import LiveState
+from collector_ext.traces.live_state import LiveState
 
 
 def with_ns(row: dict, namespace: str) -> dict:

@@ -22,7 +22,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from collector_ext.loadgen import GPU_SLICES, WorkloadSpec, make_exporter, run_workload
+from collector_ext.demo.loadgen import GPU_SLICES, WorkloadSpec, make_exporter, run_workload
 from tests.conftest import free_port
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

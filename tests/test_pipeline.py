@@ -12,10 +12,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from test_crash_recovery import agent_request
 
 from collector_ext.config import ReceiverConfig
-from collector_ext.live_state import LiveState
-from collector_ext.pipeline import Overloaded, Pipeline
-from collector_ext.span_batch import decode_request
-from collector_ext.stitching import Stitcher
+from collector_ext.decode.batch import decode_request
+from collector_ext.traces.live_state import LiveState
+from collector_ext.traces.pipeline import Overloaded, Pipeline
+from collector_ext.traces.stitching import Stitcher
 
 
 def make_pipeline(data_dir, **overrides) -> Pipeline:

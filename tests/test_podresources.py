@@ -12,9 +12,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from collector_ext.config import ReceiverConfig
-from collector_ext.dataset_files import DatasetFiles
-from collector_ext.fake_kubelet import Claim, Container, FakeKubelet, Pod
-from collector_ext.podresources import PodResourcesPoller
+from collector_ext.demo.fake_kubelet import Claim, Container, FakeKubelet, Pod
+from collector_ext.gpu.podresources import PodResourcesPoller
+from collector_ext.storage.dataset_files import DatasetFiles
 
 NS = 1_000_000_000
 

@@ -15,8 +15,8 @@ from genai_prices.types import ModelPrice, StartDateConstraint, TieredPrices, Ti
 
 from analyzer.dataset import AnalyzerError, open_dataset
 from analyzer.pricing import install_span_costs, load_price_file
-from collector_ext.dataset_files import DatasetFiles
 from collector_ext.schema import SPANS
+from collector_ext.storage.dataset_files import DatasetFiles
 
 BASE_TIME = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 # (input, output, cache_read, cache_write, reasoning): input includes cache, output includes reasoning

@@ -207,7 +207,7 @@ def test_the_one_error_map() -> None:
     import errno
 
     from collector_ext.errors import STATUS, ErrorKind, from_exception
-    from collector_ext.pipeline import Overloaded
+    from collector_ext.traces.pipeline import Overloaded
 
     assert {kind: (pair.grpc_code.name, pair.http_status) for kind, pair in STATUS.items()} == {
         ErrorKind.MALFORMED: ("INVALID_ARGUMENT", 400),

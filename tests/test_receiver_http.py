@@ -24,7 +24,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberData
 from receiver_process import ReceiverProcess
 from test_decode import CORPUS, TRACE, request_of, span
 
-from collector_ext import otlp_json
+from collector_ext.receiver import otlp_json
 
 pytestmark = pytest.mark.slow
 
@@ -171,10 +171,10 @@ def test_too_many_concurrent_requests_is_429_with_retry_after(tmp_path: Path) ->
     from fastapi.testclient import TestClient
 
     from collector_ext.config import ReceiverConfig
-    from collector_ext.decode_pool import DecodePool
-    from collector_ext.grpc_server import TraceIngest
-    from collector_ext.http_server import build_app
-    from collector_ext.telemetry import Telemetry
+    from collector_ext.decode.pool import DecodePool
+    from collector_ext.receiver.http_server import build_app
+    from collector_ext.receiver.ingest import TraceIngest
+    from collector_ext.receiver.telemetry import Telemetry
 
     config = ReceiverConfig(data_dir=tmp_path, retry_after_seconds=1.5)
     telemetry = Telemetry()

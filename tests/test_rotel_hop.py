@@ -21,7 +21,7 @@ from receiver_process import ReceiverProcess
 
 from analyzer.dataset import open_dataset
 from analyzer.tasks import install_task_views
-from collector_ext.loadgen import WorkloadSpec, make_exporter, run_workload
+from collector_ext.demo.loadgen import WorkloadSpec, make_exporter, run_workload
 
 ROTEL_AGENT = Path(rotel.__file__).parent / "rotel-agent"  # the wheel ships the binary beside the package
 START = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)

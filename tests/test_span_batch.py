@@ -8,11 +8,12 @@ from conftest import CORPUS
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from collector_ext.arrow_rows import rows_to_table
-from collector_ext.decode import decode_traces
+from collector_ext.decode.arrow_rows import rows_to_table
+from collector_ext.decode.batch import decode_request
+from collector_ext.decode.spans import decode_traces
 from collector_ext.schema import SPANS
-from collector_ext.span_batch import STITCH_INPUT, STITCH_OUTPUT, assemble, decode_request, span_refs
-from collector_ext.stitching import stitch_traces
+from collector_ext.traces.span_refs import STITCH_INPUT, STITCH_OUTPUT, assemble, span_refs
+from collector_ext.traces.stitching import stitch_traces
 
 RECEIVED = 1_800_000_000_000_000_000
 

@@ -6,7 +6,7 @@ import pytest
 from stitch_scenarios import agent, all_scenarios, chain_of_three, cycle, llm, sid, span, tid, tool
 
 from collector_ext.schema import STITCH_EARLY, STITCH_NO_ROOT
-from collector_ext.stitching import Stitcher, agent_run_name, stitch_traces
+from collector_ext.traces.stitching import Stitcher, agent_run_name, stitch_traces
 
 SCENARIOS = {s.name: s for s in all_scenarios()}
 

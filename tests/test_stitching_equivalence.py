@@ -17,7 +17,7 @@ from stitch_scenarios import agent, all_scenarios, llm, span, write_rows
 
 from analyzer.dataset import open_dataset
 from analyzer.tasks import install_task_views
-from collector_ext.stitching import Resolution, resolve_rows, stitch_traces
+from collector_ext.traces.stitching import Resolution, resolve_rows, stitch_traces
 
 SCENARIOS = {s.name: s for s in all_scenarios()}
 

@@ -10,7 +10,7 @@ from stitch_scenarios import Scenario, agent, all_scenarios, chain_of_three, llm
 from analyzer.dataset import open_dataset
 from analyzer.tasks import install_task_views
 from collector_ext.schema import STITCH_EARLY
-from collector_ext.stitching import Stitcher, stitch_traces
+from collector_ext.traces.stitching import Stitcher, stitch_traces
 
 SCENARIOS = {s.name: s for s in all_scenarios()}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collector_ext.schema import STITCH_EARLY, STITCH_NO_ROOT, STITCH_SHUTDOWN
-from collector_ext.trace_buffer import TraceBuffer
+from collector_ext.traces.trace_buffer import TraceBuffer
 
 
 def span(trace: int, span_id: int, parent: int | None) -> dict:

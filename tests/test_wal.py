@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from collector_ext.wal import WriteAheadLog
+from collector_ext.storage.wal import WriteAheadLog
 
 
 @pytest.mark.parametrize("policy", ["always", "interval", "never"])

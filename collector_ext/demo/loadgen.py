@@ -119,7 +119,7 @@ CLASSIFIER_PODS = (
 )
 
 # One 1g.10gb MIG slice per classifier pod through a DRA claim: the same claims the demo's fake kubelet
-# (collector_ext.fake_kubelet.demo_cluster) serves for these pods.
+# (collector_ext.demo.fake_kubelet.demo_cluster) serves for these pods.
 GPU_SLICES = tuple(
     GpuSlice(
         pod,

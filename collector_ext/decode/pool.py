@@ -36,8 +36,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from collector_ext.decode.batch import DecodedBatch, decode_request
 from collector_ext.errors import ErrorKind, ReceiverError
-from collector_ext.span_batch import DecodedBatch, decode_request
 
 GC_GEN0_THRESHOLD = 10_000
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
-from collector_ext import cli_loadgen, cli_serve
-from collector_ext.cli_runner import run_cli
+from collector_ext.cli import loadgen as cli_loadgen
+from collector_ext.cli import serve as cli_serve
+from collector_ext.cli.runner import run_cli
 
 app = typer.Typer(
     name="collector-ext",
@@ -23,7 +22,3 @@ for module in (cli_serve, cli_loadgen):
 
 def main(argv: list[str] | None = None) -> int:
     return run_cli(app, argv, user_errors=(ValueError,))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,12 +30,13 @@ import pyarrow.parquet as pq
 import structlog
 
 from collector_ext.config import MIB, ReceiverConfig
-from collector_ext.dataset_files import DatasetFiles
-from collector_ext.live_state import LiveState
-from collector_ext.span_batch import DecodedBatch, assemble, decode_request, span_refs
-from collector_ext.stitching import Stitcher
-from collector_ext.trace_buffer import ReadyTrace, TraceBuffer
-from collector_ext.wal import WalError, WriteAheadLog
+from collector_ext.decode.batch import DecodedBatch, decode_request
+from collector_ext.storage.dataset_files import DatasetFiles
+from collector_ext.storage.wal import WalError, WriteAheadLog
+from collector_ext.traces.live_state import LiveState
+from collector_ext.traces.span_refs import assemble, span_refs
+from collector_ext.traces.stitching import Stitcher
+from collector_ext.traces.trace_buffer import ReadyTrace, TraceBuffer
 
 log = structlog.get_logger("agentmeter.pipeline")
 

@@ -1,4 +1,4 @@
-"""A decoded export request as the receiver holds it: an Arrow table plus one small dict per span.
+"""The receiver's view of held spans: one small ref per span pointing into its request's Arrow table.
 
 Decoding (parse, validate, normalize, build the Arrow columns) is most of the receiver's CPU and needs
 nothing but the request, so it runs in decode processes (`decode_pool.py`) in parallel with the receiver
@@ -19,17 +19,13 @@ The same functions run in the receiver process when there are no decode processe
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import itemgetter
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector_ext.arrow_rows import rows_to_table
-from collector_ext.decode import decode_traces
-from collector_ext.dialects import TOKEN_COLUMNS
-from collector_ext.errors import ReceiverError, parse_request
+from collector_ext.decode.dialects import TOKEN_COLUMNS
 from collector_ext.schema import SPANS
 
 # What the trace buffer, the stitcher, the keep rule and live state read of a span.
@@ -72,36 +68,6 @@ class HeldBatch:
     def __init__(self, table: pa.Table) -> None:
         self.table = table
         self.wal_seq: int | None = None
-
-
-@dataclass
-class DecodedBatch:
-    """The outcome of decoding one export request (decode_pool.py carries it across processes)."""
-
-    table: pa.Table | None = None  # accepted spans, schema SPANS; None when none was accepted
-    rejected: int = 0
-    errors: list[str] = field(default_factory=list)  # one message per rejected span
-    malformed: str | None = None  # the request as a whole could not be parsed
-    internal_error: str | None = None  # decoding failed in a decode process (a bug): the request fails
-
-    @property
-    def accepted(self) -> int:
-        return 0 if self.table is None else self.table.num_rows
-
-    @property
-    def total(self) -> int:
-        return self.accepted + self.rejected
-
-
-def decode_request(payload: bytes, received_time_ns: int) -> DecodedBatch:
-    """Parse, validate and decode a serialized ExportTraceServiceRequest (deterministic, see decode.py)."""
-    try:
-        request = parse_request(ExportTraceServiceRequest, payload)
-    except ReceiverError as err:
-        return DecodedBatch(malformed=err.message)
-    result = decode_traces(request, received_time_ns)
-    table = rows_to_table(result.spans, in_schema_order=True) if result.spans else None  # decode's template rows
-    return DecodedBatch(table, result.rejected, result.errors)
 
 
 def span_refs(table: pa.Table) -> list[dict]:

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from collector_ext.dataset_files import fsync_dir
+from collector_ext.storage.dataset_files import fsync_dir
 
 MAGIC = b"AMWAL1\n"
 _FRAME = struct.Struct("<II")

@@ -25,10 +25,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.metrics.v1.metrics_pb2 import DataPointFlags, ResourceMetrics, ScopeMetrics
 
 from collector_ext.config import MIB, ReceiverConfig
-from collector_ext.dataset_files import DatasetFiles
-from collector_ext.otlp_values import attributes_to_dict
+from collector_ext.decode.otlp_values import attributes_to_dict
 from collector_ext.schema import GPU_METRICS
-from collector_ext.wal import WriteAheadLog
+from collector_ext.storage.dataset_files import DatasetFiles
+from collector_ext.storage.wal import WriteAheadLog
 
 log = structlog.get_logger("agentmeter.gpu_metrics")
 

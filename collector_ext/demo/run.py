@@ -39,9 +39,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from collector_ext.config import free_loopback_port
-from collector_ext.fake_kubelet import FakeKubelet, demo_cluster
-from collector_ext.loadgen import GPU_SLICES, NS_PER_S, GpuSlice, WorkloadResult, WorkloadSpec, make_exporter
-from collector_ext.loadgen import run_workload as send_workload
+from collector_ext.demo.fake_kubelet import FakeKubelet, demo_cluster
+from collector_ext.demo.loadgen import GPU_SLICES, NS_PER_S, GpuSlice, WorkloadResult, WorkloadSpec, make_exporter
+from collector_ext.demo.loadgen import run_workload as send_workload
 
 DEFAULT_TASKS = 40
 LIVE_TASKS = 4

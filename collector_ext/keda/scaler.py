@@ -46,8 +46,8 @@ from typing import Any, Protocol
 
 import grpc
 
-from collector_ext.protos import externalscaler_pb2 as pb
-from collector_ext.protos import externalscaler_pb2_grpc as pb_grpc
+from collector_ext.keda import externalscaler_pb2 as pb
+from collector_ext.keda import externalscaler_pb2_grpc as pb_grpc
 
 DEMAND_PATH = "/v1/demand"
 SELECTOR_KEYS = ("agent", "namespace", "service")
@@ -59,7 +59,7 @@ _TRIGGER_INDEX = re.compile(r"^s\d+-")
 
 
 class LiveDemand(Protocol):
-    """What the scaler needs of `collector_ext.live_state.LiveState`."""
+    """What the scaler needs of `collector_ext.traces.live_state.LiveState`."""
 
     def in_flight(self, agent: str | None = None, namespace: str | None = None, service: str | None = None) -> int: ...
 

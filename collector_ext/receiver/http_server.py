@@ -31,17 +31,18 @@ from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from starlette.concurrency import run_in_threadpool
 
-from collector_ext import errors, otlp_json
+from collector_ext import errors
 from collector_ext.config import MIB, ReceiverConfig
 from collector_ext.errors import ErrorKind, ReceiverError
-from collector_ext.grpc_server import (
+from collector_ext.receiver import otlp_json
+from collector_ext.receiver.ingest import (
     TraceIngest,
     bearer_matches,
     export_metrics_bytes,
     metrics_response,
     trace_response,
 )
-from collector_ext.telemetry import Telemetry
+from collector_ext.receiver.telemetry import Telemetry
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

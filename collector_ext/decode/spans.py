@@ -24,8 +24,8 @@ from sys import intern
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector_ext.dialects import InvalidSpan, normalize_into
-from collector_ext.otlp_values import any_value_to_python, attribute_map, attributes_to_dict
+from collector_ext.decode.dialects import InvalidSpan, normalize_into
+from collector_ext.decode.otlp_values import any_value_to_python, attribute_map, attributes_to_dict
 from collector_ext.schema import SPAN_KINDS, SPANS, STATUS_CODES
 
 MAX_VALUE_CHARS = 64 * 1024

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from collector_ext.loadgen import WorkloadResult, WorkloadSpec, make_exporter, run_workload
+from collector_ext.demo.loadgen import WorkloadResult, WorkloadSpec, make_exporter, run_workload
 
 
 def _parse_start(value: str | None) -> datetime | None:

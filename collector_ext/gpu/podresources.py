@@ -25,10 +25,10 @@ import pyarrow as pa
 import structlog
 
 from collector_ext.config import ReceiverConfig
-from collector_ext.dataset_files import DatasetFiles
-from collector_ext.protos import podresources_pb2 as pb
-from collector_ext.protos import podresources_pb2_grpc as pb_grpc
+from collector_ext.gpu import podresources_pb2 as pb
+from collector_ext.gpu import podresources_pb2_grpc as pb_grpc
 from collector_ext.schema import GPU_ALLOCATIONS
+from collector_ext.storage.dataset_files import DatasetFiles
 
 log = structlog.get_logger("agentmeter.podresources")
 

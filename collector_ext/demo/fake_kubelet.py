@@ -3,7 +3,7 @@
 Used by the tests (a changing cluster: MIG claims coming and going, device-plugin GPUs, a shared device
 with a share_id, a pod with two containers, an older kubelet without DRA) and by `make demo`:
 
-    python -m collector_ext.fake_kubelet --socket /tmp/kubelet.sock --pod agents/vllm-0 --pod agents/vllm-1
+    python -m collector_ext.demo.fake_kubelet --socket /tmp/kubelet.sock --pod agents/vllm-0 --pod agents/vllm-1
 
 serves a small demo cluster (a MIG slice through a DRA claim for each `--pod`, plus a device-plugin GPU
 pod) until SIGTERM/SIGINT.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import grpc
 
-from collector_ext.protos import podresources_pb2 as pb
-from collector_ext.protos import podresources_pb2_grpc as pb_grpc
+from collector_ext.gpu import podresources_pb2 as pb
+from collector_ext.gpu import podresources_pb2_grpc as pb_grpc
 
 NVIDIA_DRA_DRIVER = "gpu.nvidia.com"
 

@@ -1,0 +1,1 @@
+"""From OTLP request bytes to validated, normalized span rows in Arrow (runs in the decode processes)."""

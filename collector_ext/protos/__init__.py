@@ -1,1 +1,0 @@
-"""Our own .proto files and their generated, committed gRPC stubs (`make protos`)."""
