@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from collector_ext.demo.run import TRY_NEXT
 from collector_ext.demo.fake_kubelet import demo_cluster
 from collector_ext.demo.loadgen import AGENTS, GPU_SLICES
+from collector_ext.demo.run import TRY_NEXT
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
