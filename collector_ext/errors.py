@@ -75,12 +75,6 @@ def from_exception(err: BaseException, default_retry_after_s: float) -> Receiver
 
     if isinstance(err, ReceiverError):
         return err
-    # pipeline.Overloaded(retry_after, reason): matched by name so this module stays import-light.
-    if type(err).__name__ == "Overloaded":
-        retry = getattr(err, "retry_after", None) or getattr(err, "retry_after_s", None) or default_retry_after_s
-        reason = getattr(err, "reason", None) or str(err) or "receiver overloaded"
-        kind = ErrorKind.DISK_FULL if "disk" in str(reason).lower() else ErrorKind.OVERLOADED
-        return ReceiverError(kind, f"receiver cannot take more data now: {reason}", float(retry))
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return ReceiverError(ErrorKind.DISK_FULL, "receiver's disk is full", default_retry_after_s)
     return ReceiverError(ErrorKind.INTERNAL, f"internal error: {type(err).__name__}")

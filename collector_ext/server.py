@@ -1,10 +1,12 @@
 """Wiring: builds the receiver's parts from a config and runs them until SIGTERM/SIGINT.
 
-Start order: telemetry, live state, stitcher, pipeline (its start replays the WAL before anything is
-accepted), GPU metrics receiver and PodResources poller, the decode processes, the OTLP gRPC server, the
-KEDA scaler gRPC server, and last the HTTP server (so `/healthz` answering means every endpoint is up). On
-SIGTERM/SIGINT: stop accepting (HTTP, gRPC with a short grace for in-flight requests), stop the poller and
-the decode processes, `pipeline.close()` writes every held trace, then exit 0.
+Start order: the writer lock (one receiver per writer id and WAL directory: storage/writer_lock.py), telemetry,
+live state, stitcher, pipeline (its start replays the WAL before anything is accepted), GPU metrics receiver
+and PodResources poller, the decode processes, the OTLP gRPC server, the KEDA scaler gRPC server, and last
+the HTTP server (so `/healthz` answering means every endpoint is up). On SIGTERM/SIGINT: stop accepting
+(HTTP, gRPC with a short grace for in-flight requests), stop the poller and the decode processes,
+`pipeline.close()` writes every held trace, then exit 0 (1 when rows could not be written: they stay in the
+WAL and are replayed at the next start).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collector_ext.receiver.grpc_server import GrpcHandlers, build_grpc_server
 from collector_ext.receiver.http_server import build_app
 from collector_ext.receiver.ingest import TraceIngest
 from collector_ext.receiver.telemetry import Telemetry
+from collector_ext.storage.writer_lock import WriterLock
 from collector_ext.traces.live_state import LiveState
 from collector_ext.traces.pipeline import Pipeline
 from collector_ext.traces.stitching import Stitcher
@@ -64,6 +67,8 @@ class Receiver:
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
+        # before anything reads or writes the WAL or the dataset: raises WriterIdInUse (a UserError)
+        self.lock = WriterLock(config.wal_path, config.data_dir, config.writer_id).acquire()
         self.telemetry = Telemetry(config.log_level, config.log_format)
         self.log = self.telemetry.log
         self.live = LiveState()
@@ -84,6 +89,7 @@ class Receiver:
         self.telemetry.watch_pipeline(self.pipeline.snapshot)
         # one DatasetFiles per writer: the file sequence numbers of all tables come from it
         self.gpu_metrics = GpuMetricsReceiver(config, self.pipeline.files)
+        self.telemetry.watch_gpu_metrics(self.gpu_metrics.snapshot)
         if config.podresources_interval_seconds > 0:
             self.poller = PodResourcesPoller(config, self.pipeline.files)
             self.poller.start()
@@ -124,8 +130,9 @@ class Receiver:
             replayed_spans=self.pipeline.stats.spans_replayed,
         )
 
-    def stop(self) -> None:
-        """Stop accepting, then write out everything held. Safe on a partly started receiver."""
+    def stop(self) -> bool:
+        """Stop accepting, then write out everything held. Safe on a partly started receiver. Returns False
+        when rows could not be written (they stay in the WAL for the next start)."""
         if self.http is not None:
             self.http.should_exit = True
         if self.scaler_servicer is not None:
@@ -139,10 +146,12 @@ class Receiver:
             self.poller.stop()
         if self.decoder is not None:
             self.decoder.close()
-        self.pipeline.close()
+        complete = self.pipeline.close()
         if self.gpu_metrics is not None:
-            self.gpu_metrics.close()
-        self.log.info("receiver stopped", **{k: v for k, v in self.pipeline.stats.__dict__.items()})
+            complete = self.gpu_metrics.close() and complete
+        self.lock.release()
+        self.log.info("receiver stopped", complete=complete, **self.pipeline.stats.__dict__)
+        return complete
 
 
 def tune_gc() -> None:
@@ -178,8 +187,8 @@ def run_server(config: ReceiverConfig) -> int:
         while not stop.wait(1.0):
             pass
         receiver.log.info("stopping", reason="signal")
-        receiver.stop()
+        complete = receiver.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    return 0 if complete else 1

@@ -39,6 +39,7 @@ from collector_ext.receiver.ingest import (
     trace_response,
 )
 from collector_ext.receiver.telemetry import Telemetry
+from collector_ext.user_error import UserError
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
@@ -136,7 +137,7 @@ def server_credentials(config: ReceiverConfig) -> grpc.ServerCredentials | None:
     if config.tls_cert is None:
         return None
     if config.tls_key is None:
-        raise ValueError("--tls-cert needs --tls-key")
+        raise UserError("--tls-cert needs --tls-key")
     root = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
     return grpc.ssl_server_credentials(
         [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
