@@ -13,8 +13,8 @@ from test_crash_recovery import agent_request
 
 from collector_ext.config import ReceiverConfig
 from collector_ext.decode.batch import decode_request
-from collector_ext.traces.live_state import LiveState
 from collector_ext.errors import ErrorKind, ReceiverError
+from collector_ext.traces.live_state import LiveState
 from collector_ext.traces.pipeline import Pipeline
 from collector_ext.traces.stitching import Stitcher
 
