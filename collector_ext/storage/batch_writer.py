@@ -322,7 +322,13 @@ class DurableBatchWriter(Generic[T]):
             self._counts.failed_writes_in_a_row += 1
 
     def retire(self) -> None:
-        """Delete the closed WAL segments whose rows are all written or released."""
+        """Delete the closed WAL segments whose rows are all written or released. The open segment is closed
+        first when all its rows are (e.g. only spans sent again, released): it would wait for the next write."""
+        with self._lock:
+            seq = self.wal.current_seq
+            idle = self._counts.outstanding[seq] <= 0 and seq not in self._counts.appending
+        if idle and self.wal.current_has_records:
+            self.wal.rotate()
         current = self.wal.current_seq
         with self._lock:
             floor = min(self._counts.appending, default=current)

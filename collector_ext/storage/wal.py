@@ -101,6 +101,7 @@ class WriteAheadLog:
         self._seq = (existing[-1] + 1) if existing else 1
         self._fd: int | None = None
         self._written = 0  # bytes written to the current segment
+        self._current_records = 0  # records in the current segment
         self._synced = 0  # bytes of the current segment known durable
         self._last_sync = time.monotonic()
         self._sizes = {seq: self._path(seq).stat().st_size for seq in existing}  # closed segments on disk
@@ -118,6 +119,11 @@ class WriteAheadLog:
     @property
     def current_seq(self) -> int:
         return self._seq
+
+    @property
+    def current_has_records(self) -> bool:
+        """Whether the open segment holds a record (rotating it would let them retire)."""
+        return self._fd is not None and self._current_records > 0
 
     @property
     def bytes_on_disk(self) -> int:
@@ -151,6 +157,7 @@ class WriteAheadLog:
         self._fd = fd
         self._written = os.fstat(fd).st_size
         self._synced = self._written
+        self._current_records = 0
 
     def _close_segment(self) -> None:
         """Under self._lock: make the open segment durable and close it; the next append opens seq + 1.
@@ -214,6 +221,7 @@ class WriteAheadLog:
                 self._cut_back()
                 raise WalError(err.errno, f"write-ahead log: {err.strerror}") from err
             self._written += size
+            self._current_records += 1
             seq, position = self._seq, self._written
         interval_due = time.monotonic() - self._last_sync >= self.interval_seconds
         if self.fsync_policy == "always" or (self.fsync_policy == "interval" and interval_due):
