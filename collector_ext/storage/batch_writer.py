@@ -59,6 +59,7 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 WRITE_EARLY_AT = 0.75  # share of max_pending_bytes past which staged rows are written without waiting
 DISK_CHECK_SECONDS = 1.0  # statvfs at most once a second
 MAX_RETRY_WAIT_SECONDS = 30.0  # longest back-off between two attempts after failed writes
+LOG_EVERY_SECONDS = 10.0  # a refusing WAL says so at most this often
 
 
 @dataclass
@@ -148,6 +149,7 @@ class DurableBatchWriter(Generic[T]):
         self._disk_checked_at = -DISK_CHECK_SECONDS
         self._disk_ok = True
         self._next_attempt = 0.0
+        self._quiet_until = 0.0  # no WAL failure log before this (clock)
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
 
@@ -215,8 +217,19 @@ class DurableBatchWriter(Generic[T]):
                 self._counts.outstanding[seq] += rows
             return seq
         except WalError as err:
+            now = self.clock()
             with self._lock:
                 self._counts.wal_append_failures += 1
+                say = now >= self._quiet_until
+                if say:
+                    self._quiet_until = now + LOG_EVERY_SECONDS
+            if say:  # once in a while, not once per refused request
+                log.error(
+                    "write-ahead log cannot be written; requests are refused (retryable) until it can",
+                    pipeline=self.pipeline,
+                    error=err.strerror,
+                    refused_so_far=self._counts.wal_append_failures,
+                )
             kind = ErrorKind.DISK_FULL if err.errno in DISK_FULL_ERRNOS else ErrorKind.OVERLOADED
             raise ReceiverError(
                 kind, f"receiver cannot take more data now: {err.strerror}", self.limits.retry_after_s
