@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
+
+M = TypeVar("M", bound=Message)
 
 
 class ErrorKind(enum.Enum):
@@ -80,7 +83,7 @@ def from_exception(err: BaseException, default_retry_after_s: float) -> Receiver
     return ReceiverError(ErrorKind.INTERNAL, f"internal error: {type(err).__name__}")
 
 
-def parse_request(message_type: type[Message], payload: bytes) -> Message:
+def parse_request(message_type: type[M], payload: bytes) -> M:
     """A serialized OTLP export request, or the malformed-request error naming the expected message."""
     request = message_type()
     try:

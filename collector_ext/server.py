@@ -25,7 +25,7 @@ from collector_ext.config import ReceiverConfig, parse_endpoint
 from collector_ext.decode.pool import DecodePool, default_processes
 from collector_ext.gpu.metrics import GpuMetricsReceiver
 from collector_ext.gpu.podresources import PodResourcesPoller
-from collector_ext.keda.scaler import add_scaler_servicer, demand_json
+from collector_ext.keda.scaler import ExternalScalerServicer, add_scaler_servicer, demand_json
 from collector_ext.receiver.grpc_server import GrpcHandlers, build_grpc_server
 from collector_ext.receiver.http_server import build_app
 from collector_ext.receiver.ingest import TraceIngest
@@ -56,7 +56,7 @@ def _http_server(app: Any, config: ReceiverConfig) -> uvicorn.Server:
         access_log=False,
         lifespan="off",
         limit_concurrency=256,  # backstop; export requests are bounded lower in http_server
-        timeout_graceful_shutdown=GRPC_STOP_GRACE_S,
+        timeout_graceful_shutdown=int(GRPC_STOP_GRACE_S),
         **tls,
     )
     return uvicorn.Server(uv_config)
@@ -79,7 +79,7 @@ class Receiver:
         self.poller: PodResourcesPoller | None = None
         self.grpc: grpc.Server | None = None
         self.scaler: grpc.Server | None = None
-        self.scaler_servicer = None
+        self.scaler_servicer: ExternalScalerServicer | None = None
         self.http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
 

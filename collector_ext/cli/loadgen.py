@@ -17,7 +17,9 @@ from collector_ext.config import parse_endpoint
 from collector_ext.user_error import UserError
 
 if TYPE_CHECKING:
-    from collector_ext.demo.loadgen import WorkloadResult
+    from collector_ext.demo.loadgen import Protocol, WorkloadResult
+
+PROTOCOLS: dict[str, Protocol] = {"grpc": "grpc", "http/protobuf": "http/protobuf"}
 
 
 def _parse_start(value: str | None) -> datetime | None:
@@ -66,7 +68,8 @@ def loadgen(
 
     Example: collector-ext loadgen --endpoint 127.0.0.1:4317 --tasks 40 --seed 7 --gzip
     """
-    if protocol not in ("grpc", "http/protobuf"):
+    chosen = PROTOCOLS.get(protocol)
+    if chosen is None:
         raise UserError(f"--protocol must be grpc or http/protobuf, not {protocol!r}")
     try:
         parse_endpoint(endpoint.split("://", 1)[-1].split("/", 1)[0])
@@ -82,8 +85,8 @@ def loadgen(
         duration_scale=duration_scale,
         max_seconds=max_seconds,
     )
-    make_exporter(endpoint, protocol, gzip, timeout).shutdown()  # validates the endpoint before any span is made
-    result = run_workload(spec, lambda: make_exporter(endpoint, protocol, gzip, timeout))  # type: ignore[arg-type]
+    make_exporter(endpoint, chosen, gzip, timeout).shutdown()  # validates the endpoint before any span is made
+    result = run_workload(spec, lambda: make_exporter(endpoint, chosen, gzip, timeout))
     if expected_out is not None:
         expected_out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     _print_summary(result, quiet)

@@ -111,7 +111,7 @@ class _WorkerDied(Exception):
 
 
 class _Worker:
-    def __init__(self, context: multiprocessing.context.BaseContext) -> None:
+    def __init__(self, context: multiprocessing.context.ForkServerContext) -> None:
         requests_read, self.requests = context.Pipe(duplex=False)
         self.answers, answers_write = context.Pipe(duplex=False)
         self.process = context.Process(
@@ -163,18 +163,19 @@ class DecodePool:
     def pids(self) -> list[int]:
         """The decode processes' pids (for tests and benchmarks)."""
         with self._lock:
-            return [worker.process.pid for worker in self._workers]
+            return [pid for worker in self._workers if (pid := worker.process.pid) is not None]  # started: all
 
     def decode(self, payload: bytes, received_time_ns: int) -> DecodedBatch:
         """Decode one request (blocks the calling thread, not the GIL, while a worker decodes)."""
         if not self._workers:
             return decode_request(payload, received_time_ns)
         for _attempt in range(2):
-            worker = self._idle.get()
+            taken = self._idle.get()
+            worker: _Worker | None = taken  # what goes back to the idle queue: it, or its replacement
             try:
-                decoded = worker.decode(payload, received_time_ns)
+                decoded = taken.decode(payload, received_time_ns)
             except _WorkerDied:
-                worker = self._replace(worker)
+                worker = self._replace(taken)
                 if worker is None:
                     raise ReceiverError(ErrorKind.OVERLOADED, "receiver is stopping", RETRY_WHILE_STOPPING_S) from None
                 continue

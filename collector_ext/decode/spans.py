@@ -123,7 +123,7 @@ def _id_problem(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str |
 
 
 def _link_rows(span) -> tuple[list[dict], str | None]:
-    rows = []
+    rows: list[dict] = []
     for i, link in enumerate(span.links):
         if len(link.trace_id) != 16 or link.trace_id == _ZERO_TRACE_ID:
             return rows, f"link {i} trace_id is {len(link.trace_id)} bytes or zero, want 16 non-zero"

@@ -37,6 +37,7 @@ import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from collector_ext.config import free_loopback_port
 from collector_ext.demo.fake_kubelet import FakeKubelet, demo_cluster
@@ -88,6 +89,11 @@ class Receiver:
         self.args = args
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "receiver not started"
+        return self.process.pid
 
     def start(self) -> Receiver:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "67108864"}
@@ -163,7 +169,7 @@ def dcgm_request(
     return metrics_service_pb2.ExportMetricsServiceRequest(
         resource_metrics=[
             metrics_pb2.ResourceMetrics(
-                resource={"attributes": [_kv("service.name", "dcgm-exporter"), _kv("k8s.node.name", GPU_NODE)]},
+                resource=Resource(attributes=[_kv("service.name", "dcgm-exporter"), _kv("k8s.node.name", GPU_NODE)]),
                 scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metric])],
             )
         ]
@@ -291,7 +297,7 @@ def run_demo(data_dir: Path, tasks: int, seed: int) -> int:
             + ", ".join(f"{g.pod.namespace}/{g.pod.name}" for g in GPU_SLICES)
         )
         receiver = Receiver(data_dir, kubelet.socket_path, data_dir / "receiver.log").start()
-        say(f"receiver pid {receiver.process.pid} on {receiver.grpc_endpoint} (gRPC), {receiver.http_url} (HTTP)")
+        say(f"receiver pid {receiver.pid} on {receiver.grpc_endpoint} (gRPC), {receiver.http_url} (HTTP)")
 
         def exporter():
             return make_exporter(receiver.grpc_endpoint, "grpc", gzip=True)
@@ -321,7 +327,7 @@ def run_demo(data_dir: Path, tasks: int, seed: int) -> int:
         if failed:
             raise DemoError(f"the exporter could not deliver {failed} spans; see {receiver.log_path}")
 
-        say(f"stopping the receiver (SIGTERM to pid {receiver.process.pid}): it writes every held trace")
+        say(f"stopping the receiver (SIGTERM to pid {receiver.pid}): it writes every held trace")
         code = receiver.stop()
         if code != 0:
             raise DemoError(f"the receiver exited with {code}; see {receiver.log_path}")

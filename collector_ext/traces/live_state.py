@@ -129,6 +129,7 @@ class LiveState:
     # -- internals (lock held) ----------------------------------------------------------------------------
 
     def _learn(self, flight: _Flight, span: SpanRef) -> None:
+        name: str | None
         if span.agent_name:
             name, rank = span.agent_name, 3 if span.category == CATEGORY_AGENT else 2
         else:

@@ -293,6 +293,7 @@ def resolve_tasks(parents: dict[bytes, tuple[Link | None, str]]) -> dict[bytes, 
         for child in reversed(chain):
             above = result[parent_of[child]]
             link, state = parents[child]
+            assert link is not None  # in the chain: it has a parent link
             result[child] = TraceTask(
                 above.task_id, link[0], link[1], above.depth + 1, STITCH_CYCLE if child in in_cycle else state
             )
@@ -347,7 +348,7 @@ class _Run:
     name: str | None
     agent_id: str | None
     span_id: bytes | None
-    depth: int | None
+    depth: int
     parent_name: str | None
 
 
@@ -446,7 +447,7 @@ class Stitcher:
 
         def run_of(span_id: bytes) -> _Run:
             # Agents nest shallowly; resolve the agent chain above first (bounded by MAX_WALK).
-            chain = []
+            chain: list[bytes] = []
             node: bytes | None = span_id
             while node is not None and node not in runs and len(chain) < MAX_WALK:
                 chain.append(node)
@@ -476,7 +477,7 @@ class Stitcher:
     ) -> None:
         if not kept:
             return
-        top = runs.get(shape.top_agent)
+        top = runs.get(shape.top_agent) if shape.top_agent is not None else None
         top_ref = AgentRef(top.name, top.span_id, top.depth) if top else None
         previous = self._traces.get(trace_id)
         if previous is not None and top_ref is None:  # a later part of an early-flushed trace
@@ -570,8 +571,8 @@ def resolve_rows(rows: Iterable[SpanRef]) -> Resolution:
     runs: dict[tuple[bytes, bytes], AgentRun] = {}
 
     def run_of(key: tuple[bytes, bytes]) -> AgentRun:
-        chain = []
-        node = key
+        chain: list[tuple[bytes, bytes]] = []
+        node: tuple[bytes, bytes] | None = key
         while node is not None and node not in runs and len(chain) < MAX_WALK:
             chain.append(node)
             node = parent_of_run[node]

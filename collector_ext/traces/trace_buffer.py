@@ -62,16 +62,18 @@ class TraceBuffer:
         traces = self._traces
         current: bytes | None = None
         held_spans: dict[bytes, SpanRef] = {}
+        held: HeldTrace  # set on the first span: its trace id differs from None
         added = 0
         replaced: list[SpanRef] = []
         for ref in spans:
             trace_id = ref.trace_id
             if trace_id != current:  # an export's spans come in runs per trace: look the trace up once per run
                 current = trace_id
-                held = traces.get(trace_id)
-                if held is None:
+                found = traces.get(trace_id)
+                if found is None:
                     held = traces[trace_id] = HeldTrace(first_seen=now, last_seen=now, oldest_segment=segment)
                 else:
+                    held = found
                     held.last_seen = now
                     if segment < held.oldest_segment:
                         held.oldest_segment = segment
