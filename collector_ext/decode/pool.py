@@ -47,7 +47,7 @@ DECODE_TIMEOUT_S = 120.0  # a decode never takes this long; past it the worker i
 STOP_TIMEOUT_S = 5.0
 RETRY_WHILE_STOPPING_S = 1.0
 PIPE_BYTES = 1 << 20  # a whole request or answer fits: one write, not a ping-pong of 64 KiB pieces
-_PRELOAD = ["collector_ext.span_batch"]
+_PRELOAD = ["collector_ext.decode.batch"]  # the decoder: imported once, its pages shared by the workers
 _READY = b"ready"
 
 
