@@ -44,7 +44,7 @@ Usage counted exactly once (`usage_counted`)
     nothing below reported it).
     In a malformed parent loop every span of the loop is its own ancestor, so none of them counts.
   - Same `response_id` twice in one trace: the smallest span_id counts. Across traces the receiver
-    remembers recent response ids (bounded) and marks later copies not counted.
+    remembers recent response ids (bounded; as 16-byte hashes) and marks later copies not counted.
   - Whole dataset (`resolve_rows`, analyzer/sql/counted_spans.sql): a trace written whole keeps the
     receiver's usage_counted; a trace written in parts (a row in an early state) is recomputed over all
     its parts; then among the spans left, one per response_id counts: the smallest (trace_id, span_id).
