@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -55,10 +56,22 @@ def send(endpoint: str, payloads: list[bytes]) -> int:
     return rejected
 
 
+def wait_until_written(receiver: ReceiverProcess, timeout_s: float = 30.0) -> None:
+    """Until the receiver holds no trace (each whole, quiet for the grace period, then written), so that the
+    stop writes nothing early (`shutdown_flush`). Bounded: the traces are complete, so this is quick."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if "agentmeter_traces_held 0.0" in receiver.metrics_text().splitlines():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the receiver still holds traces after {timeout_s} s")
+
+
 def replay(name: str, data_dir: Path) -> Readback:
     payloads = [p.read_bytes() for p in sorted((CAPTURES / name / "requests").glob("*.pb"))]
     with ReceiverProcess(data_dir, "--keep", "all") as receiver:
         rejected = send(receiver.grpc_endpoint, payloads)
+        wait_until_written(receiver)
     dataset = open_dataset(data_dir)
     rows, _ = cost_rows(dataset, CostQuery(by=["agent"]))
     by_agent = {row["agent"]: row for row in rows}

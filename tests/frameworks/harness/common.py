@@ -18,6 +18,7 @@ import importlib.metadata as metadata
 import json
 import os
 import sys
+import threading
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -107,11 +108,34 @@ def announce(task: Task) -> None:
         response.read()
 
 
-def capture_context() -> dict[str, str]:
-    """The W3C trace context of the current span (the orchestrator's tool span), as a job message carries it."""
+def capture_context(span: trace.Span | None = None) -> dict[str, str]:
+    """The W3C trace context of the current span (the orchestrator's tool span), as a job message carries it.
+
+    `span`: the tool span, for instrumentations that do not make their spans current (OpenInference's
+    LangChain tracer; its `get_current_span()` finds it)."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    propagate.inject(carrier, context=trace.set_span_in_context(span) if span is not None else None)
     return carrier
+
+
+def run_queued(carrier: dict[str, str], work: Callable[[], T]) -> T:
+    """Run `work` as a queued job would: in another thread, which starts with empty context variables (no
+    current span, no framework run state), knowing only the W3C context the job message carried."""
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            results.append(run_as_job(carrier, work))
+        except BaseException as err:  # noqa: BLE001 (handed to the caller)
+            errors.append(err)
+
+    thread = threading.Thread(target=worker, name="queued-job")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return results[0]
 
 
 def start_job_span(carrier: dict[str, str]):

@@ -20,15 +20,15 @@ from common import (
     announce,
     capture_context,
     finish,
+    run_queued,
     search,
     settings,
     setup_tracing,
-    start_job_span,
 )
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from langgraph.prebuilt import create_react_agent
-from openinference.instrumentation.langchain import LangChainInstrumentor
+from openinference.instrumentation.langchain import LangChainInstrumentor, get_current_span
 
 
 @tool("search")
@@ -62,8 +62,8 @@ def main() -> None:
         def research(query: str) -> str:
             """Ask the researcher agent to research a topic."""
             if task.queued:  # noqa: B023 (called within this iteration)
-                with start_job_span(capture_context()):
-                    return run_researcher(query)
+                # the tool span is not made current by OpenInference's LangChain tracer: ask it for the span
+                return run_queued(capture_context(get_current_span()), lambda: run_researcher(query))
             return run_researcher(query)
 
         orchestrator = create_react_agent(

@@ -13,6 +13,7 @@ in a new SDK trace (`agents.trace`) inside the job's root span (new OTel trace, 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 from agents import (
     Agent,
@@ -94,8 +95,13 @@ def main() -> None:
         Args:
             query: the topic
         """
-        with start_job_span(capture_context()), trace("researcher job"):
-            return str((await Runner.run(researcher, query)).final_output)
+        carrier = capture_context()
+
+        async def job() -> str:  # a queued job: fresh context variables (no SDK trace), a new linked trace
+            with start_job_span(carrier), trace("researcher job"):
+                return str((await Runner.run(researcher, query)).final_output)
+
+        return await asyncio.create_task(job(), context=contextvars.Context())
 
     def orchestrator(task) -> Agent:
         if task.queued:
