@@ -379,8 +379,9 @@ STAGES = [
     ("decode_pool.py", "decode pool transport (both sides)"),
     ("WriteAheadLog", "WAL append + fsync"),
     ("Stitcher", "stitching"),
+    ("assemble", "Arrow assembly (the rows to write from their batches)"),
     ("span_refs", "span refs (the receiver's view of a decoded batch)"),
-    ("_write_rows", "Arrow assembly + Parquet write"),
+    ("write_file", "Parquet write"),
     ("TraceIngest.export", "ingest bookkeeping"),
     ("Pipeline", "pipeline other (trace buffer, live state)"),
 ]

@@ -105,6 +105,7 @@ class WriteAheadLog:
         self._synced = 0  # bytes of the current segment known durable
         self._last_sync = time.monotonic()
         self._sizes = {seq: self._path(seq).stat().st_size for seq in existing}  # closed segments on disk
+        self._closed_bytes = sum(self._sizes.values())  # kept with _sizes: read without the lock
         self._broken: set[int] = set()  # segments whose fsync failed: nothing waiting on them is durable
         self.corrupt_records = 0  # damaged records skipped by replay (each followed by a resync)
 
@@ -127,7 +128,7 @@ class WriteAheadLog:
 
     @property
     def bytes_on_disk(self) -> int:
-        return sum(self._sizes.values()) + self._written
+        return self._closed_bytes + self._written
 
     def segment_sizes(self) -> list[tuple[int, int]]:
         """(seq, bytes) of every segment on disk, oldest first, the open one included."""
@@ -152,6 +153,7 @@ class WriteAheadLog:
                 path.unlink()
             except OSError:  # left behind, holding no record: replay finds none in it, retirement deletes it
                 self._sizes[self._seq] = size
+                self._closed_bytes += size
                 self._seq += 1
             raise
         self._fd = fd
@@ -174,6 +176,7 @@ class WriteAheadLog:
             os.close(fd)
             self._fd = None
             self._sizes[seq] = self._written
+            self._closed_bytes += self._written
             self._written = self._synced = 0
             self._seq += 1
 
@@ -190,7 +193,7 @@ class WriteAheadLog:
             if seq == self._seq and self._fd is not None:
                 raise ValueError("cannot retire the open segment")
             self._path(seq).unlink(missing_ok=True)
-            self._sizes.pop(seq, None)
+            self._closed_bytes -= self._sizes.pop(seq, 0)
             self._broken.discard(seq)
 
     def retire_through(self, seq: int) -> None:
