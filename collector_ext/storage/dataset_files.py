@@ -9,6 +9,12 @@ table's timestamp column, never from attribute text.
 A file of this writer that cannot be read back (truncated, damaged) is moved to
 `<root>/_quarantine/<table>/date=.../` with a log line and a count (`quarantined`), so that one damaged
 file never keeps the receiver from starting; the file stays there for the operator.
+
+A dataset is shared by receivers that may run as different users (deploy/: the node DaemonSet must be
+uid 0 for the kubelet's socket, the StatefulSet is uid 65532) but always with the dataset's group
+(runAsGroup and fsGroup 65532). So every directory a writer creates is group-writable and setgid (2775:
+new entries keep the dataset's group) and every file is 0664, whatever the process umask: any writer can
+add files to a partition another one created.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ log = structlog.get_logger("agentmeter.dataset")
 WRITER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ROW_GROUP_ROWS = 65_536
 QUARANTINE_DIR = "_quarantine"
+SHARED_DIR_MODE = 0o2775
+SHARED_FILE_MODE = 0o664
 
 
 def check_writer_id(writer_id: str) -> str:
@@ -39,6 +47,21 @@ def check_writer_id(writer_id: str) -> str:
             f"invalid writer id {writer_id!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return writer_id
+
+
+def make_shared_dirs(path: Path) -> None:
+    """Create `path` and its missing parents as group-writable setgid directories (see the module doc).
+
+    Only directories this call creates are chmod-ed: one another writer created is left as it is (changing
+    a directory owned by another user would fail, and it already has the mode)."""
+    if path.is_dir():
+        return
+    make_shared_dirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return  # another writer created it meanwhile
+    os.chmod(path, SHARED_DIR_MODE)  # mkdir's mode is masked by the umask; chmod is not
 
 
 def fsync_dir(path: Path) -> None:
@@ -57,7 +80,8 @@ class DatasetFiles:
         self.root = Path(root)
         self.writer_id = check_writer_id(writer_id)
         self._lock = threading.Lock()
-        write_schema_file(self.root)
+        make_shared_dirs(self.root)
+        write_schema_file(self.root, mode=SHARED_FILE_MODE)
         self._seq = self._highest_existing_seq() + 1
         self.quarantined = 0  # files of this writer moved aside because they could not be read
         self._remove_temporary_files()
@@ -130,7 +154,7 @@ class DatasetFiles:
             seq = self._seq
             self._seq += 1
         directory = self.root / table_name / f"date={date}"
-        directory.mkdir(parents=True, exist_ok=True)
+        make_shared_dirs(directory)
         final = directory / f"{self.writer_id}-{seq:08d}.parquet"
         tmp = directory / f".{final.name}.tmp"
         try:
@@ -141,6 +165,7 @@ class DatasetFiles:
                 row_group_size=ROW_GROUP_ROWS,
                 use_dictionary=DICTIONARY_COLUMNS.get(table_name, True),
             )
+            os.chmod(tmp, SHARED_FILE_MODE)
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
             tmp.replace(final)
@@ -169,7 +194,7 @@ class DatasetFiles:
     def quarantine(self, table_name: str, path: Path, reason: str) -> Path:
         """Move a damaged file of the dataset to `<root>/_quarantine/<table>/<partition>/`."""
         target = self.root / QUARANTINE_DIR / table_name / path.parent.name / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_shared_dirs(target.parent)
         path.replace(target)
         fsync_dir(path.parent)
         self.quarantined += 1

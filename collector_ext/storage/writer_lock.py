@@ -21,6 +21,7 @@ import os
 import socket
 from pathlib import Path
 
+from collector_ext.storage.dataset_files import SHARED_FILE_MODE, make_shared_dirs
 from collector_ext.user_error import UserError
 
 LOCKS_DIR = "_locks"
@@ -49,8 +50,11 @@ class WriterLock:
         return self
 
     def _take(self, path: Path) -> int:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if path.parent.parent == self.data_dir:  # <data-dir>/_locks: shared by the dataset's writers
+            make_shared_dirs(path.parent)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -63,6 +67,7 @@ class WriterLock:
         except OSError:
             os.close(fd)
             raise
+        os.fchmod(fd, SHARED_FILE_MODE)  # another user of the dataset's group may take it next (umask aside)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         return fd
