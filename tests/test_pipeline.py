@@ -40,9 +40,11 @@ def accept(pipeline: Pipeline, payload: bytes) -> int:
 
 
 def spans_in(data_dir) -> list[tuple[str, str]]:
-    return duckdb.sql(
-        f"SELECT lower(hex(trace_id)), lower(hex(span_id)) FROM read_parquet('{data_dir}/spans/*/*.parquet')"
-    ).fetchall()
+    return (
+        duckdb.connect()
+        .sql(f"SELECT lower(hex(trace_id)), lower(hex(span_id)) FROM read_parquet('{data_dir}/spans/*/*.parquet')")
+        .fetchall()
+    )
 
 
 def test_replay_after_crash_between_parquet_rename_and_wal_delete_writes_nothing_twice(data_dir, tmp_path):

@@ -47,9 +47,11 @@ def written(data_dir) -> list[tuple[str, str]]:
     """(trace_id, span_id) of every span row in the dataset, duplicates kept."""
     if not list(data_dir.glob("spans/date=*/*.parquet")):
         return []
-    return duckdb.sql(
-        f"SELECT lower(hex(trace_id)), lower(hex(span_id)) FROM read_parquet('{data_dir}/spans/*/*.parquet')"
-    ).fetchall()
+    return (
+        duckdb.connect()
+        .sql(f"SELECT lower(hex(trace_id)), lower(hex(span_id)) FROM read_parquet('{data_dir}/spans/*/*.parquet')")
+        .fetchall()
+    )
 
 
 def assert_exactly_once(data_dir, acked: set[tuple[str, str]]) -> None:
@@ -244,7 +246,11 @@ def test_the_gpu_metrics_pipeline_has_the_same_back_pressure(data_dir, monkeypat
     assert raised.value.kind is ErrorKind.DISK_FULL
     monkeypatch.undo()
     assert receiver.close()
-    times = duckdb.sql(f"SELECT epoch_ns(time) FROM read_parquet('{data_dir}/gpu_metrics/*/*.parquet')").fetchall()
+    times = (
+        duckdb.connect()
+        .sql(f"SELECT epoch_ns(time) FROM read_parquet('{data_dir}/gpu_metrics/*/*.parquet')")
+        .fetchall()
+    )
     assert sorted(t for (t,) in times) == acked
 
 
@@ -491,9 +497,11 @@ def test_rootless_traces_no_longer_pin_the_wal_into_refusing_every_request(data_
     pipeline.close()
     assert_exactly_once(data_dir, acked)
     states: dict[bool, set[str]] = {}
-    for trace_id, state in duckdb.sql(
-        f"SELECT trace_id, stitch_state FROM read_parquet('{data_dir}/spans/*/*.parquet')"
-    ).fetchall():
+    for trace_id, state in (
+        duckdb.connect()
+        .sql(f"SELECT trace_id, stitch_state FROM read_parquet('{data_dir}/spans/*/*.parquet')")
+        .fetchall()
+    ):
         states.setdefault(int.from_bytes(trace_id, "big") >= 10**9, set()).add(state)
     assert states[False] == {"ok"}
     assert STITCH_EARLY in states[True]  # the root-less spans went early, marked
