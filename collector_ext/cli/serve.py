@@ -58,7 +58,10 @@ def _one_line(err: pydantic.ValidationError) -> str:
     problems = []
     for item in err.errors():
         where = "--" + "-".join(str(p) for p in item["loc"]).replace("_", "-") if item["loc"] else "config"
-        problems.append(f"{where}: {item['msg']}")
+        if item["loc"]:
+            problems.append(f"{where}: {item['msg']}")
+        else:  # a rule between options (config.py `_consistent`): its message names them
+            problems.append(item["msg"].removeprefix("Value error, "))
     return "; ".join(problems)
 
 
