@@ -96,10 +96,11 @@ class ReceiverConfig(BaseSettings):
         description="Longest a connection may take to send a request's headers (HTTP; also idle new "
         "connections) or to complete its handshake (gRPC, TLS included) before it is closed.",
     )
-    http_body_timeout_seconds: float = Field(
-        60.0,
+    body_timeout_seconds: float = Field(
+        30.0,
         gt=0,
-        description="Longest an HTTP request body may take to arrive; past it 408 and the connection closes.",
+        description="Longest a request's body may take to arrive once its headers have (HTTP: 408 and the "
+        "connection closes; gRPC: the call is cancelled and its worker freed).",
     )
     grpc_max_concurrent_streams: int = Field(
         100,

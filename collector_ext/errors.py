@@ -25,7 +25,7 @@ class ErrorKind(enum.Enum):
     MALFORMED = "invalid"  # the request as a whole cannot be parsed: permanent
     TOO_LARGE = "too_large"  # past --max-recv-msg-mib (compressed or inflated): permanent
     UNSUPPORTED_MEDIA = "unsupported_media"  # HTTP content type / encoding we do not speak: permanent
-    BODY_TIMEOUT = "body_timeout"  # the HTTP body did not arrive within --http-body-timeout-seconds
+    BODY_TIMEOUT = "body_timeout"  # the body (HTTP) or message (gRPC) did not arrive within --body-timeout-seconds
     OVERLOADED = "overloaded"  # pending data or request memory past its limit: retry later
     BUSY = "busy"  # our own concurrency limit (--max-concurrent-requests): retry later
     DISK_FULL = "disk_full"  # below --min-free-disk-mib, or ENOSPC/EDQUOT: retry later

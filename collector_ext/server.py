@@ -95,6 +95,7 @@ class Receiver:
         processes = config.decode_processes if config.decode_processes is not None else default_processes()
         self.decoder = DecodePool(processes, DecodeLimits.from_config(config))
         ingest = TraceIngest(self.pipeline, self.telemetry, config, self.decoder)
+        self.telemetry.request_memory.set_function(lambda: ingest.memory.used)
         handlers = GrpcHandlers(ingest, self.telemetry, config, self.gpu_metrics.export)
         self.grpc, _ = build_grpc_server(
             lambda executor: [handlers.generic_handler(executor)], config.grpc_endpoint, config

@@ -56,7 +56,7 @@ class RawGrpcConnection:
         self.sock.sendall(self.h2.data_to_send())
         self.responses: dict[int, RawResponse] = {}
         self.ended: set[int] = set()
-        self.refused = 0  # streams the server reset with REFUSED_STREAM
+        self.refused = 0  # streams the server refused: REFUSED_STREAM, or ENHANCE_YOUR_CALM before SETTINGS are acked
 
     def close(self) -> None:
         try:
@@ -163,7 +163,7 @@ class RawGrpcConnection:
             elif isinstance(event, h2.events.StreamReset):
                 response.reset_code = event.error_code
                 self.ended.add(stream)
-                if event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+                if event.error_code in (h2.errors.ErrorCodes.REFUSED_STREAM, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM):
                     self.refused += 1
         outgoing = self.h2.data_to_send()
         if outgoing:

@@ -36,6 +36,8 @@ def _unwrap_optional(annotation: Any) -> Any:
 def _option(name: str, field: pydantic.fields.FieldInfo) -> inspect.Parameter:
     annotation = _unwrap_optional(field.annotation)
     flag = "--" + name.replace("_", "-")
+    if annotation is bool:  # an on/off switch: --metrics-auth / --no-metrics-auth
+        flag = f"{flag}/--no-{flag[2:]}"
     if field.default_factory is not None:
         shown: Any = "hostname" if name == "writer_id" else field.default_factory()
     else:

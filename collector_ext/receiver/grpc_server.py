@@ -4,6 +4,12 @@ The handlers are registered with a generic handler and no deserializer: they rec
 bytes, inflate them (compression.py: grpc core's own decompression is off because it refuses multi-member
 gzip), parse once, and hand the same bytes to the WAL, never re-serializing.
 
+The sync server reads a request's message in the worker thread that runs the call, so a client that opens
+a stream and never sends its message would hold a worker for as long as it likes (4 such streams stop every
+export). The handlers are therefore registered as stream-unary: they get the request iterator at once, read
+the one message under a deadline (`--body-timeout-seconds`, `MessageDeadlines`), and a call whose message
+has not arrived by then is cancelled, which frees the worker.
+
 Bounded everywhere, and every transient refusal is retryable:
 - Concurrency is ours, not gRPC's: `maximum_concurrent_rpcs` is not set (past it grpc answers
   RESOURCE_EXHAUSTED without RetryInfo, which OTLP clients drop). The executor counts the RPCs it holds,
@@ -29,15 +35,18 @@ fsync) is blocking and holds the GIL most of the time, so more threads only add 
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import grpc
 from grpc_status import rpc_status
 
+from collector_ext import errors
 from collector_ext.config import MIB, ReceiverConfig
 from collector_ext.errors import ErrorKind, ReceiverError
 from collector_ext.receiver.admission import Reservation
@@ -114,6 +123,43 @@ class CountingExecutor(ThreadPoolExecutor):
             self.held -= 1
 
 
+class MessageDeadlines:
+    """One thread that cancels calls whose request message has not arrived in time (see the docstring)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._heap: list[tuple[float, int]] = []
+        self._waiting: dict[int, grpc.ServicerContext] = {}
+        self._ids = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, context: grpc.ServicerContext) -> int:
+        ticket = next(self._ids)
+        with self._changed:
+            self._waiting[ticket] = context
+            heapq.heappush(self._heap, (time.monotonic() + self.timeout_s, ticket))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="grpc-message-deadlines", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+        return ticket
+
+    def arrived(self, ticket: int) -> None:
+        with self._changed:
+            self._waiting.pop(ticket, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._changed.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, ticket = heapq.heappop(self._heap)
+                context = self._waiting.pop(ticket, None)
+            if context is not None:
+                context.cancel()  # wakes the worker waiting for the message: its iterator ends
+
+
 class AdmittingHandler(grpc.GenericRpcHandler):
     """Routes methods to their handlers; past the concurrency limit, to a handler that refuses retryably.
 
@@ -139,8 +185,9 @@ class AdmittingHandler(grpc.GenericRpcHandler):
         return self.refuse if self.executor.held >= self.limit else handler
 
 
-def _raw(fn: Callable[[bytes, grpc.ServicerContext], bytes]) -> grpc.RpcMethodHandler:
-    return grpc.unary_unary_rpc_method_handler(fn, request_deserializer=None, response_serializer=None)
+def _raw(fn: Callable[[Iterator[bytes], grpc.ServicerContext], bytes]) -> grpc.RpcMethodHandler:
+    """A unary method on the wire, served stream-unary so that the handler reads its message itself."""
+    return grpc.stream_unary_rpc_method_handler(fn, request_deserializer=None, response_serializer=None)
 
 
 class GrpcHandlers:
@@ -160,15 +207,32 @@ class GrpcHandlers:
         self.retry_after_s = config.retry_after_seconds
         self.limit_bytes = config.max_recv_msg_mib * MIB
         self.max_concurrent = config.max_concurrent_requests
+        self.deadlines = MessageDeadlines(config.body_timeout_seconds)
 
     def _fail(self, context: grpc.ServicerContext, signal: str, err: ReceiverError) -> None:
         self.telemetry.requests.labels("grpc", signal, err.kind.value).inc()
         context.abort_with_status(grpc_status(err, self.retry_after_s))
 
-    def _admit(self, payload: bytes, context: grpc.ServicerContext, reservation: Reservation) -> bytes:
-        """Check the token, hold the message's memory, inflate it. Raises ReceiverError."""
+    def _message(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes | None:
+        """The call's one request message, or None when it did not arrive in time (the call is cancelled)."""
+        ticket = self.deadlines.watch(context)
+        try:
+            payload = next(requests, None)
+        finally:
+            self.deadlines.arrived(ticket)
+        if payload is None and context.is_active():
+            raise errors.malformed("the call carries no request message")
+        return payload
+
+    def _admit(
+        self, requests: Iterator[bytes], context: grpc.ServicerContext, reservation: Reservation
+    ) -> bytes | None:
+        """Check the token, read the message, hold its memory, inflate it. None: cancelled. Raises ReceiverError."""
         if not bearer_ok(context.invocation_metadata(), self.token):
             raise ReceiverError(ErrorKind.UNAUTHENTICATED, "missing or wrong bearer token")
+        payload = self._message(requests, context)
+        if payload is None:
+            return None
         reservation.add(len(payload))
         if not maybe_compressed(payload):
             return payload
@@ -177,11 +241,17 @@ class GrpcHandlers:
         reservation.shrink_to(len(payload) + (len(message) if message is not payload else 0))
         return message
 
-    def export_traces(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
+    def _timed_out(self, signal: str) -> bytes:
+        self.telemetry.requests.labels("grpc", signal, ErrorKind.BODY_TIMEOUT.value).inc()
+        return b""  # the call is cancelled: nobody reads this
+
+    def export_traces(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         started = time.perf_counter()
         try:
             with self.ingest.memory.reservation() as reservation:
-                message = self._admit(payload, context, reservation)
+                message = self._admit(requests, context, reservation)
+                if message is None:
+                    return self._timed_out("traces")
                 decoded = self.ingest.export(message)
         except ReceiverError as err:
             self._fail(context, "traces", err)
@@ -190,11 +260,13 @@ class GrpcHandlers:
         self.telemetry.export_latency.labels("grpc", "traces").observe(time.perf_counter() - started)
         return trace_response(decoded).SerializeToString()
 
-    def export_metrics(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
+    def export_metrics(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         started = time.perf_counter()
         try:
             with self.ingest.memory.reservation() as reservation:
-                message = self._admit(payload, context, reservation)
+                message = self._admit(requests, context, reservation)
+                if message is None:
+                    return self._timed_out("metrics")
                 rejected, text = export_metrics(parse_metrics(message), self.metrics_export)
         except ReceiverError as err:
             self._fail(context, "metrics", err)
@@ -202,7 +274,8 @@ class GrpcHandlers:
         self.telemetry.export_latency.labels("grpc", "metrics").observe(time.perf_counter() - started)
         return metrics_response(rejected, text).SerializeToString()
 
-    def refuse(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
+    def refuse(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        """Past the concurrency limit: answered at once, without reading the message."""
         busy = ReceiverError(
             ErrorKind.BUSY, f"too many concurrent requests (limit {self.max_concurrent})", self.retry_after_s
         )

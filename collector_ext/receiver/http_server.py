@@ -5,7 +5,7 @@ Routes:
   `application/json` bodies, optionally `Content-Encoding: gzip` (every member, compression.py) or
   `deflate`; the response is in the request's content type, as sent. Status codes per the OTLP/HTTP spec
   (receiver/status.py): 400 bad data with `google.rpc.BadRequest` details, 401, 408 a body that did not
-  arrive within `--http-body-timeout-seconds`, 413 too large (a compressed body is inflated only up to the
+  arrive within `--body-timeout-seconds`, 413 too large (a compressed body is inflated only up to the
   limit), 415 unsupported content type or encoding, 429 too many concurrent requests and 503 overloaded,
   both with `Retry-After`. Error bodies are a `google.rpc.Status` in the request's content type.
 - `GET /metrics`: the receiver's Prometheus metrics (with `--bearer-token`, the token too unless
@@ -128,7 +128,7 @@ def build_app(
     metrics_token = token if config.metrics_auth else None
     in_flight = ConcurrencyLimit(config.max_concurrent_requests, config.retry_after_seconds)
     retry_after_s = config.retry_after_seconds
-    body_timeout_s = config.http_body_timeout_seconds
+    body_timeout_s = config.body_timeout_seconds
 
     def inflate(body: bytes, inflater: Inflate, reservation: Reservation) -> bytes:
         if inflater is None:
