@@ -128,29 +128,39 @@ def _cap(values: dict[str, str], limits: DecodeLimits) -> dict[str, str]:
     return values
 
 
-def _attribute_map(attrs: dict[str, object], consumed: frozenset[str], limits: DecodeLimits) -> dict[str, str]:
-    """The `attributes` column: the span's attributes not moved into typed columns, as capped strings.
+def _attribute_map(
+    attrs: dict[str, object], consumed: frozenset[str], limits: DecodeLimits
+) -> tuple[dict[str, str], bool]:
+    """The `attributes` column: the span's attributes not moved into typed columns, as capped strings; and
+    whether any string value is longer than max_id_chars (only then can a typed column need shortening).
     Strings (most values) are handled inline; the rest are stringified by otlp_values.attribute_map."""
     out: dict[str, str] = {}
     others: dict[str, object] = {}
     max_value = limits.max_attribute_value_chars
     max_key = limits.max_id_chars
+    long_text = False
     capped = False
     for key, value in attrs.items():
-        if key in consumed:
+        if type(value) is str:
+            size = len(value)
+            if size > max_key:
+                long_text = True
+            if key in consumed:
+                continue
+            out[key] = value if size <= max_value else limits.truncate_value(value)
+        elif key not in consumed:
+            others[key] = value
+        else:
             continue
         if len(key) > max_key:
             capped = True
-        if type(value) is str:
-            out[key] = value if len(value) <= max_value else limits.truncate_value(value)
-        else:
-            others[key] = value
     if others:
-        out.update(attribute_map(others))
-        capped = True
+        stringified = attribute_map(others)
+        out.update(stringified)
+        capped = capped or any(len(text) > max_value for text in stringified.values())
     if capped or len(out) > limits.max_attributes:
         out = _cap(out, limits)
-    return out
+    return out, long_text
 
 
 def _text_columns(row: dict, columns: tuple[str, ...], limits: DecodeLimits) -> None:
@@ -242,7 +252,10 @@ def decode_traces(
     n_kinds = len(SPAN_KINDS)
     n_status = len(STATUS_CODES)
     max_value = limits.max_attribute_value_chars
-    windowed = limits.span_max_age_ns is not None or limits.span_max_future_ns is not None
+    max_id = limits.max_id_chars
+    # starts outside [earliest, latest] are rejected (no window: the whole int64 range)
+    earliest = received_time_ns - limits.span_max_age_ns if limits.span_max_age_ns is not None else 1
+    latest = received_time_ns + limits.span_max_future_ns if limits.span_max_future_ns is not None else _MAX_TIME_NS
     # one bytes object per distinct id in this request: the spans of a trace share their trace_id, and a
     # parent's span_id is its children's parent_span_id (saves ~90 B per held span)
     ids: dict[bytes, bytes] = {}
@@ -277,7 +290,7 @@ def decode_traces(
                 if problem is None:
                     start = span.start_time_unix_nano
                     end = span.end_time_unix_nano
-                    if start == 0 or end < start or end > _MAX_TIME_NS or windowed:
+                    if not (earliest <= start <= end <= _MAX_TIME_NS) or start > latest:
                         problem = _time_problem(start, end, received_time_ns, limits)
                 links = _NO_LINKS
                 if problem is None and span.links:
@@ -298,8 +311,9 @@ def decode_traces(
                     rejections.append(Rejection(problem[0], _describe(index, span, problem[1])))
                     continue
 
-                _text_columns(row, _SPAN_TEXT_COLUMNS, limits)
-                attributes = _attribute_map(attrs, consumed, limits)
+                attributes, long_text = _attribute_map(attrs, consumed, limits)
+                if long_text or len(name) > max_id:  # typed columns come from these values and the name
+                    _text_columns(row, _SPAN_TEXT_COLUMNS, limits)
                 if scope_attrs:
                     attributes.update(scope_attrs)
                 if len(span.links) > limits.max_links:
