@@ -168,21 +168,20 @@ class AdmittingHandler(grpc.GenericRpcHandler):
 
     def __init__(
         self,
-        methods: dict[str, grpc.RpcMethodHandler],
+        methods: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]],
         executor: CountingExecutor,
         limit: int,
-        refuse: grpc.RpcMethodHandler,
     ) -> None:
-        self.methods = methods
+        self.methods = methods  # method path -> (its handler, its refusal)
         self.executor = executor
         self.limit = limit
-        self.refuse = refuse
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        handler = self.methods.get(handler_call_details.method)
-        if handler is None:
+        handlers = self.methods.get(handler_call_details.method)
+        if handlers is None:
             return None
-        return self.refuse if self.executor.held >= self.limit else handler
+        handler, refuse = handlers
+        return refuse if self.executor.held >= self.limit else handler
 
 
 def _raw(fn: Callable[[Iterator[bytes], grpc.ServicerContext], bytes]) -> grpc.RpcMethodHandler:
@@ -274,20 +273,23 @@ class GrpcHandlers:
         self.telemetry.export_latency.labels("grpc", "metrics").observe(time.perf_counter() - started)
         return metrics_response(rejected, text).SerializeToString()
 
-    def refuse(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+    def _refusal(self, signal: str) -> grpc.RpcMethodHandler:
         """Past the concurrency limit: answered at once, without reading the message."""
-        busy = ReceiverError(
-            ErrorKind.BUSY, f"too many concurrent requests (limit {self.max_concurrent})", self.retry_after_s
-        )
-        self._fail(context, "any", busy)
-        return b""  # not reached: abort raises
+
+        def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+            limit = self.max_concurrent
+            busy = ReceiverError(ErrorKind.BUSY, f"too many concurrent requests (limit {limit})", self.retry_after_s)
+            self._fail(context, signal, busy)
+            return b""  # not reached: abort raises
+
+        return _raw(refuse)
 
     def generic_handler(self, executor: CountingExecutor) -> AdmittingHandler:
         methods = {
-            f"/{TRACE_SERVICE}/Export": _raw(self.export_traces),
-            f"/{METRICS_SERVICE}/Export": _raw(self.export_metrics),
+            f"/{TRACE_SERVICE}/Export": (_raw(self.export_traces), self._refusal("traces")),
+            f"/{METRICS_SERVICE}/Export": (_raw(self.export_metrics), self._refusal("metrics")),
         }
-        return AdmittingHandler(methods, executor, self.max_concurrent, _raw(self.refuse))
+        return AdmittingHandler(methods, executor, self.max_concurrent)
 
 
 def server_credentials(config: ReceiverConfig) -> grpc.ServerCredentials | None:
