@@ -3,11 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov, the IaC scanner tests/test_manifests.py runs over deploy/, pins packaging<24, which pytest 9 refuses:
+# it gets a venv of its own
+CHECKOV := $(VENV)/tools/checkov/bin/checkov
 # glibc: keep protobuf arenas mapped (DESIGN: upb parse is ~3x faster with these set before start)
 export MALLOC_MMAP_THRESHOLD_ := 16777216
 export MALLOC_TRIM_THRESHOLD_ := 67108864
 
-.PHONY: demo test bench lint protos clean
+.PHONY: demo test bench lint protos clean test-frameworks frameworks-fixtures
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +19,36 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(CHECKOV):
+	$(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/pip install --quiet 'checkov>=3.2'
+
+venv: $(STAMP) $(CHECKOV)
 
 demo: $(STAMP)
 	$(BIN)/python -m collector_ext.demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV)
 	$(BIN)/python -m pytest -q
+
+# Real agent frameworks, each in its own venv (.venv-fw/<name>: they pin conflicting OpenTelemetry versions),
+# against the fake OpenAI server and a real receiver; then the replay tests on the fresh captures
+# (tests/frameworks/README.md). `make frameworks-fixtures` also refreshes the committed captures.
+FW_VENVS := pydantic-ai strands openai-agents langgraph google-adk
+FW_BUILD ?= build/frameworks
+
+.venv-fw/%/.installed: tests/frameworks/requirements/%.txt
+	rm -rf .venv-fw/$*
+	$(PYTHON) -m venv .venv-fw/$*
+	.venv-fw/$*/bin/pip install --quiet -r $<
+	touch $@
+
+test-frameworks: $(STAMP) $(foreach v,$(FW_VENVS),.venv-fw/$(v)/.installed)
+	$(BIN)/python tests/frameworks/harness/capture.py --out $(FW_BUILD)
+	FRAMEWORK_CAPTURES=$(FW_BUILD) $(BIN)/python -m pytest -q tests/frameworks
+
+frameworks-fixtures: test-frameworks
+	$(BIN)/python tests/frameworks/harness/capture.py --fixtures-from $(FW_BUILD) --out tests/frameworks/captures
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -39,4 +65,4 @@ protos: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) agentmeter-data demo-data bench-data bench-results.json .pytest_cache
+	rm -rf $(VENV) .venv-fw build agentmeter-data demo-data bench-data bench-results.json .pytest_cache
