@@ -187,7 +187,7 @@ def test_flags_reach_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert (given.writer_id, given.fsync, given.keep, given.trace_grace_seconds) == ("w1", "never", "genai", 1.5)
     assert (given.gpu_metric_names, given.scaler_endpoint, given.data_dir) == (["A", "B"], None, tmp_path)
     assert defaults.gpu_metric_names == ReceiverConfig.model_fields["gpu_metric_names"].default_factory()
-    assert (defaults.fsync, defaults.keep, defaults.scaler_endpoint) == ("always", "trace", "0.0.0.0:9090")
+    assert (defaults.fsync, defaults.keep, defaults.scaler_endpoint) == ("always", "trace", "localhost:9090")
 
 
 def test_a_second_receiver_with_the_same_writer_id_refuses_to_start(data_dir: Path) -> None:

@@ -175,7 +175,11 @@ def test_a_flush_spanning_two_dates_never_rewrites_the_date_that_was_written(dat
 # -- the WAL cannot be written: a retryable answer, never INTERNAL -------------------------------------------------
 @pytest.mark.parametrize(
     ("code", "kind"),
-    [(errno.EMFILE, ErrorKind.OVERLOADED), (errno.ENFILE, ErrorKind.OVERLOADED), (errno.ENOSPC, ErrorKind.DISK_FULL)],
+    [
+        (errno.EMFILE, ErrorKind.STORAGE_UNAVAILABLE),
+        (errno.ENFILE, ErrorKind.STORAGE_UNAVAILABLE),
+        (errno.ENOSPC, ErrorKind.DISK_FULL),
+    ],
 )
 @pytest.mark.parametrize("where", ["open", "writev"])
 def test_a_wal_that_cannot_be_written_answers_retryable_back_pressure(data_dir, monkeypatch, code, kind, where):

@@ -15,7 +15,7 @@ for every table what makes "acknowledged" mean "kept":
 Back-pressure: `append` refuses (the receiver's retryable ReceiverError: UNAVAILABLE + RetryInfo, HTTP 503)
 when the WAL holds more than `max_pending_bytes` not yet in Parquet, when free disk is below
 `min_free_disk_bytes`, and when the WAL itself cannot be written (ENOSPC and EDQUOT as DISK_FULL; EMFILE,
-ENFILE, EIO and the rest as OVERLOADED): never INTERNAL, never an unbounded queue. Near the limit the
+ENFILE, EIO and the rest as STORAGE_UNAVAILABLE): never INTERNAL, never an unbounded queue. Near the limit the
 flusher writes staged rows early.
 
 A failed write of any kind (an OSError, an Arrow error, too many open files, a bug in building the table)
@@ -230,7 +230,7 @@ class DurableBatchWriter(Generic[T]):
                     error=err.strerror,
                     refused_so_far=self._counts.wal_append_failures,
                 )
-            kind = ErrorKind.DISK_FULL if err.errno in DISK_FULL_ERRNOS else ErrorKind.OVERLOADED
+            kind = ErrorKind.DISK_FULL if err.errno in DISK_FULL_ERRNOS else ErrorKind.STORAGE_UNAVAILABLE
             raise ReceiverError(
                 kind, f"receiver cannot take more data now: {err.strerror}", self.limits.retry_after_s
             ) from err

@@ -49,6 +49,18 @@ def check_writer_id(writer_id: str) -> str:
     return writer_id
 
 
+def plain_columns(table: pa.Table) -> pa.Table:
+    """The table with every dictionary-encoded column expanded to its value type: Parquet cannot store a
+    dictionary of maps, which is how decoding holds `resource_attributes` (decode/arrow_rows.py)."""
+    for position, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            column = table.column(position)
+            chunks = [chunk.dictionary.take(chunk.indices) for chunk in column.chunks]
+            plain = pa.chunked_array(chunks, type=field.type.value_type)
+            table = table.set_column(position, pa.field(field.name, field.type.value_type, field.nullable), plain)
+    return table
+
+
 def make_shared_dirs(path: Path) -> None:
     """Create `path` and its missing parents as group-writable setgid directories (see the module doc).
 
@@ -131,8 +143,10 @@ class DatasetFiles:
         ]
 
     def conform(self, table_name: str, table: pa.Table) -> pa.Table:
-        """`table` in the exact schema of `table_name` (a cast when it differs, e.g. in metadata)."""
+        """`table` in the exact schema of `table_name`: dictionary columns expanded, then a cast when it still
+        differs (e.g. in metadata)."""
         schema, _ = TABLES[table_name]
+        table = plain_columns(table)
         return table.cast(schema) if table.schema != schema else table
 
     def date_masks(self, table_name: str, table: pa.Table) -> list[tuple[str, pa.ChunkedArray | None]]:

@@ -36,6 +36,7 @@ import structlog
 
 from collector_ext.config import MIB, ReceiverConfig
 from collector_ext.decode.batch import DecodedBatch, decode_request
+from collector_ext.decode.limits import DecodeLimits
 from collector_ext.schema import STITCH_EARLY
 from collector_ext.storage.batch_writer import DurableBatchWriter, Part, WriterLimits, WriterSnapshot
 from collector_ext.storage.dataset_files import DatasetFiles
@@ -242,9 +243,10 @@ class Pipeline:
     def _replay(self) -> None:
         held: list[tuple[int, list[SpanRef]]] = []
         dates: set[str] = set()
+        limits = DecodeLimits.from_config(self.config)
         for seq, record in self.writer.records():
             (received_ns,) = _RECEIVED.unpack_from(record)
-            decoded = decode_request(record[_RECEIVED.size :], received_ns)
+            decoded = decode_request(record[_RECEIVED.size :], received_ns, limits)
             if decoded.table is None:
                 continue
             held.append((seq, span_refs(decoded.table)))
