@@ -14,6 +14,7 @@ from test_crash_recovery import agent_request
 from collector_ext.config import ReceiverConfig
 from collector_ext.decode.batch import decode_request
 from collector_ext.errors import ErrorKind, ReceiverError
+from collector_ext.receiver.status import STATUS
 from collector_ext.traces.live_state import LiveState
 from collector_ext.traces.pipeline import Pipeline
 from collector_ext.traces.stitching import Stitcher
@@ -111,7 +112,7 @@ def test_overloaded_when_unwritten_wal_passes_the_limit(data_dir):
     with pytest.raises(ReceiverError) as raised:
         for request_no in range(10_000):  # bounded: ~1.3 kB per request, the limit is 1 MiB
             accepted += accept(pipeline, agent_request(request_no)[0])
-    assert raised.value.kind is ErrorKind.OVERLOADED and raised.value.status.retryable
+    assert raised.value.kind is ErrorKind.OVERLOADED and STATUS[raised.value.kind].retryable
     assert "not yet written to Parquet" in raised.value.message
     assert raised.value.retry_after_s == pipeline.config.retry_after_seconds
     assert pipeline.snapshot().writer.refusals_pending == 1

@@ -27,6 +27,7 @@ import collector_ext.traces.pipeline as pipeline_module
 from collector_ext.config import ReceiverConfig
 from collector_ext.errors import ErrorKind, ReceiverError
 from collector_ext.gpu.metrics import GpuMetricsReceiver
+from collector_ext.receiver.status import STATUS
 from collector_ext.schema import STITCH_EARLY
 from collector_ext.storage.dataset_files import QUARANTINE_DIR, DatasetFiles
 from collector_ext.storage.wal import WalError
@@ -203,8 +204,12 @@ def test_a_wal_that_cannot_be_written_answers_retryable_back_pressure(data_dir, 
         accept(pipeline, refused)
     monkeypatch.undo()
     error = raised.value
-    assert (error.kind, error.status.retryable, error.retry_after_s) == (kind, True, 5.0)
-    assert error.message == f"receiver cannot take more data now: write-ahead log: {os.strerror(code)}"
+    # retryable, after the configured --retry-after-seconds (None: the transport's), never INTERNAL
+    assert (error.kind, STATUS[error.kind].retryable, error.retry_after_s) == (kind, True, None)
+    if kind is ErrorKind.DISK_FULL:
+        assert error.message == "receiver's disk is full"
+    else:
+        assert error.message == f"receiver cannot write its data now: write-ahead log: {os.strerror(code)}"
     assert pipeline.snapshot().writer.wal_append_failures == 1
     payload, second = agent_request(2)  # the fault is gone: accepted again
     accept(pipeline, payload)
@@ -236,7 +241,7 @@ def test_the_gpu_metrics_pipeline_has_the_same_back_pressure(data_dir, monkeypat
             if sample % 500 == 0:
                 with pytest.raises(OSError):
                     receiver.writer.write_due(force=True)
-    assert (raised.value.kind, raised.value.status.retryable) == (ErrorKind.OVERLOADED, True)
+    assert (raised.value.kind, STATUS[raised.value.kind].retryable) == (ErrorKind.OVERLOADED, True)
     assert "gpu_metrics not yet written to Parquet" in raised.value.message
     monkeypatch.undo()
     snapshot = receiver.snapshot().writer
@@ -301,7 +306,7 @@ def test_disk_full_in_the_wal_then_kill_loses_no_acknowledged_span(data_dir, mon
         try:
             accept(pipeline, payload)
         except ReceiverError as err:
-            assert (err.kind, err.status.retryable) == (ErrorKind.DISK_FULL, True)
+            assert (err.kind, STATUS[err.kind].retryable) == (ErrorKind.DISK_FULL, True)
             refused += 1
             continue
         acked |= ids

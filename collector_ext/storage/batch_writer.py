@@ -14,7 +14,7 @@ for every table what makes "acknowledged" mean "kept":
 
 Back-pressure: `append` refuses (the receiver's retryable ReceiverError: UNAVAILABLE + RetryInfo, HTTP 503)
 when the WAL holds more than `max_pending_bytes` not yet in Parquet, when free disk is below
-`min_free_disk_bytes`, and when the WAL itself cannot be written (ENOSPC and EDQUOT as DISK_FULL; EMFILE,
+`min_free_disk_bytes`, and when the WAL itself cannot be written (errors.from_exception: ENOSPC and EDQUOT as DISK_FULL; EMFILE,
 ENFILE, EIO and the rest as STORAGE_UNAVAILABLE): never INTERNAL, never an unbounded queue. Near the limit the
 flusher writes staged rows early.
 
@@ -33,7 +33,6 @@ damaged file found there is quarantined (dataset_files.py), so its rows are writ
 
 from __future__ import annotations
 
-import errno
 import shutil
 import struct
 import threading
@@ -47,6 +46,7 @@ import numpy as np
 import pyarrow as pa
 import structlog
 
+from collector_ext import errors
 from collector_ext.errors import ErrorKind, ReceiverError
 from collector_ext.storage.dataset_files import DatasetFiles
 from collector_ext.storage.wal import WalError, WriteAheadLog
@@ -55,7 +55,6 @@ log = structlog.get_logger("agentmeter.writer")
 
 T = TypeVar("T")
 SEGMENT_HEADER = struct.Struct("<Q")  # each WAL segment: this writer's next Parquet seq when it was opened
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 WRITE_EARLY_AT = 0.75  # share of max_pending_bytes past which staged rows are written without waiting
 DISK_CHECK_SECONDS = 1.0  # statvfs at most once a second
 MAX_RETRY_WAIT_SECONDS = 30.0  # longest back-off between two attempts after failed writes
@@ -230,10 +229,7 @@ class DurableBatchWriter(Generic[T]):
                     error=err.strerror,
                     refused_so_far=self._counts.wal_append_failures,
                 )
-            kind = ErrorKind.DISK_FULL if err.errno in DISK_FULL_ERRNOS else ErrorKind.STORAGE_UNAVAILABLE
-            raise ReceiverError(
-                kind, f"receiver cannot take more data now: {err.strerror}", self.limits.retry_after_s
-            ) from err
+            raise errors.from_exception(err) from err  # the one errno -> kind mapping (errors.py)
         finally:
             with self._lock:
                 appending = self._counts.appending
