@@ -5,22 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from analyzer.cli_options import DataOption, FormatOption, SinceOption, UntilOption
 from analyzer.dataset import AnalyzerError, open_dataset
 from analyzer.idle import analyze_idle
 from analyzer.output import OutputFormat, render
 from analyzer.recommend import DEFAULT_SCALER_ADDRESS, Costs, emit_yaml, recommend
-from analyzer.timeparse import parse_duration, parse_time
+from analyzer.timeparse import TimeRange, parse_duration
 
-DataOption = Annotated[
-    Path | None, typer.Option("--data", help="Dataset directory (default $AGENTMETER_DATA or ./agentmeter-data).")
-]
-SinceOption = Annotated[str | None, typer.Option(help="Runs starting at or after: ISO date/datetime or 7d, 24h.")]
-UntilOption = Annotated[str | None, typer.Option(help="Runs starting before: ISO date/datetime or 7d, 24h.")]
 ColdStartOption = Annotated[
     str | None,
     typer.Option(
@@ -48,27 +43,27 @@ def idle(
     since: SinceOption = None,
     until: UntilOption = None,
     cold_start: ColdStartOption = None,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="table for people; json (with the curves) or csv.")
-    ] = OutputFormat.table,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Idle gaps, busy fraction and concurrency per group; in json also the survival, cooldown and warm-pool curves.
 
     The idle gap of a run is the time from the moment its group last went idle (every earlier run ended)
     to its arrival, 0 if a run was still in flight.
     """
+    window = TimeRange.parse(since, until)
     groups = analyze_idle(
         open_dataset(data),
         by=by.value,
-        since=parse_time(since),
-        until=parse_time(until),
+        since=window.since,
+        until=window.until,
         cold_start_s=parse_duration(cold_start) if cold_start else None,
     )
     if fmt is OutputFormat.json:
         json.dump([{**g.row(), "curves": g.curves()} for g in groups], sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    render([g.row() for g in groups], fmt, title=f"Idle time by {by.value}", totals=("arrivals",))
+    render([g.row() for g in groups], fmt, title=f"Idle time by {by.value}", totals=("arrivals",),
+           empty=None if groups else f"no agent runs {window.describe()}".rstrip() + " in the dataset")  # fmt: skip
 
 
 def recommend_command(
@@ -97,11 +92,12 @@ def recommend_command(
 
     Minimises idle cost + cold-start cost among the settings that reach --target-warm-hit.
     """
+    window = TimeRange.parse(since, until)
     groups = analyze_idle(
         open_dataset(data),
         by="agent",
-        since=parse_time(since),
-        until=parse_time(until),
+        since=window.since,
+        until=window.until,
         namespace=namespace,
         group=agent,
         cold_start_s=parse_duration(cold_start) if cold_start else None,
