@@ -217,17 +217,13 @@ def render_result(
     types = [str(d[1]) for d in result.description]
     if columns and None not in picks and all(t in _ARROW_TYPES or t.startswith("DECIMAL") for t in types):
         if fmt is OutputFormat.json:
-            written = _write_json_arrow(result, columns, picks)
-        elif len(columns) > 1:  # (the csv module quotes an empty field when it is a row's only one)
-            written = _write_csv_arrow(result, columns, picks)
-        else:
-            written = _write_machine(fmt, columns, _fetch_chunks(result))
-    else:
-        chunks = _fetch_chunks(result)
-        if picks != list(range(len(names))):
-            chunks = ([tuple(row[i] if i is not None else None for i in picks) for row in chunk] for chunk in chunks)
-        written = _write_machine(fmt, columns, chunks)
-    return written
+            return _write_json_arrow(result, columns, picks)
+        if len(columns) > 1:  # (the csv module quotes an empty field when it is a row's only one)
+            return _write_csv_arrow(result, columns, picks)
+    chunks = _fetch_chunks(result)
+    if picks != list(range(len(names))):
+        chunks = ([tuple(row[i] if i is not None else None for i in picks) for row in chunk] for chunk in chunks)
+    return _write_machine(fmt, columns, chunks)
 
 
 def say_empty(reason: str) -> None:
@@ -251,8 +247,7 @@ def _write_csv_arrow(result: duckdb.DuckDBPyConnection, columns: list[str], pick
         written += batch.num_rows
         texts = [_csv_texts(batch.column(i)) for i in picks]
         if any(text is None for text in texts):
-            plain = [[plain(v) for v in batch.column(i).to_pylist()] for i in picks]
-            writer.writerows(zip(*plain, strict=True))
+            writer.writerows(zip(*(_python_values(batch.column(i)) for i in picks), strict=True))
             continue
         lines = pc.binary_join_element_wise(*texts, ",", null_handling="replace", null_replacement="")
         if len(lines):
@@ -299,6 +294,14 @@ def _json_texts(values: pa.Array) -> pa.Array:
     if pa.types.is_string(kind) and pc.all(pc.match_substring_regex(values, _PLAIN_JSON_TEXT)).as_py() is not False:
         return pc.fill_null(pc.binary_join_element_wise('"', values, '"', ""), "null")
     return pa.array(list(map(_json_scalar, values.to_pylist())), pa.string())  # escapes, floats: json's own rules
+
+
+def _python_values(values: pa.Array) -> list[Any]:
+    """A column's values as DuckDB fetches them: HUGEINT (decimal(38, 0) in Arrow) an int, a DECIMAL a float."""
+    kind = values.type
+    if pa.types.is_decimal(kind):
+        return [None if v is None else int(v) if kind.scale == 0 else float(v) for v in values.to_pylist()]
+    return values.to_pylist()
 
 
 def _csv_texts(values: pa.Array) -> pa.Array | None:

@@ -119,6 +119,7 @@ def _usd(value: Any) -> str:
 
 def build_report(analysis: Analysis) -> str:
     """The report as one HTML string (plotly.js inline: no network needed to view it)."""
+    analysis.install_charges()
     sections = [item for section in SECTIONS for item in section(analysis)]
     parts = [f"<section><h2>{html.escape(title)}</h2>{_content(item)}</section>" for title, item in sections]
     figures = totals(analysis)

@@ -94,7 +94,8 @@ def _listing_sql(columns: str) -> str:
     figure_names = ",\n           ".join(
         f"s.{name} AS inclusive_cost_usd" if name == "total_cost_usd" else f"s.{name}" for name in FIGURE_NAMES
     )
-    return load_sql("tasks_list.sql").format(figures=FIGURE_SELECT, figure_names=figure_names, columns=columns)
+    sql = load_sql("tasks_list.sql").format(figures=FIGURE_SELECT, figure_names=figure_names, columns=columns)
+    return sql.rstrip().removesuffix(";")  # also a subquery (count_tasks, task_stats)
 
 
 def task_listing(analysis: Analysis, query: TaskQuery) -> duckdb.DuckDBPyConnection:

@@ -13,7 +13,8 @@ SELECT c.trace_id, c.span_id, c.start_time, c.task_id AS task_hint, c.agent_name
        c.cost_usd AS token_cost_usd,
        CASE WHEN NOT c.priced THEN g.gpu_cost_usd END AS gpu_busy_cost_usd,
        CASE WHEN c.priced THEN c.cost_usd ELSE g.gpu_cost_usd END AS total_cost_usd,
-       c.reported_cost_usd
+       -- a DECIMAL: sums of it are the same in any order (a DOUBLE sum changes with DuckDB's threads)
+       c.reported_cost_usd::DECIMAL(38, 12) AS reported_cost_usd
 FROM span_costs AS c
 LEFT JOIN span_gpu_costs AS g ON g.trace_id = c.trace_id AND g.span_id = c.span_id
 UNION ALL
