@@ -119,7 +119,9 @@ def _one_line(err: RequestValidationError) -> str:
     return "bad query: " + "; ".join(parts)
 
 
-def create_app(data: Path | None = None, prices_file: Path | None = None, gpu_prices_file: Path | None = None) -> FastAPI:
+def create_app(
+    data: Path | None = None, prices_file: Path | None = None, gpu_prices_file: Path | None = None
+) -> FastAPI:
     cache = DatasetCache(data, prices_file, gpu_prices_file)
     app = FastAPI(
         title="agentmeter",
@@ -171,7 +173,9 @@ def create_app(data: Path | None = None, prices_file: Path | None = None, gpu_pr
         until: str | None = None,
         agent: str | None = None,
         status: Literal["failed", "ok"] | None = None,
-        sort: Annotated[Literal["start", "cost"] | None, Query(description="default: cost with top, else start")] = None,
+        sort: Annotated[
+            Literal["start", "cost"] | None, Query(description="default: cost with top, else start")
+        ] = None,
         top: Annotated[int | None, Query(ge=1, le=MAX_PAGE, description=f"page size (default {DEFAULT_PAGE})")] = None,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:

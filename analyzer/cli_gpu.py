@@ -56,7 +56,10 @@ def gpu(
             "busy_cost_usd",
             "idle_cost_usd",
         ),
-        empty=None if rows else "no GPU slice allocations" + (f" {window.describe()}" if not window.is_open else "")
+        empty=None
+        if rows
+        else "no GPU slice allocations"
+        + (f" {window.describe()}" if not window.is_open else "")
         + " in the dataset (the receiver's kubelet poller writes them: --podresources-socket)",
     )
 

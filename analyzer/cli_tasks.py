@@ -126,9 +126,7 @@ def tasks_command(
 
 
 def task_command(
-    task_id: Annotated[
-        str, typer.Argument(help="The task id (the top trace's trace id), or a unique prefix of it.")
-    ],
+    task_id: Annotated[str, typer.Argument(help="The task id (the top trace's trace id), or a unique prefix of it.")],
     data: DataOption = None,
     prices: PricesOption = None,
     gpu_prices: GpuPricesOption = None,

@@ -134,9 +134,7 @@ def render(
     table = Table(title=title, show_footer=bool(totals and rows))
     for column in shown:
         numeric = bool(rows) and isinstance(rows[0].get(column), int | float | Decimal)
-        table.add_column(
-            column, justify="right" if numeric else "left", footer=footers[column], no_wrap=True
-        )
+        table.add_column(column, justify="right" if numeric else "left", footer=footers[column], no_wrap=True)
     for i in range(len(rows)):
         table.add_row(*(cells[c][i] for c in shown))
     needed = _table_width(shown, cells, footers)

@@ -73,7 +73,9 @@ def scope_to(analysis: Analysis, prefix: str) -> None:
         """,
         {"low": low, "high": high},
     )
-    con.execute("CREATE OR REPLACE TEMP TABLE scope_spans AS SELECT * FROM spans SEMI JOIN scope_traces USING (trace_id)")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE scope_spans AS SELECT * FROM spans SEMI JOIN scope_traces USING (trace_id)"
+    )
     con.execute(
         """
         INSERT INTO scope_spans

@@ -128,8 +128,16 @@ def test_tasks_table(dataset: Path, capsys) -> None:
     assert code == 0 and lines[0].strip() == "Tasks"
     header = [cell.strip() for cell in lines[2].split("┃")[1:-1]]
     assert header == list(LIST_COLUMNS)
-    body = [dict(zip(header, (c.strip() for c in line.split("│")[1:-1]), strict=True)) for line in lines if line.startswith("│")]
-    assert [(r["task_id"], r["root_agent"]) for r in body] == [(CHAIN[:16], "orchestrator"), (LEAD[:16], "lead"), ("total", "")]
+    body = [
+        dict(zip(header, (c.strip() for c in line.split("│")[1:-1]), strict=True))
+        for line in lines
+        if line.startswith("│")
+    ]
+    assert [(r["task_id"], r["root_agent"]) for r in body] == [
+        (CHAIN[:16], "orchestrator"),
+        (LEAD[:16], "lead"),
+        ("total", ""),
+    ]
     assert body[-1]["input_tokens"] == "615"
     assert body[-1]["inclusive_cost_usd"] == "-"  # unknown (every call unpriced), never a total of 0
     assert "analyze task` takes them" in out

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pytest
 from genai_prices import Usage, calc_price
 
-from analyzer.cli import main
 from analyzer.analysis import Analysis
+from analyzer.cli import main
 from analyzer.cost import METRICS, CostQuery, cost_rows
 from analyzer.dataset import open_dataset
 from analyzer.output import money
