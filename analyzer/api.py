@@ -34,7 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from analyzer.analysis import Analysis
 from analyzer.cost import CostQuery, cost_rows, totals
 from analyzer.dataset import AnalyzerError, open_dataset, resolve_data_dir
-from analyzer.output import plain
+from analyzer.output import plain, plain_tree
 from analyzer.report import build_report
 from analyzer.task_queries import TaskQuery, count_tasks, list_tasks, resolve_task_ref, task_stats, task_tree
 from analyzer.timeparse import TimeRange
@@ -201,7 +201,7 @@ def create_app(
 
     @app.get("/api/tasks/{task_ref}")
     def task(task_ref: str) -> dict[str, Any]:
-        return cache.snapshot().run(lambda a: task_tree(a, resolve_task_ref(a, task_ref)))
+        return plain_tree(cache.snapshot().run(lambda a: task_tree(a, resolve_task_ref(a, task_ref))))
 
     @app.get("/api/task-stats")
     def stats(

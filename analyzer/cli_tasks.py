@@ -18,7 +18,16 @@ from rich.tree import Tree
 
 from analyzer.analysis import Analysis
 from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, PricesOption, SinceOption, UntilOption
-from analyzer.output import OutputFormat, TableLayout, console_width, money, render, render_result, say_empty
+from analyzer.output import (
+    OutputFormat,
+    TableLayout,
+    console_width,
+    money,
+    plain_tree,
+    render,
+    render_result,
+    say_empty,
+)
 from analyzer.task_queries import (
     LIST_COLUMNS,
     SHORT_ID,
@@ -143,7 +152,7 @@ def task_command(
     analysis, wanted = open_task(data, task_id, prices, gpu_prices)
     tree = task_tree(analysis, wanted)
     if fmt is TreeFormat.json:
-        json.dump(tree, sys.stdout, indent=2)
+        json.dump(plain_tree(tree), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
     console = Console(width=console_width() or 1000)  # piped: whole lines, never cut at 80 columns

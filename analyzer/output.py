@@ -59,6 +59,15 @@ def plain(value: Any) -> Any:
     return value
 
 
+def plain_tree(value: Any) -> Any:
+    """`plain` applied through nested dicts and lists (a task tree)."""
+    if isinstance(value, dict):
+        return {k: plain_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_tree(v) for v in value]
+    return plain(value)
+
+
 def _cell(value: Any, column: str = "") -> str:
     if value is None:
         return "-"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Literal
 
 import duckdb
@@ -179,7 +178,8 @@ def _present(analysis: Analysis, trace_id: bytes) -> bool:
 
 
 def task_tree(analysis: Analysis, task_id: bytes) -> dict[str, Any]:
-    """The task as nested agent runs with direct and inclusive figures (see `analyze task --help`)."""
+    """The task as nested agent runs with direct and inclusive figures (see `analyze task --help`); money as
+    exact Decimals (`analyzer.output.plain_tree` makes it JSON's)."""
     analysis.install_tasks()
     con = analysis.con
     state = con.execute(
@@ -233,8 +233,8 @@ def task_tree(analysis: Analysis, task_id: bytes) -> dict[str, Any]:
         "task_id": task_id.hex(),
         "status": "failed" if failed and failed[0] else "ok",
         "stitch_state": state[0] or "ok",
-        "inclusive_cost_usd": _plain(inclusive_cost),  # the root's inclusive total_cost_usd
-        "direct_cost_usd": _plain(direct_cost),  # the task's own (top) trace, as `analyze tasks` shows it
+        "inclusive_cost_usd": inclusive_cost,  # the root's inclusive total_cost_usd
+        "direct_cost_usd": direct_cost,  # the task's own (top) trace, as `analyze tasks` shows it
         "root": root,
     }
 
@@ -267,14 +267,10 @@ def _totals(node: dict[str, Any]) -> dict[str, Any]:
     inclusive = dict(own)
     for child in node["children"]:
         _add(inclusive, _totals(child))
-    node["direct"] = {name: _plain(own[name]) for name in _TOTAL_FIELDS}
-    node["inclusive"] = {name: _plain(inclusive[name]) for name in _TOTAL_FIELDS}
+    node["direct"] = {name: own[name] for name in _TOTAL_FIELDS}
+    node["inclusive"] = {name: inclusive[name] for name in _TOTAL_FIELDS}
     node["children"] = node.pop("children")  # children last, for people reading the JSON
     return inclusive
-
-
-def _plain(value: Any) -> Any:
-    return float(value) if isinstance(value, Decimal) else value
 
 
 # ------------------------------------------------------------------------------------------- per agent
