@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import sys
 import warnings
@@ -81,15 +82,18 @@ def _cell(value: Any, column: str = "") -> str:
 
 
 def money(value: float | Decimal) -> str:
-    """USD for people: cents from $100, four decimals below, two significant digits under $0.0001."""
-    amount = float(value)
+    """USD for people: cents from $1, four decimals below, two significant digits under $0.0001
+    ($0.000041), never an exponent."""
+    amount = abs(float(value))
+    sign = "-" if float(value) < 0 else ""
     if amount == 0:
         return "$0"
-    if abs(amount) >= 100:
-        return f"${amount:,.2f}"
-    if abs(amount) >= 0.0001:
-        return f"${amount:,.4f}"
-    return f"${amount:.2g}"
+    if amount >= 1:
+        return f"{sign}${amount:,.2f}"
+    if amount >= 0.0001:
+        return f"{sign}${amount:.4f}"
+    digits = min(24, 1 - math.floor(math.log10(amount)))
+    return f"{sign}${amount:.{digits}f}"
 
 
 @dataclass(frozen=True)
