@@ -152,14 +152,17 @@ def create_app(
 
     @app.get("/api/cost")
     def cost(
-        by: Annotated[list[str], Query(description="group keys: agent, task, model, ..., day, week, month, label:KEY")],
+        by: Annotated[
+            list[str] | None,
+            Query(description="group keys: agent, task, model, ..., day, week, month, label:KEY; none: totals"),
+        ] = None,
         since: str | None = None,
         until: str | None = None,
         where: Annotated[list[str] | None, Query(description="KEY=VALUE filters")] = None,
         top: Annotated[int | None, Query(ge=1, le=MAX_TOP)] = None,
         direct: Annotated[bool, Query(description="with by=task: the task's own trace only")] = False,
     ) -> list[dict[str, Any]]:
-        query = CostQuery.from_text(by, since, until, where, top, direct)
+        query = CostQuery.from_text(by or [], since, until, where, top, direct)
         return _rows(cache.snapshot().run(lambda a: cost_rows(a, query).rows))
 
     @app.get("/api/totals")

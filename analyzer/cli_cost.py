@@ -30,8 +30,9 @@ SHORT_NOTE = f"task: its id's first {SHORT_ID} hex digits (`analyze task` takes 
 
 def cost(
     by: Annotated[
-        list[str], typer.Option("--by", help=f"Group by KEY (repeat for several): {KEYS_HELP}.", metavar="KEY")
-    ],
+        list[str] | None,
+        typer.Option("--by", help=f"Group by KEY (repeat for several): {KEYS_HELP}. None: the totals.", metavar="KEY"),
+    ] = None,
     data: DataOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
@@ -63,12 +64,13 @@ def cost(
     unpriced_calls (its cost is left out, never zero). reported_cost_usd: what providers reported.
     Definitions: analyzer/figures.py.
     """
-    query = CostQuery.from_text(by, since, until, where, top, direct)
+    query = CostQuery.from_text(by or [], since, until, where, top, direct)
     analysis = Analysis.open(data, prices, gpu_prices)
     result = cost_rows(analysis, query)
-    empty = analysis.why_empty("LLM calls", query.window, query.where) if not result.rows else None
+    nothing = not result.rows or (not query.by and not result.rows[0]["llm_calls"] and not result.rows[0]["total_cost_usd"])
+    empty = analysis.why_empty("LLM calls", query.window, query.where) if nothing else None
     layout = TableLayout(optional=OPTIONAL, short=("task",), short_digits=SHORT_ID, short_note=SHORT_NOTE)
-    totals = [c for c in query.columns if c not in query.by]
+    totals = [c for c in query.columns if c not in query.by] if query.by else []
     render(result.rows, fmt, title=query.title(), totals=totals, columns=query.columns, layout=layout, empty=empty)
     calls = sum(r["unpriced_calls"] for r in result.rows)
     if fmt is OutputFormat.table and calls:

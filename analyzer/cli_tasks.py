@@ -124,14 +124,17 @@ def tasks_command(
         offset=offset,
     )
     filters = {k: v for k, v in (("agent", agent), ("status", query.status)) if v}
+    cursor = task_listing(analysis, query)
+    if fmt is not OutputFormat.table:  # machines: streamed from DuckDB, never all rows in Python at once
+        if not render_result(cursor, fmt, columns=LIST_COLUMNS):
+            say_empty(analysis.why_empty("tasks", window, filters))
+        return
+    rows = [dict(zip(LIST_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
     layout = TableLayout(
         optional=OPTIONAL, short=("task_id",), short_digits=SHORT_ID, short_note=SHORT_NOTE, times=("start", "end")
     )
-    # machines: streamed from DuckDB, never all rows in Python at once
-    shown = render_result(task_listing(analysis, query), fmt, title="Tasks", totals=TOTALS, columns=LIST_COLUMNS,
-                          layout=layout)  # fmt: skip
-    if not shown:
-        say_empty(analysis.why_empty("tasks", window, filters))
+    empty = None if rows else analysis.why_empty("tasks", window, filters)
+    render(rows, fmt, title="Tasks", totals=TOTALS, columns=LIST_COLUMNS, layout=layout, empty=empty)
 
 
 def task_command(

@@ -62,8 +62,6 @@ class CostQuery:
     direct: bool = False  # with task: only the task's own (top) trace
 
     def __post_init__(self) -> None:
-        if not self.by:
-            raise AnalyzerError("give at least one --by key")
         check_keys(self.by)
         check_keys(list(self.where), option="--where")
         if self.top is not None and self.top < 1:
@@ -99,6 +97,8 @@ class CostQuery:
         return [*self.by, *(self.total_name if m == "total_cost_usd" else m for m in METRICS)]
 
     def title(self) -> str:
+        if not self.by:
+            return "Cost" + (f" {self.window.describe()}" if not self.window.is_open else "")
         scope = ""
         if "task" in self.by:
             scope = " (the task's own trace only)" if self.direct else " (inclusive of every sub-agent)"
@@ -154,8 +154,10 @@ def _key_sql(key: str, params: dict[str, Any]) -> str:
 
 def cost_rows(analysis: Analysis, query: CostQuery) -> CostResult:
     """One row per group: the group keys, then the figures. Most expensive first; in time order when grouped
-    by day / week / month."""
+    by day / week / month. No keys: one row, the figures over every call (as `totals`)."""
     prices = analysis.install_charges()
+    if not query.by:
+        return CostResult(query=query, rows=[_totals(analysis, query)], prices=prices)
     con = analysis.con
     params: dict[str, Any] = {"since": query.window.since, "until": query.window.until, "top": query.top}
     key_exprs = [_key_sql(key, params) for key in query.by]
@@ -185,14 +187,24 @@ def cost_rows(analysis: Analysis, query: CostQuery) -> CostResult:
 
 
 def totals(analysis: Analysis, window: TimeRange | None = None) -> dict[str, Any]:
-    """The figures over every call in the window (default: all time): the report's headline, the notebooks'."""
-    analysis.install_charges()
-    window = window or TimeRange()
+    """The figures over every call in the window (default: all time): the report's headline, the notebooks',
+    `analyze cost` without --by."""
+    return cost_rows(analysis, CostQuery(by=[], window=window or TimeRange())).rows[0]
+
+
+def _totals(analysis: Analysis, query: CostQuery) -> dict[str, Any]:
+    params: dict[str, Any] = {"since": query.window.since, "until": query.window.until}
+    filters = [f"CAST({_key_sql(key, params)} AS VARCHAR) = $where_{i}" for i, key in enumerate(query.where)]
+    params.update({f"where_{i}": value for i, value in enumerate(query.where.values())})
+    task_join = ""
+    if query.uses_task:
+        analysis.install_tasks()
+        task_join = "LEFT JOIN trace_tasks AS tt ON tt.trace_id = c.trace_id"
     cursor = analysis.con.execute(
-        f"SELECT {FIGURE_SELECT} FROM charges AS c "  # noqa: S608 (fixed figure expressions)
+        f"SELECT {FIGURE_SELECT} FROM charges AS c {task_join} "  # noqa: S608 (fixed figure expressions)
         "WHERE ($since::TIMESTAMPTZ IS NULL OR c.start_time >= $since::TIMESTAMPTZ) "
-        "AND ($until::TIMESTAMPTZ IS NULL OR c.start_time < $until::TIMESTAMPTZ)",
-        {"since": window.since, "until": window.until},
+        "AND ($until::TIMESTAMPTZ IS NULL OR c.start_time < $until::TIMESTAMPTZ)" + "".join(f" AND {f}" for f in filters),
+        params,
     )
     row = cursor.fetchone()
     assert row is not None  # an aggregate without GROUP BY always has one row

@@ -129,16 +129,16 @@ def render(
     values that are all unknown is unknown: `-`).
 
     `width`: the table format's width (default: the terminal's; when piped, as wide as the table is).
-    `empty`: said (on stderr) when there are no rows: why nothing matched."""
+    `empty`: why nothing matched, said on stderr (the caller passes it only then)."""
     columns = list(columns or (rows[0].keys() if rows else []))
-    if not rows and empty:
+    if empty:
         say_empty(empty)
     if fmt is not OutputFormat.table:
         tuples = (tuple(row.get(c) for c in columns) for row in rows)
         _write_machine(fmt, columns, _chunks(tuples))
         return
     if not rows and empty:
-        return
+        return  # an empty table says nothing the line above does not
     layout = layout or TableLayout()
     cells = {c: [_short(_cell(row.get(c), c), c, layout) for row in rows] for c in columns}
     footers = {c: _footer(rows, c, i, totals) for i, c in enumerate(columns)}
@@ -239,6 +239,7 @@ def render_result(
 
 def say_empty(reason: str) -> None:
     """Why a query found nothing, on stderr (the output itself stays a valid empty table, [] or header)."""
+    sys.stdout.flush()  # what was printed comes first
     Console(stderr=True, soft_wrap=True).print(f"[yellow]{escape(reason)}[/yellow]")
 
 
