@@ -67,7 +67,9 @@ def cost(
     query = CostQuery.from_text(by or [], since, until, where, top, direct)
     analysis = Analysis.open(data, prices, gpu_prices)
     result = cost_rows(analysis, query)
-    nothing = not result.rows or (not query.by and not result.rows[0]["llm_calls"] and not result.rows[0]["total_cost_usd"])
+    nothing = not result.rows or (
+        not query.by and not result.rows[0]["llm_calls"] and not result.rows[0]["total_cost_usd"]
+    )
     empty = analysis.why_empty("LLM calls", query.window, query.where) if nothing else None
     layout = TableLayout(optional=OPTIONAL, short=("task",), short_digits=SHORT_ID, short_note=SHORT_NOTE)
     totals = [c for c in query.columns if c not in query.by] if query.by else []

@@ -203,7 +203,8 @@ def _totals(analysis: Analysis, query: CostQuery) -> dict[str, Any]:
     cursor = analysis.con.execute(
         f"SELECT {FIGURE_SELECT} FROM charges AS c {task_join} "  # noqa: S608 (fixed figure expressions)
         "WHERE ($since::TIMESTAMPTZ IS NULL OR c.start_time >= $since::TIMESTAMPTZ) "
-        "AND ($until::TIMESTAMPTZ IS NULL OR c.start_time < $until::TIMESTAMPTZ)" + "".join(f" AND {f}" for f in filters),
+        "AND ($until::TIMESTAMPTZ IS NULL OR c.start_time < $until::TIMESTAMPTZ)"
+        + "".join(f" AND {f}" for f in filters),
         params,
     )
     row = cursor.fetchone()

@@ -60,7 +60,9 @@ def test_finops_on_synthetic_data_shows_the_query_layers_figures(data_dir: Path,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
-def test_on_the_demo_dataset_opened_as_the_readme_says(name: str, demo_run: DemoRun, tmp_path: Path, monkeypatch) -> None:
+def test_on_the_demo_dataset_opened_as_the_readme_says(
+    name: str, demo_run: DemoRun, tmp_path: Path, monkeypatch
+) -> None:
     """`AGENTMETER_DATA=demo-data jupyter lab notebooks/`: the kernel runs in notebooks/, the path is relative
     to the folder above it. Exported to HTML, every chart is there with plotly.js inline (no network)."""
     project = tmp_path / "project"
