@@ -96,7 +96,7 @@ class Analysis:
         """One line saying why a query found no `what` (e.g. "LLM calls"): an empty dataset, a time range
         outside the data, or filters that match nothing."""
         first, last = self.span_coverage()
-        if first is None:
+        if first is None or last is None:
             return f"no spans in the dataset at {self.root} yet (is a receiver writing to it?)"
         covers = f"the dataset's spans start {_day_time(first)} .. {_day_time(last)}"
         where = " and ".join(f"{key}={value}" for key, value in (filters or {}).items())

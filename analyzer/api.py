@@ -57,8 +57,8 @@ def dataset_fingerprint(root: Path, *files: Path | None) -> tuple:
             entries.append((str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns))
     for extra in files:
         if extra is not None:
-            stat = extra.stat() if extra.exists() else None
-            entries.append((str(extra), stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1))
+            found = extra.stat() if extra.exists() else None
+            entries.append((str(extra), found.st_size if found else -1, found.st_mtime_ns if found else -1))
     return tuple(entries)
 
 

@@ -13,9 +13,10 @@ from analyzer.gpu import gpu_report, gpu_timeline
 
 def timeline_step_seconds(dataset: Dataset) -> int:
     """A bucket giving about 100 points over the allocations' time span: one minute to one hour."""
-    (span,) = dataset.con.execute(
+    row = dataset.con.execute(
         "SELECT coalesce(epoch(max(last_seen)) - epoch(min(first_seen)), 0) FROM gpu_allocations"
     ).fetchone()
+    span = row[0] if row else 0
     return int(min(3600, max(60, span / 100)))
 
 

@@ -75,7 +75,7 @@ def _cell(value: Any, column: str = "") -> str:
     if column.endswith("_usd") and isinstance(value, int | float | Decimal):
         return money(value)
     if isinstance(value, float | Decimal):
-        return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.2f}"
+        return f"{value:,.4f}" if abs(float(value)) < 1000 else f"{value:,.2f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(plain(value))
@@ -226,11 +226,12 @@ def render_result(
     columns = list(columns or names)
     picks = [names.index(c) if c in names else None for c in columns]
     types = [str(d[1]) for d in result.description]
-    if columns and None not in picks and all(t in _ARROW_TYPES or t.startswith("DECIMAL") for t in types):
+    found = [i for i in picks if i is not None]
+    if columns and len(found) == len(picks) and all(t in _ARROW_TYPES or t.startswith("DECIMAL") for t in types):
         if fmt is OutputFormat.json:
-            return _write_json_arrow(result, columns, picks)
+            return _write_json_arrow(result, columns, found)
         if len(columns) > 1:  # (the csv module quotes an empty field when it is a row's only one)
-            return _write_csv_arrow(result, columns, picks)
+            return _write_csv_arrow(result, columns, found)
     chunks = _fetch_chunks(result)
     if picks != list(range(len(names))):
         chunks = ([tuple(row[i] if i is not None else None for i in picks) for row in chunk] for chunk in chunks)
@@ -254,6 +255,7 @@ def _write_csv_arrow(result: duckdb.DuckDBPyConnection, columns: list[str], pick
     with warnings.catch_warnings():  # DuckDB warns that a DB-API result is copied once more: it is small
         warnings.simplefilter("ignore")
         reader = result.to_arrow_reader(CHUNK_ROWS)
+    assert reader is not None  # an executed query has a result
     written = 0
     for batch in reader:
         written += batch.num_rows
@@ -276,6 +278,7 @@ def _write_json_arrow(result: duckdb.DuckDBPyConnection, columns: list[str], pic
     with warnings.catch_warnings():  # DuckDB warns that a DB-API result is copied once more: it is small
         warnings.simplefilter("ignore")
         reader = result.to_arrow_reader(CHUNK_ROWS)
+    assert reader is not None  # an executed query has a result
     first = True
     written = 0
     for batch in reader:

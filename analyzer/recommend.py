@@ -324,7 +324,7 @@ def _window_line(rec: Recommendation) -> str:
     if rec.scale_down is None:
         return prefix + "never two runs at once in the data, the HPA default"
     down = rec.scale_down
-    gaps = len(rec.idle.scale_up_gaps)
+    gaps = len(rec.idle.scale_up_gaps or [])
     return prefix + (
         f"{_pct(down.warm_hit)} of {gaps} returns to a higher replica count come within it, "
         f"${down.cost_per_day:.2f}/day" + ("" if down.meets_target else " (best reachable, BELOW the target)")
