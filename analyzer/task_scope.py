@@ -42,49 +42,64 @@ def open_task(
 
 
 def scope_to(analysis: Analysis, prefix: str) -> None:
-    """Shadow `spans` with the traces needed to answer for the tasks whose id starts with `prefix`."""
+    """Shadow `spans` with the traces needed to answer for the tasks whose id starts with `prefix`.
+    Four narrow scans of the dataset: the named traces, the link edges, the traces' spans, the copies of
+    their calls' response ids."""
     con = analysis.con
     low, high = prefix_bounds(prefix)
-    matching = con.execute(
-        "SELECT count(DISTINCT trace_id) FROM spans WHERE trace_id >= $low AND ($high IS NULL OR trace_id < $high)",
-        {"low": low, "high": high},
-    ).fetchone()
-    if matching and matching[0] > MAX_MATCHING_TRACES:
-        raise AnalyzerError(f"ambiguous task id {prefix!r}: {matching[0]:,} traces start with it; give more digits")
+    named = [
+        row[0]
+        for row in con.execute(
+            "SELECT DISTINCT trace_id FROM spans WHERE trace_id >= $low AND ($high IS NULL OR trace_id < $high) "
+            "LIMIT $limit",
+            {"low": low, "high": high, "limit": MAX_MATCHING_TRACES + 1},
+        ).fetchall()
+    ]
+    if len(named) > MAX_MATCHING_TRACES:
+        raise AnalyzerError(f"ambiguous task id {prefix!r}: over {MAX_MATCHING_TRACES:,} traces start with it")
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE scope_edges AS
-        SELECT DISTINCT trace_id, link.trace_id AS target_id
-        FROM (SELECT trace_id, unnest(links) AS link FROM spans WHERE len(links) > 0)
-        WHERE link.trace_id <> trace_id
+        SELECT DISTINCT trace_id, target_id
+        FROM (SELECT trace_id, unnest(list_transform(links, lambda link: link.trace_id)) AS target_id
+              FROM spans WHERE len(links) > 0)
+        WHERE target_id <> trace_id
         """
     )
+    traces = [
+        row[0]
+        for row in con.execute(
+            """
+            WITH RECURSIVE below(trace_id) AS (
+                SELECT unnest($named::BLOB[])
+                UNION  -- not ALL: each trace once, so a cycle of links ends
+                SELECT e.trace_id FROM scope_edges AS e JOIN below AS b ON e.target_id = b.trace_id
+            )
+            SELECT trace_id FROM below
+            UNION
+            SELECT e.target_id FROM scope_edges AS e SEMI JOIN below AS b ON b.trace_id = e.trace_id
+            """,
+            {"named": named},
+        ).fetchall()
+    ]
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE scope_traces AS
-        WITH RECURSIVE below(trace_id) AS (
-            SELECT DISTINCT trace_id FROM spans WHERE trace_id >= $low AND ($high IS NULL OR trace_id < $high)
-            UNION  -- not ALL: each trace once, so a cycle of links ends
-            SELECT e.trace_id FROM scope_edges AS e JOIN below AS b ON e.target_id = b.trace_id
+        "CREATE OR REPLACE TEMP TABLE scope_spans AS SELECT * FROM spans WHERE trace_id IN (SELECT unnest($ids::BLOB[]))",
+        {"ids": traces},
+    )
+    responses = [
+        row[0]
+        for row in con.execute("SELECT DISTINCT response_id FROM scope_spans WHERE response_id IS NOT NULL").fetchall()
+    ]
+    if responses:
+        con.execute(
+            """
+            INSERT INTO scope_spans
+            SELECT * FROM spans
+            WHERE trace_id IN (
+                SELECT DISTINCT trace_id FROM spans
+                WHERE response_id IN (SELECT unnest($responses::VARCHAR[])) AND trace_id NOT IN (SELECT unnest($ids::BLOB[]))
+            )
+            """,
+            {"responses": responses, "ids": traces},
         )
-        SELECT trace_id FROM below
-        UNION
-        SELECT e.target_id FROM scope_edges AS e SEMI JOIN below AS b ON b.trace_id = e.trace_id
-        """,
-        {"low": low, "high": high},
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE scope_spans AS SELECT * FROM spans SEMI JOIN scope_traces USING (trace_id)"
-    )
-    con.execute(
-        """
-        INSERT INTO scope_spans
-        SELECT * FROM spans AS s
-        WHERE s.trace_id IN (
-            SELECT DISTINCT o.trace_id FROM spans AS o
-            WHERE o.response_id IN (SELECT response_id FROM scope_spans WHERE response_id IS NOT NULL)
-              AND o.trace_id NOT IN (SELECT trace_id FROM scope_traces)
-        )
-        """
-    )
     con.execute("CREATE OR REPLACE TEMP VIEW spans AS SELECT * FROM scope_spans")

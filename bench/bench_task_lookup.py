@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -98,7 +99,8 @@ def main(quick: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-task-") as tmp:
         root = Path(keep) if keep else Path(tmp) / "data"
         marker = root / f".generated-{tasks}"
-        if not marker.exists():
+        if not marker.exists():  # a kept directory of another size (or half written) is generated afresh
+            shutil.rmtree(root, ignore_errors=True)
             started = time.perf_counter()
             summary = generate(root, tasks=tasks, seed=1)
             marker.write_text(json.dumps({"spans": summary.spans, "traces": summary.traces}))
