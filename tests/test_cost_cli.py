@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -267,3 +268,43 @@ def test_self_hosted_calls_are_priced_by_gpu_time(data_dir: Path, capsys) -> Non
     assert {r["namespace"]: (round(r["gpu_busy_cost_usd"], 9), r["unpriced_calls"]) for r in rows} == expected
     assert all(r["token_cost_usd"] is None for r in rows) and sum(r["gpu_busy_cost_usd"] for r in rows) > 0
     assert all(r["total_cost_usd"] == r["gpu_busy_cost_usd"] for r in rows if r["gpu_busy_cost_usd"])
+
+
+def test_time_buckets_in_time_order_and_labels(tmp_path: Path, capsys) -> None:
+    from analyzer.synthetic import COST_CENTERS, NAMESPACES, TEAMS, generate
+
+    root = tmp_path / "data"
+    generate(root, tasks=200, seed=6, days=70)  # November 2026 into January 2027: weeks and months
+    days = json.loads(_run(capsys, "--data", str(root), "--by", "day", "--format", "json")[1])
+    weeks = json.loads(_run(capsys, "--data", str(root), "--by", "week", "--format", "json")[1])
+    months = json.loads(_run(capsys, "--data", str(root), "--by", "month", "--format", "json")[1])
+    for rows, key, pattern in (
+        (days, "day", r"\d{4}-\d\d-\d\d"),
+        (weeks, "week", r"\d{4}-W\d\d"),
+        (months, "month", r"\d{4}-\d\d"),
+    ):
+        assert [r[key] for r in rows] == sorted(r[key] for r in rows) and len(rows) > 1  # time order, not cost
+        assert all(re.fullmatch(pattern, r[key]) for r in rows)
+        assert sum(r["llm_calls"] for r in rows) == sum(r["llm_calls"] for r in days)
+    assert [m["month"] for m in months] == ["2026-11", "2026-12", "2027-01"]
+    top = json.loads(_run(capsys, "--data", str(root), "--by", "week", "--top", "2", "--format", "json")[1])
+    costliest = sorted(weeks, key=lambda r: -r["total_cost_usd"])[:2]
+    assert top == sorted(costliest, key=lambda r: r["week"])  # the 2 most expensive weeks, in time order
+    # a pod label the Collector added (agent.team), one by its k8sattributes default name (cost-center)
+    teams = json.loads(
+        _run(capsys, "--data", str(root), "--by", "label:team", "--by", "namespace", "--format", "json")[1]
+    )
+    assert {(r["namespace"], r["label:team"]) for r in teams} == set(zip(NAMESPACES, TEAMS, strict=True))
+    centres = json.loads(_run(capsys, "--data", str(root), "--by", "label:cost-center", "--format", "json")[1])
+    assert {r["label:cost-center"] for r in centres} == set(COST_CENTERS)
+    only = json.loads(
+        _run(capsys, "--data", str(root), "--by", "agent", "--where", "label:team=search", "--format", "json")[1]
+    )
+    assert sum(r["llm_calls"] for r in only) == sum(r["llm_calls"] for r in teams if r["label:team"] == "search")
+
+
+def test_a_missing_label_groups_as_null(dataset: Path, capsys) -> None:
+    rows = json.loads(_run(capsys, "--data", str(dataset), "--by", "label:team", "--format", "json")[1])
+    assert [(r["label:team"], r["llm_calls"]) for r in rows] == [(None, 5)]  # 4 calls, the self-hosted one
+    code, _, err = _run(capsys, "--data", str(dataset), "--by", "label:")
+    assert code == 2 and err.startswith("error: bad --by key 'label:': name the attribute, e.g. label:team")
