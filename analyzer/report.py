@@ -40,7 +40,8 @@ def _money(value: Any) -> float:
 
 def _time_bucket(analysis: Analysis) -> str:
     """Days for a long dataset, hours for a day or so, minutes for a short demo."""
-    first, last = analysis.con.execute("SELECT min(start_time), max(start_time) FROM charges").fetchone() or (None, None)
+    found = analysis.con.execute("SELECT min(start_time), max(start_time) FROM charges").fetchone()
+    first, last = found if found else (None, None)
     if first is None or last is None:
         return "1 day"
     hours = (last - first).total_seconds() / 3600
