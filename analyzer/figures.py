@@ -1,16 +1,16 @@
 """The figures every view shows (CLI table/JSON/CSV, report, API, notebooks), each defined once, here.
 
 Every figure is an aggregate over the rows of the `charges` view (`analyzer/sql/charges.sql`): one row per
-counted LLM call (its usage counts exactly once, `counted_spans.sql`), plus one row per inference span that
-was charged GPU time without counted usage. A query groups `charges` rows (by agent, task, day, label, ...)
+LLM call (a counted usage record, `counted_spans.sql`, or an inference span that reported no usage), plus
+one row per other inference span charged GPU time. A query groups `charges` rows (by agent, task, day, label, ...)
 and selects `FIGURE_SELECT`; nothing else computes these numbers.
 
-- `llm_calls`: calls whose token usage counts, one per call (a response id reported twice is one call; a
-  rollup span that reports usage nothing below it reported counts as one). Calls that reported no usage at
-  all are not in it.
+- `llm_calls`: LLM (and embedding) calls, each once: every call whose usage counts (a response id reported
+  twice is one call; a rollup span that reports usage nothing below it reported counts as one), and every
+  inference span that reported no usage at all (a call whose tokens and cost are unknown).
 - tokens: input (includes cache read/write), output (includes reasoning), cache read, cache write, reasoning.
-- `unpriced_calls`: calls with neither a token price nor GPU time: their cost is unknown (never zero).
-  A call priced by GPU time is never unpriced.
+- `unpriced_calls`: calls that reported usage but have neither a token price nor GPU time: their cost is
+  unknown (never zero). A call priced by GPU time is never unpriced.
 - `token_cost_usd`: the calls with a token price (genai-prices, or the user's `--prices` file); NULL
   (shown `-`) when no call of the group has one.
 - `gpu_busy_cost_usd`: the calls' share of the busy time of the GPU slices their pods held, times the slice's
@@ -43,7 +43,7 @@ class Figure:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("llm_calls", "coalesce(sum(llm_calls), 0)::BIGINT", "LLM calls whose token usage counts (once per call)"),
+    Figure("llm_calls", "coalesce(sum(llm_calls), 0)::BIGINT", "LLM calls, each once (with or without usage)"),
     Figure("input_tokens", "coalesce(sum(input_tokens), 0)::BIGINT", "input tokens, cache tokens included"),
     Figure("output_tokens", "coalesce(sum(output_tokens), 0)::BIGINT", "output tokens, reasoning included"),
     Figure("cache_read_tokens", "coalesce(sum(cache_read_tokens), 0)::BIGINT", "input tokens read from a cache"),
@@ -52,7 +52,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure(
         "unpriced_calls",
         "coalesce(sum(unpriced_calls), 0)::BIGINT",
-        "calls with neither a token price nor GPU time: cost unknown, never zero",
+        "calls with usage but neither a token price nor GPU time: cost unknown, never zero",
     ),
     Figure("token_cost_usd", "sum(token_cost_usd)", "cost of the calls with a token price; null: none has one"),
     Figure(
