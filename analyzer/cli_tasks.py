@@ -18,6 +18,7 @@ from rich.tree import Tree
 
 from analyzer.analysis import Analysis
 from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, PricesOption, SinceOption, UntilOption
+from analyzer.dataset import AnalyzerError
 from analyzer.output import (
     OutputFormat,
     TableLayout,
@@ -110,6 +111,8 @@ def tasks_command(
     window = TimeRange.parse(since, until)
     analysis = Analysis.open(data, prices, gpu_prices)
     if by is not None:
+        if agent or status or top or offset:
+            raise AnalyzerError("--by summarises every task of the time range: drop --agent, --status, --top, --offset")
         rows = task_stats(analysis, by, window)
         empty = analysis.why_empty("tasks", window) if not rows else None
         render(rows, fmt, title=f"Task cost by {by}", columns=[by, *STATS_COLUMNS], empty=empty,
