@@ -8,8 +8,10 @@ The rules (DESIGN.md "GPU slices"), computed in SQL (`analyzer/sql/gpu_views.sql
 - **Busy** time comes from `DCGM_FI_PROF_GR_ENGINE_ACTIVE` (fraction x sample interval, works on MIG);
   `DCGM_FI_DEV_GPU_UTIL` (%) only for a whole GPU without it; with no metrics at all, the union of the
   pod's inference (LLM, embedding) span intervals. Samples are read DISTINCT on (time, metric, GPU identity)
-  so a WAL replay never counts twice. Metrics join slices by their DRA labels (claim + device), else by
-  pod / namespace / container, and only while the slice is held.
+  so a WAL replay never counts twice. Metrics join slices the way dcgm-exporter labels its rows
+  (sql/gpu_views.sql step 5): a whole GPU by its DRA claim's device or its device-plugin UUID, a MIG slice by
+  its MIG row (through the parent GPU and profile for DRA, the pod for device plugins); a GPU row is never
+  credited to several slices, and only while the slice is held.
 - **Attribution**: each piece of busy time is shared by the inference spans on the holding pod that
   overlap it, in proportion to their overlap; busy time no span covers stays unattributed. Allocated (and
   idle) time follows the busy shares within each holder segment, so every grouping sums to the same totals.

@@ -103,6 +103,12 @@ class ReceiverConfig(BaseSettings):
     podresources_interval_seconds: float = Field(
         10.0, ge=0, description="Poll interval of the PodResources API; 0 switches the poller off."
     )
+    gpu_drivers: list[str] = Field(
+        default_factory=lambda: ["gpu.nvidia.com"],
+        description="DRA drivers whose claimed devices are GPU slices; claims of other drivers (NVIDIA's "
+        "compute-domain.nvidia.com IMEX channels, NICs) are not recorded. AMD: gpu.amd.com; Intel: gpu.intel.com "
+        "(Gaudi: gaudi.intel.com).",
+    )
     node_name: str | None = Field(
         None, description="Node name for GPU allocations (default: $NODE_NAME, else hostname)."
     )

@@ -3,17 +3,21 @@
 The timeline (seconds after T0, all on node-1):
 
 - S1 a 1g.10gb MIG slice (DRA claim a-gpu) held by agents/vllm-a over [0, 3600], then the pod restarts and
-  holds it again over [3700, 7300] (through two containers sharing the claim). GR_ENGINE_ACTIVE every 60 s: 0.5 over [0, 1800), 0 until 3600; 1.0
+  holds it again over [3700, 7300] (through two containers sharing the claim). As dcgm-exporter labels
+  DRA MIG claims (collector_ext/demo/dcgm_exporter.py): its MIG row (GPU-aaaa, GPU_I_ID 1) carries no pod
+  or claim label; the parent GPU's row is copied for the claim (dra_* + dra_mig_* labels) and reads 0.9:
+  the whole GPU's activity, never the slice's. The MIG row's GR_ENGINE_ACTIVE every 60 s: 0.5 over [0, 1800), 0 until 3600; 1.0
   at 3600 and 3640 (in the gap: not allocated, not counted); 0.25 over [3700, 4300), then 0. Every sample
   of the first hour is also written twice (a WAL replay): counted once.
   busy = 30 x 60 x 0.5 + 10 x 60 x 0.25 = 1050 s of 7200 s allocated.
 - S2 a whole GPU (device plugin nvidia.com/gpu GPU-9) held by batch/trainer over [0, 3600]: allocated but
   never busy (GR_ENGINE_ACTIVE 0; a GPU_UTIL of 50 % is ignored when GR_ENGINE_ACTIVE exists).
-- S3 a 3g.40gb slice (DRA) held by agents/vllm-b over [0, 1800], no metrics: busy = the union of its
+- S3 a 3g.40gb slice (DRA) held by agents/vllm-b over [0, 1800], on a GPU no exporter scrapes, so no
+  metrics: busy = the union of its
   inference spans [100, 400] coder, [300, 500] writer, [1000, 1100] coder = 500 s.
 - S4 a whole GPU gpu-1 shared (share ids) by team-b/shared-1 over [0, 2000] and team-b/shared-2 over
-  [1000, 3000]; GR_ENGINE_ACTIVE 0.5 by device label over [0, 3000): each pod gets 1500 s allocated,
-  750 s busy.
+  [1000, 3000]; GR_ENGINE_ACTIVE 0.5 over [0, 3000), the GPU's row copied once per claim holding it at
+  each scrape (one copy, then two, then one): each pod gets 1500 s allocated, 750 s busy.
 Spans on vllm-a: coder [60, 90] and writer [60, 120] share the busy 30 s of window [60, 120) by overlap
 (10 / 20); coder [3700, 3800] covers 60 + 40 s of two windows of 15 busy s each: 30; a span in the gap
 [3610, 3650] gets nothing. Prices: the defaults (1g.10gb 0.57, 3g.40gb 1.71, whole GPU 4.00 per hour).
@@ -76,19 +80,39 @@ def sample(t, value, metric="DCGM_FI_PROF_GR_ENGINE_ACTIVE", **labels):
     return {"time": ns(t), "metric": metric, "value": value, "labels": {}, **labels}
 
 
-S1_LABELS = {
+S1_LABELS = {"uuid": "GPU-aaaa", "gpu": "0", "gpu_i_id": "1", "gpu_i_profile": "1g.10gb", "hostname": "node-1"}
+S1_PARENT_COPY = {  # GPU-aaaa's own row, copied for the MIG claim a-gpu
     "uuid": "GPU-aaaa",
-    "gpu_i_id": "1",
-    "gpu_i_profile": "1g.10gb",
+    "gpu": "0",
+    "hostname": "node-1",
     "pod": "vllm-a",
     "namespace": "agents",
+    "container": "server",
     "dra_claim_name": "a-gpu",
     "dra_claim_namespace": "agents",
     "dra_device_name": "gpu-0-mig-1g10gb-0",
     "dra_pool_name": "node-1",
     "dra_driver_name": "gpu.nvidia.com",
     "dra_mig_profile": "1g.10gb",
+    "labels": {"dra_mig_device_uuid": "MIG-aaaa-1"},
 }
+
+
+def s4_copy(pod: str, claim: str) -> dict:
+    """GPU-bbbb's row as dcgm-exporter copies it for one claim of the whole GPU."""
+    return {
+        "uuid": "GPU-bbbb",
+        "gpu": "1",
+        "hostname": "node-1",
+        "pod": pod,
+        "namespace": "team-b",
+        "container": "app",
+        "dra_claim_name": claim,
+        "dra_claim_namespace": "team-b",
+        "dra_device_name": "gpu-1",
+        "dra_pool_name": "node-1",
+        "dra_driver_name": "gpu.nvidia.com",
+    }
 
 
 def span(trace_id, index, pod, start, end, agent, category="llm", namespace="agents"):
@@ -130,14 +154,19 @@ def build_dataset(root: Path) -> None:
     samples += [sample(3600, 1.0, **S1_LABELS), sample(3640, 1.0, **S1_LABELS)]
     for t in range(3700, 7300, 60):
         samples.append(sample(t, 0.25 if t < 4300 else 0.0, **S1_LABELS))
+    for t in [*range(0, 3600, 60), *range(3720, 7300, 60)]:  # scrapes while the claim is prepared
+        samples.append(sample(t, 0.9, **S1_PARENT_COPY))
     trainer = {"uuid": "GPU-9", "gpu": "3", "pod": "trainer", "namespace": "batch"}
     for t in range(0, 3600, 60):
         samples.append(sample(t, 0.0, **trainer))
         samples.append(sample(t, 50.0, metric="DCGM_FI_DEV_GPU_UTIL", **trainer))
     for t in range(0, 3000, 60):
-        samples.append(sample(t, 0.5, uuid="GPU-bbbb", gpu="1", dra_device_name="gpu-1", dra_pool_name="node-1"))
+        if t < 2000:
+            samples.append(sample(t, 0.5, **s4_copy("shared-1", "d1")))
+        if t >= 1000:
+            samples.append(sample(t, 0.5, **s4_copy("shared-2", "d2")))
     files.write("gpu_metrics", pa.Table.from_pylist(samples, schema=GPU_METRICS))
-    replayed = [s for s in samples if s.get("pod") == "vllm-a" and s["time"] < ns(3600)]
+    replayed = [s for s in samples if s.get("uuid") == "GPU-aaaa" and s["time"] < ns(3600)]
     files.write("gpu_metrics", pa.Table.from_pylist(replayed, schema=GPU_METRICS))  # duplicates of a replay
     spans = [
         span(TRACE_CODER, 0, None, 0, 4000, "coder", category="agent"),

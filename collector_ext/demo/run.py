@@ -38,12 +38,11 @@ from pathlib import Path
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from collector_ext.config import free_loopback_port
+from collector_ext.demo.dcgm_exporter import ExporterConfig, Gpu, Holder, MigInstance, otlp_request, scrape
 from collector_ext.demo.fake_kubelet import FakeKubelet, demo_cluster
 from collector_ext.demo.loadgen import GPU_SLICES, NS_PER_S, GpuSlice, WorkloadResult, WorkloadSpec, make_exporter
 from collector_ext.demo.loadgen import run_workload as send_workload
@@ -210,53 +209,40 @@ class Receiver:
 
 def start_fake_kubelet(socket_path: Path) -> FakeKubelet:
     """The fake kubelet, in this process, serving the DRA claims of the workload's GPU pods."""
-    return FakeKubelet(socket_path, demo_cluster([(s.pod.namespace, s.pod.name) for s in GPU_SLICES])).start()
+    return FakeKubelet(socket_path, demo_cluster([(s.pod.namespace, s.pod.name) for s in GPU_SLICES], GPU_NODE)).start()
 
 
 # --- dcgm-exporter metrics, as the Collector's prometheus receiver forwards them --------------------------
 
 
-def _kv(key: str, value: str) -> KeyValue:
-    return KeyValue(key=key, value=AnyValue(string_value=value))
-
-
 def dcgm_request(
     slices: Sequence[GpuSlice], busy: dict[str, list[tuple[int, int]]], start_ns: int, end_ns: int, step_s: float = 1.0
 ) -> metrics_service_pb2.ExportMetricsServiceRequest:
-    """DCGM_FI_PROF_GR_ENGINE_ACTIVE (0..1) per slice every `step_s`: high while its pod serves inference."""
+    """DCGM_FI_PROF_GR_ENGINE_ACTIVE every `step_s`, labelled as dcgm-exporter (--kubernetes
+    --kubernetes-enable-dra) labels it (collector_ext/demo/dcgm_exporter.py): a slice's MIG row reads 0.9 of
+    the time its pod serves inference (plus a 0.02 floor), its parent GPU's row (copied for the claim) a
+    seventh of that."""
     step_ns = int(step_s * NS_PER_S)
-    gauge = metrics_pb2.Gauge()
-    for gpu in slices:
-        labels = [
-            _kv("gpu", "0"),
-            _kv("UUID", gpu.gpu_uuid),
-            _kv("GPU_I_ID", gpu.gpu_instance_id),
-            _kv("GPU_I_PROFILE", gpu.mig_profile),
-            _kv("Hostname", gpu.pod.node),
-            _kv("modelName", "NVIDIA A100-SXM4-80GB"),
-            _kv("pod", gpu.pod.name),
-            _kv("namespace", gpu.pod.namespace),
-            _kv("container", gpu.pod.container),
-            _kv("dra_claim_name", gpu.claim_name),
-            _kv("dra_claim_namespace", gpu.pod.namespace),
-            _kv("dra_driver_name", gpu.driver),
-            _kv("dra_pool_name", gpu.pool),
-            _kv("dra_device_name", gpu.device),
-            _kv("dra_mig_profile", gpu.mig_profile),
-        ]
-        for t in range(start_ns, end_ns + 1, step_ns):
-            window_busy = sum(max(0, min(e, t + step_ns) - max(s, t)) for s, e in busy.get(gpu.pod.name, []))
+    gpus = [
+        Gpu(s.gpu_minor, s.gpu_uuid, mig=(MigInstance(s.gpu_instance_id, s.mig_profile, 19, 0, s.mig_uuid),))
+        for s in slices
+    ]
+    holders = [
+        Holder(s.pod.namespace, s.pod.name, s.pod.container, s.claim_name, s.pod.namespace, s.driver, s.pool, s.device)
+        for s in slices
+    ]
+    rows = scrape(GPU_NODE, gpus, holders, ExporterConfig())
+    pod_of_gpu = {s.gpu_uuid: s.pod.name for s in slices}
+    samples = []
+    for t in range(start_ns, end_ns + 1, step_ns):
+        for row in rows:
+            intervals = busy.get(pod_of_gpu[row.entity.gpu_uuid], [])
+            window_busy = sum(max(0, min(e, t + step_ns) - max(s, t)) for s, e in intervals)
             value = min(1.0, 0.02 + 0.9 * window_busy / step_ns)
-            gauge.data_points.add(time_unix_nano=t, as_double=round(value, 4), attributes=labels)
-    metric = metrics_pb2.Metric(name="DCGM_FI_PROF_GR_ENGINE_ACTIVE", description="Ratio of time the graphics engine is active.", gauge=gauge)  # fmt: skip
-    return metrics_service_pb2.ExportMetricsServiceRequest(
-        resource_metrics=[
-            metrics_pb2.ResourceMetrics(
-                resource={"attributes": [_kv("service.name", "dcgm-exporter"), _kv("k8s.node.name", GPU_NODE)]},
-                scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metric])],
-            )
-        ]
-    )
+            if row.entity.gpu_instance_id is None:
+                value /= 7  # the whole GPU: one of its seven compute slices is this instance
+            samples.append((t, row, round(value, 4)))
+    return otlp_request("DCGM_FI_PROF_GR_ENGINE_ACTIVE", samples)
 
 
 def send_dcgm(endpoint: str, request: metrics_service_pb2.ExportMetricsServiceRequest) -> str:
