@@ -11,8 +11,11 @@ import typer
 from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, SinceOption, UntilOption
 from analyzer.dataset import open_dataset
 from analyzer.gpu import REPORT_COLUMNS, gpu_report
-from analyzer.output import OutputFormat, render
+from analyzer.output import OutputFormat, TableLayout, render
 from analyzer.timeparse import TimeRange
+
+# left out first when a terminal is too narrow for every column (money and slice-hours stay)
+OPTIONAL = ("activity_source", "profile", "slices", "utilization", "busy_slice_hours", "idle_slice_hours")
 
 
 class GpuGrouping(StrEnum):
@@ -46,6 +49,7 @@ def gpu(
     render(
         rows,
         fmt,
+        layout=TableLayout(optional=OPTIONAL),
         title=f"GPU slices by {by.value}",
         columns=[by.value, *REPORT_COLUMNS],
         totals=(

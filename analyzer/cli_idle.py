@@ -14,7 +14,7 @@ from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, Sinc
 from analyzer.dataset import AnalyzerError, open_dataset
 from analyzer.gpu import GpuPrices
 from analyzer.idle import analyze_idle
-from analyzer.output import OutputFormat, render
+from analyzer.output import OutputFormat, TableLayout, render
 from analyzer.recommend import DEFAULT_SCALER_ADDRESS, Costs, emit_yaml, recommend
 from analyzer.sandbox_cost import DEFAULT_CPU_PRICE, DEFAULT_IDLE_COST_PER_HOUR, DEFAULT_MEMORY_PRICE, sandbox_costs
 from analyzer.timeparse import TimeRange, parse_duration
@@ -26,6 +26,12 @@ ColdStartOption = Annotated[
         help="Sandbox start-up time (8s, 1m). Default: p90 of the group's 'sandbox.startup' spans, else 8s.",
     ),
 ]
+
+
+# left out first when a terminal is too narrow for every column
+IDLE_LAYOUT = TableLayout(
+    optional=("arrivals_per_day", "p99_concurrency", "cold_start_s", "p99_gap_s", "peak_concurrency", "busy_fraction")
+)
 
 
 class GroupBy(StrEnum):
@@ -65,7 +71,7 @@ def idle(
         json.dump([{**g.row(), "curves": g.curves()} for g in groups], sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    render([g.row() for g in groups], fmt, title=f"Idle time by {by.value}", totals=("arrivals",),
+    render([g.row() for g in groups], fmt, title=f"Idle time by {by.value}", totals=("arrivals",), layout=IDLE_LAYOUT,
            empty=None if groups else f"no agent runs {window.describe()}".rstrip() + " in the dataset")  # fmt: skip
 
 

@@ -82,17 +82,15 @@ def _cell(value: Any, column: str = "") -> str:
 
 
 def money(value: float | Decimal) -> str:
-    """USD for people: cents from $1, four decimals below, two significant digits under $0.0001
-    ($0.000041), never an exponent."""
+    """USD for people: cents from $1, four decimals below, at least two significant digits under a cent
+    ($0.00014, $0.000041), never an exponent."""
     amount = abs(float(value))
     sign = "-" if float(value) < 0 else ""
     if amount == 0:
         return "$0"
     if amount >= 1:
         return f"{sign}${amount:,.2f}"
-    if amount >= 0.0001:
-        return f"{sign}${amount:.4f}"
-    digits = min(24, 1 - math.floor(math.log10(amount)))
+    digits = min(24, max(4, 1 - math.floor(math.log10(amount))))
     return f"{sign}${amount:.{digits}f}"
 
 
