@@ -37,6 +37,14 @@ KEDA uses pushes only to wake its scale loop between polls (the replica count fo
 pushing every change of the count would only add load. It ends when the client cancels or the server
 stops; each open stream holds one worker thread of the scaler's gRPC server.
 
+Authentication: with `--bearer-token` every method requires the token. KEDA's external scaler client sends
+no call credentials (it offers only TLS / mTLS, kedacore/keda `pkg/scalers/external_scaler.go`), but it
+passes the trigger metadata to the scaler, resolving `<key>FromEnv` values from the scale target's
+environment: so the token is accepted as trigger metadata `bearerTokenFromEnv: <ENV VAR>` (the variable
+set from a Secret; preferred) or `bearerToken`, or as an `authorization: Bearer <token>` header from other
+clients; compared in constant time; anything else is UNAUTHENTICATED. For transport security use TLS
+(`--tls-cert`, `--tls-key`, `--tls-client-ca`; KEDA's `caCert` / `tlsClientCert` / `tlsClientKey`).
+
 `metricValue` (int64, older KEDA) carries the value rounded up, so a fractional floor never reads as 0;
 `metricValueFloat` carries it exactly (KEDA reads the float only when it is > 0).
 
@@ -47,6 +55,7 @@ stops; each open stream holds one worker thread of the scaler's gRPC server.
 
 from __future__ import annotations
 
+import hmac
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -61,10 +70,11 @@ from collector_ext.keda.target import DEFAULT_RATE_WINDOW_S, MAX_RATE_WINDOW_S, 
 
 DEMAND_PATH = "/v1/demand"
 SELECTOR_KEYS = ("agent", "namespace", "service")
+TOKEN_KEYS = ("bearerTokenFromEnv", "bearerToken")  # trigger metadata carrying --bearer-token (see above)
 IN_FLIGHT, UNCLAIMED = "inFlight", "unclaimedSandboxes"
 TARGETS = (IN_FLIGHT, UNCLAIMED)
 KNOWN_KEYS = frozenset(
-    (*SELECTOR_KEYS, "target", "warmFloor", "targetPerReplica", "startupSeconds", "rateWindowSeconds")
+    (*SELECTOR_KEYS, "target", "warmFloor", "targetPerReplica", "startupSeconds", "rateWindowSeconds", *TOKEN_KEYS)
 )
 # How long a StreamIsActive worker waits for a change before checking that its client is still there.
 STREAM_WAKE_SECONDS = 0.5
@@ -197,11 +207,21 @@ def demand_json(live: LiveDemand, query: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
-    """`externalscaler.ExternalScaler` over a LiveState."""
+def token_given(metadata: Mapping[str, str], headers: Any, token: str) -> bool:
+    """Whether the trigger metadata or an `authorization` header carries `token` (constant-time compares)."""
+    given = [f"Bearer {metadata[key]}" for key in TOKEN_KEYS if key in metadata]
+    given += [value for key, value in headers or () if key == "authorization" and isinstance(value, str)]
+    expected = f"Bearer {token}".encode()
+    # compare every candidate (no early exit), so the time does not depend on which one matched
+    return sum(hmac.compare_digest(candidate.encode(), expected) for candidate in given) > 0
 
-    def __init__(self, live: LiveDemand) -> None:
+
+class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
+    """`externalscaler.ExternalScaler` over a LiveState; with a token, every method requires it."""
+
+    def __init__(self, live: LiveDemand, token: str | None = None) -> None:
         self._live = live
+        self._token = token
         self._stopping = False
 
     def stop(self) -> None:
@@ -209,8 +229,14 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         self._stopping = True
 
     def _selector(self, ref: pb.ScaledObjectRef, context: grpc.ServicerContext) -> Selector:
+        metadata = dict(ref.scalerMetadata)
+        if self._token and not token_given(metadata, context.invocation_metadata(), self._token):
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or wrong token: set trigger metadata bearerTokenFromEnv (or an authorization header)",
+            )
         try:
-            return parse_selector(dict(ref.scalerMetadata))
+            return parse_selector(metadata)
         except BadScalerMetadata as err:
             where = f"ScaledObject {ref.namespace}/{ref.name}: " if ref.name else ""
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, where + str(err))
@@ -257,8 +283,8 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         return pb.GetMetricsResponse(metricValues=[metric])
 
 
-def add_scaler_servicer(server: grpc.Server, live: LiveDemand) -> ExternalScalerServicer:
+def add_scaler_servicer(server: grpc.Server, live: LiveDemand, token: str | None = None) -> ExternalScalerServicer:
     """Register the external scaler on `server` (the receiver's scaler endpoint); returns the servicer."""
-    servicer = ExternalScalerServicer(live)
+    servicer = ExternalScalerServicer(live, token)
     pb_grpc.add_ExternalScalerServicer_to_server(servicer, server)
     return servicer

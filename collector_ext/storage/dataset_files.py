@@ -39,6 +39,18 @@ def check_writer_id(writer_id: str) -> str:
     return writer_id
 
 
+def plain_columns(table: pa.Table) -> pa.Table:
+    """The table with every dictionary-encoded column expanded to its value type: Parquet cannot store a
+    dictionary of maps, which is how decoding holds `resource_attributes` (decode/arrow_rows.py)."""
+    for position, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            column = table.column(position)
+            chunks = [chunk.dictionary.take(chunk.indices) for chunk in column.chunks]
+            plain = pa.chunked_array(chunks, type=field.type.value_type)
+            table = table.set_column(position, pa.field(field.name, field.type.value_type, field.nullable), plain)
+    return table
+
+
 def make_shared_dirs(path: Path) -> None:
     """Create `path` and its missing parents as group-writable setgid directories (see the module doc).
 
@@ -103,6 +115,7 @@ class DatasetFiles:
         schema, time_column = TABLES[table_name]
         if table.num_rows == 0:
             return []
+        table = plain_columns(table)
         table = table.cast(schema) if table.schema != schema else table
         # the UTC date of each row (a cast: formatting every timestamp as text costs ~30x more)
         dates = table[time_column].cast(pa.date32())
