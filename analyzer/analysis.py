@@ -2,7 +2,7 @@
 
 Every view (the `analyze` CLI, the HTTP API, the HTML report, the notebooks, a console) asks its questions
 through an `Analysis` and the query functions that take one: `analyzer.cost.cost_rows`,
-`analyzer.task_queries` (`list_tasks`, `task_tree`, `task_stats`), `analyzer.headline.headline`, and
+`analyzer.task_queries` (`list_tasks`, `task_tree`, `task_stats`), `analyzer.cost.totals`, and
 `analyzer.gpu.gpu_report` for slice use. So one question gets one answer, whichever view asks it.
 
     analysis = Analysis.open(Path("demo-data"), prices_file=None, gpu_prices_file=None)
