@@ -50,6 +50,7 @@ GROUP_KEYS: dict[str, str] = {
 }
 KEYS_HELP = ", ".join(GROUP_KEYS) + ", label:KEY"
 METRICS = list(FIGURE_NAMES)
+MAX_TOP = 1_000_000_000  # past any dataset's groups (and within DuckDB's LIMIT)
 MONEY_COLUMNS = (*MONEY_FIGURES, "inclusive_cost_usd", "direct_cost_usd")
 
 
@@ -64,8 +65,8 @@ class CostQuery:
     def __post_init__(self) -> None:
         check_keys(self.by)
         check_keys(list(self.where), option="--where")
-        if self.top is not None and self.top < 1:
-            raise AnalyzerError("--top must be at least 1")
+        if self.top is not None and not 1 <= self.top <= MAX_TOP:
+            raise AnalyzerError(f"--top must be between 1 and {MAX_TOP:,}")
 
     @classmethod
     def from_text(

@@ -22,6 +22,7 @@ from analyzer.dataset import AnalyzerError, load_sql
 from analyzer.figures import FIGURE_NAMES, FIGURE_SELECT
 from analyzer.timeparse import TimeRange
 
+MAX_ROWS = 1_000_000_000  # --top / --offset: past any dataset's tasks (and within DuckDB's LIMIT)
 SHORT_ID = 16  # hex digits shown for a task id in tables; `analyze task` takes any unique prefix
 MAX_TREE_DEPTH = 200
 MAX_CANDIDATES = 10  # an ambiguous prefix lists at most this many tasks
@@ -70,10 +71,10 @@ class TaskQuery:
     offset: int = 0
 
     def __post_init__(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            raise AnalyzerError("--top must be at least 1")
-        if self.offset < 0:
-            raise AnalyzerError("--offset must be at least 0")
+        if self.limit is not None and not 1 <= self.limit <= MAX_ROWS:
+            raise AnalyzerError(f"--top must be between 1 and {MAX_ROWS:,}")
+        if not 0 <= self.offset <= MAX_ROWS:
+            raise AnalyzerError(f"--offset must be between 0 and {MAX_ROWS:,}")
         if self.status not in (None, "failed", "ok"):
             raise AnalyzerError(f"unknown status {self.status!r}: use failed or ok")
 
