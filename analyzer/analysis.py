@@ -38,6 +38,7 @@ class Analysis:
         self._prices: PriceTable | None = None
         self._gpu = False
         self._tasks = False
+        self.scoped = False  # True: `spans` holds only some traces (analyzer/task_scope.py)
         # long queries would draw DuckDB's progress bar into the output; in Jupyter without ipywidgets DuckDB
         # refuses the setting (and draws none)
         with contextlib.suppress(duckdb.InvalidInputException):

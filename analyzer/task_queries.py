@@ -162,17 +162,15 @@ def resolve_task_ref(analysis: Analysis, text: str, candidates: list[bytes] | No
         {"low": low, "high": high},
     ).fetchone()
     if sub is not None:
+        # a scoped Analysis (analyzer/task_scope.py) holds the trace's parent but not the whole way up: it can
+        # tell that the trace is not a task, not which task it belongs to
         raise AnalyzerError(
             f"{ref} is not a task id: trace {sub[0].hex()} is a sub-agent trace of task {sub[1].hex()}"
-            if sub[1] != sub[0] and _present(analysis, sub[1])
-            else f"{ref} is not a task id: trace {sub[0].hex()} belongs to another task (see `analyze tasks`)"
+            if sub[1] != sub[0] and not analysis.scoped
+            else f"{ref} is not a task id: trace {sub[0].hex()} is a sub-agent trace of another task "
+            "(`analyze tasks` lists the tasks)"
         )
     raise AnalyzerError(f"unknown task id {ref}: no trace of the dataset starts with it")
-
-
-def _present(analysis: Analysis, trace_id: bytes) -> bool:
-    row = analysis.con.execute("SELECT count(*) FROM trace_tasks WHERE trace_id = $t", {"t": trace_id}).fetchone()
-    return bool(row and row[0])
 
 
 # ------------------------------------------------------------------------------------------- one task

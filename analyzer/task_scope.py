@@ -103,3 +103,4 @@ def scope_to(analysis: Analysis, prefix: str) -> None:
             {"responses": responses, "ids": traces},
         )
     con.execute("CREATE OR REPLACE TEMP VIEW spans AS SELECT * FROM scope_spans")
+    analysis.scoped = True

@@ -97,8 +97,8 @@ def test_a_sub_agent_trace_is_not_a_task(data_dir: Path) -> None:
     scenarios_dataset(data_dir)
     with pytest.raises(AnalyzerError, match=f"{tid(2).hex()} is not a task id: .* sub-agent trace of task"):
         resolve_task_ref(Analysis.open(data_dir), tid(2).hex())
-    with pytest.raises(AnalyzerError, match="is not a task id"):
-        open_task(data_dir, tid(2).hex())
+    with pytest.raises(AnalyzerError, match=f"{tid(3).hex()} is not a task id: .* sub-agent trace of another task"):
+        open_task(data_dir, tid(3).hex())  # chain 1 -> 2 -> 3: from its own traces, 3 cannot know its task is 1
 
 
 def test_failed_tasks_and_cost_per_task_by_agent(data_dir: Path, capsys) -> None:
