@@ -34,7 +34,8 @@ SELECT c.trace_id, c.span_id, c.start_time, c.task_id AS task_hint, c.agent_name
        CASE WHEN NOT c.priced THEN g.gpu_cost_usd END AS gpu_busy_cost_usd,
        CASE WHEN c.priced THEN c.cost_usd ELSE g.gpu_cost_usd END AS total_cost_usd,
        -- a DECIMAL: sums of it are the same in any order (a DOUBLE sum changes with DuckDB's threads)
-       c.reported_cost_usd::DECIMAL(38, 12) AS reported_cost_usd
+       c.reported_cost_usd::DECIMAL(38, 12) AS reported_cost_usd,
+       c.reported_usage AS usage_reported  -- false: a call that reported no usage (tokens and cost unknown)
 FROM calls AS c
 LEFT JOIN span_gpu_costs AS g ON g.trace_id = c.trace_id AND g.span_id = c.span_id
 UNION ALL
@@ -43,7 +44,7 @@ SELECT s.trace_id, s.span_id, s.start_time, s.task_id, s.agent_name, s.service_n
        s.attributes, s.resource_attributes,
        0, 0, 0, 0, 0, 0, 0,
        NULL, g.gpu_cost_usd, g.gpu_cost_usd,
-       NULL
+       NULL, NULL
 FROM span_gpu_costs AS g
 JOIN spans AS s ON s.trace_id = g.trace_id AND s.span_id = g.span_id
 ANTI JOIN calls AS c ON c.trace_id = g.trace_id AND c.span_id = g.span_id;
