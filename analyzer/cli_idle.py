@@ -10,19 +10,15 @@ from typing import Annotated
 
 import typer
 
+from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, SinceOption, UntilOption
 from analyzer.dataset import AnalyzerError, open_dataset
 from analyzer.gpu import GpuPrices
 from analyzer.idle import analyze_idle
-from analyzer.output import OutputFormat, render
+from analyzer.output import OutputFormat, TableLayout, render
 from analyzer.recommend import DEFAULT_SCALER_ADDRESS, Costs, emit_yaml, recommend
 from analyzer.sandbox_cost import DEFAULT_CPU_PRICE, DEFAULT_IDLE_COST_PER_HOUR, DEFAULT_MEMORY_PRICE, sandbox_costs
-from analyzer.timeparse import parse_duration, parse_time
+from analyzer.timeparse import TimeRange, parse_duration
 
-DataOption = Annotated[
-    Path | None, typer.Option("--data", help="Dataset directory (default $AGENTMETER_DATA or ./agentmeter-data).")
-]
-SinceOption = Annotated[str | None, typer.Option(help="Runs starting at or after: ISO date/datetime or 7d, 24h.")]
-UntilOption = Annotated[str | None, typer.Option(help="Runs starting before: ISO date/datetime or 7d, 24h.")]
 ColdStartOption = Annotated[
     str | None,
     typer.Option(
@@ -30,6 +26,12 @@ ColdStartOption = Annotated[
         help="Sandbox start-up time (8s, 1m). Default: p90 of the group's 'sandbox.startup' spans, else 8s.",
     ),
 ]
+
+
+# left out first when a terminal is too narrow for every column
+IDLE_LAYOUT = TableLayout(
+    optional=("arrivals_per_day", "p99_concurrency", "cold_start_s", "p99_gap_s", "peak_concurrency", "busy_fraction")
+)
 
 
 class GroupBy(StrEnum):
@@ -50,27 +52,27 @@ def idle(
     since: SinceOption = None,
     until: UntilOption = None,
     cold_start: ColdStartOption = None,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="table for people; json (with the curves) or csv.")
-    ] = OutputFormat.table,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Idle gaps, busy fraction and concurrency per group; in json also the survival, cooldown and warm-pool curves.
 
     The idle gap of a run is the time from the moment its group last went idle (every earlier run ended)
     to its arrival, 0 if a run was still in flight.
     """
+    window = TimeRange.parse(since, until)
     groups = analyze_idle(
         open_dataset(data),
         by=by.value,
-        since=parse_time(since),
-        until=parse_time(until),
+        since=window.since,
+        until=window.until,
         cold_start_s=parse_duration(cold_start) if cold_start else None,
     )
     if fmt is OutputFormat.json:
         json.dump([{**g.row(), "curves": g.curves()} for g in groups], sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    render([g.row() for g in groups], fmt, title=f"Idle time by {by.value}", totals=("arrivals",))
+    render([g.row() for g in groups], fmt, title=f"Idle time by {by.value}", totals=("arrivals",), layout=IDLE_LAYOUT,
+           empty=None if groups else f"no agent runs {window.describe()}".rstrip() + " in the dataset")  # fmt: skip
 
 
 def recommend_command(
@@ -104,9 +106,7 @@ def recommend_command(
     memory_price: Annotated[
         float | None, typer.Option(min=0.0, help=f"Price per GiB-hour (default ${DEFAULT_MEMORY_PRICE:g}, assumed).")
     ] = None,
-    gpu_prices: Annotated[
-        Path | None, typer.Option(help="GPU price file (analyzer/gpu_prices.example.yaml) for the pods' GPU slices.")
-    ] = None,
+    gpu_prices: GpuPricesOption = None,
     namespace: Annotated[
         str | None, typer.Option(help="Only runs in this namespace; also the namespace of the emitted objects.")
     ] = None,
@@ -131,12 +131,13 @@ def recommend_command(
     Replays the agent's runs through each plan and keeps the cheapest (idle + cold-start cost) that reaches
     --target-warm-hit.
     """
+    window = TimeRange.parse(since, until)
     ds = open_dataset(data)
     groups = analyze_idle(
         ds,
         by="agent",
-        since=parse_time(since),
-        until=parse_time(until),
+        since=window.since,
+        until=window.until,
         namespace=namespace,
         group=agent,
         cold_start_s=parse_duration(cold_start) if cold_start else None,

@@ -37,7 +37,8 @@ class Dataset:
     con: duckdb.DuckDBPyConnection
 
     def has_rows(self, table: str) -> bool:
-        return bool(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 (fixed names)
+        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 (fixed names)
+        return bool(row and row[0])
 
 
 def read_yaml_file(path: Path, what: str) -> Any:

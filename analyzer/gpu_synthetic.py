@@ -63,6 +63,7 @@ def slice_layout(slices: int) -> list[dict]:
         if plugin:
             holder = Holder(namespace, pod, "server", resource_name="nvidia.com/gpu", device_id=gpu.uuid)
         else:
+            assert instance is not None  # a DRA slice is a MIG instance here
             device = gpu.mig_dra_device(instance)
             holder = Holder(namespace, pod, "server", f"{pod}-gpu", namespace, "gpu.nvidia.com", node, device)
         layout.append(
@@ -196,7 +197,7 @@ def synthetic_gpu(
             for k, i in enumerate(with_metrics):
                 own, parent_held, parent_free = _dcgm_rows(layout[i])
                 chunks.append(_metric_rows(steps, values[k], own))
-                if parent_held is not None:  # the parent GPU: this instance's share of its compute slices
+                if parent_held is not None and parent_free is not None:  # the parent GPU: this instance's share
                     share = values[k] * GPCS[layout[i]["profile"]] / 7
                     chunks.append(_metric_rows(steps[held[k]], share[held[k]], parent_held))
                     chunks.append(_metric_rows(steps[~held[k]], share[~held[k]], parent_free))

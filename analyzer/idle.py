@@ -207,10 +207,3 @@ def _group_from_summary(row: dict[str, Any]) -> GroupIdle:
         cold_start_s=DEFAULT_COLD_START_S,
         cold_start_source="default, no sandbox.startup spans",
     )
-
-
-def report_sections(ds: Dataset) -> list[tuple[str, Any]]:
-    """The idle curves in `analyze report` (analyzer/report.py picks this function up by name)."""
-    from analyzer.idle_charts import idle_sections  # the charts import this module: import them late
-
-    return idle_sections(ds)

@@ -353,7 +353,7 @@ def _common_lines(rec: Recommendation) -> list[str]:
 def _plan_lines(rec: Recommendation) -> list[str]:
     chosen = rec.plan
     reach = {True: "reaches the target", False: "best reachable, BELOW the target"}
-    floors = {}
+    floors: dict[int, PlanChoice] = {}
     for c in rec.candidates:  # per floor, its best cooldown
         best = floors.get(c.plan.warm_floor)
         if best is None or _best_plan([best, c]) is c:
@@ -458,7 +458,7 @@ def _window_line(rec: Recommendation) -> str:
     if rec.scale_down is None:
         return prefix + "never two runs at once in the data, the HPA default"
     down = rec.scale_down
-    gaps = len(rec.idle.scale_up_gaps)
+    gaps = len(rec.idle.scale_up_gaps or [])
     return prefix + (
         f"{_pct(down.warm_hit)} of {gaps} returns to a higher replica count come within it, "
         f"${down.cost_per_day:.2f}/day" + ("" if down.meets_target else " (best reachable, BELOW the target)")

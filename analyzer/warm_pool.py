@@ -139,7 +139,8 @@ def replay_plan(arrivals_ns: Sequence[int], plan: KedaPlan) -> PlanResult:
     arrivals = [(t - t0) / NS for t in arrivals_ns]
     n, end = len(arrivals), arrivals[-1]
     p, w, s, floor = plan.polling_s, plan.rate_window_s, plan.stabilization_s, plan.warm_floor
-    ready, pending = floor, deque()  # pending: ready times of sandboxes starting, ascending
+    ready = floor
+    pending: deque[float] = deque()  # ready times of sandboxes starting, ascending
     replicas, peak = floor, floor
     # the HPA's requests within the stabilization window, as a sliding maximum: values strictly decreasing
     requests: deque[tuple[float, int]] = deque()

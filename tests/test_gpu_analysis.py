@@ -198,14 +198,19 @@ def expected(allocated_s: float, busy_s: float, price: float) -> dict:
         "busy_slice_hours": round(busy_s / 3600, 6),
         "utilization": round(busy_s / allocated_s, 6),
         "idle_slice_hours": round((allocated_s - busy_s) / 3600, 6),
-        "cost_usd": round(allocated_s * price / 3600, 6),
+        "allocated_cost_usd": round(allocated_s * price / 3600, 6),
         "idle_cost_usd": round((allocated_s - busy_s) * price / 3600, 6),
         "busy_cost_usd": round(busy_s * price / 3600, 6),
     }
 
 
+def usd(value) -> float:
+    """Money is an exact DECIMAL sum (analyzer/sql/gpu_money.sql); the expectations here are to 6 places."""
+    return round(float(value), 6)
+
+
 def figures(row: dict) -> dict:
-    return {k: row[k] for k in expected(1, 0, 0)}
+    return {k: usd(row[k]) if k.endswith("_usd") else row[k] for k in expected(1, 0, 0)}
 
 
 def report(root: Path, by: str, **kwargs) -> dict:
@@ -234,7 +239,7 @@ def test_by_pod_and_namespace_split_a_shared_device(dataset: Path) -> None:
     assert set(namespaces) == {"agents", "batch", "team-b"}
     assert namespaces["agents"]["allocated_slice_hours"] == round(9000 / 3600, 6)
     assert namespaces["agents"]["idle_slice_hours"] == round((9000 - 1550) / 3600, 6)
-    assert namespaces["agents"]["idle_cost_usd"] == round(((7200 - 1050) * P1 + (1800 - 500) * P3) / 3600, 6)
+    assert usd(namespaces["agents"]["idle_cost_usd"]) == round(((7200 - 1050) * P1 + (1800 - 500) * P3) / 3600, 6)
     assert namespaces["agents"]["activity_source"] == "dcgm,spans"
     node = report(dataset, "node")["node-1"]
     assert node["slices"] == 4
@@ -247,9 +252,9 @@ def test_by_agent_and_task_attribute_busy_time_by_span_share(dataset: Path) -> N
     coder_alloc = 3600 * 10 / 900 + 3600 * 30 / 150 + 1800 * 340 / 500
     writer_alloc = 3600 * 20 / 900 + 1800 * 160 / 500
     assert agents["coder"]["busy_slice_hours"] == round(340 / 3600 + 40 / 3600, 6)
-    assert agents["coder"]["busy_cost_usd"] == round((40 * P1 + 340 * P3) / 3600, 6)
+    assert usd(agents["coder"]["busy_cost_usd"]) == round((40 * P1 + 340 * P3) / 3600, 6)
     assert agents["coder"]["allocated_slice_hours"] == round(coder_alloc / 3600, 6)
-    assert agents["coder"]["cost_usd"] == round(((3600 * 10 / 900 + 720) * P1 + 1224 * P3) / 3600, 6)
+    assert usd(agents["coder"]["allocated_cost_usd"]) == round(((3600 * 10 / 900 + 720) * P1 + 1224 * P3) / 3600, 6)
     assert agents["writer"]["busy_slice_hours"] == round(180 / 3600, 6)
     assert agents["writer"]["allocated_slice_hours"] == round(writer_alloc / 3600, 6)
     # busy time no span covers, and idle time of segments nobody used, stay unattributed
@@ -269,7 +274,7 @@ def test_span_gpu_costs_view(dataset: Path) -> None:
     rows = [
         (span_id[-1], cost)
         for span_id, cost in con.execute(
-            "SELECT span_id, round(gpu_cost_usd * 3600, 6) FROM span_gpu_costs ORDER BY trace_id, span_id"
+            "SELECT span_id, round(gpu_cost_usd * 3600, 6)::DOUBLE FROM span_gpu_costs ORDER BY trace_id, span_id"
         ).fetchall()
     ]
     assert rows == [
@@ -305,9 +310,9 @@ def test_price_file_overrides_and_mig_fraction_rule(dataset: Path, tmp_path: Pat
     prices = tmp_path / "prices.yaml"
     prices.write_text("gpu_usd_per_hour: 7.0\nprofiles:\n  1g.10gb: 1.0\n")
     rows = report(dataset, "slice", gpu_prices_file=prices)
-    assert rows[S1]["cost_usd"] == 2.0
-    assert rows[S2]["cost_usd"] == 7.0
-    assert rows[S3]["cost_usd"] == round(0.5 * 7.0 * 3 / 7, 6)  # 3g.* not listed: 3/7 of a whole GPU
+    assert usd(rows[S1]["allocated_cost_usd"]) == 2.0
+    assert usd(rows[S2]["allocated_cost_usd"]) == 7.0
+    assert usd(rows[S3]["allocated_cost_usd"]) == round(0.5 * 7.0 * 3 / 7, 6)  # 3g.* not listed: 3/7 of a whole GPU
 
 
 def test_example_price_file_holds_the_defaults() -> None:
@@ -340,10 +345,10 @@ def test_empty_dataset_reports_nothing(data_dir: Path) -> None:
 
 
 def test_report_sections_for_analyze_report(dataset: Path, data_dir: Path) -> None:
-    from analyzer.gpu import report_sections
+    from analyzer.gpu_charts import gpu_sections as report_sections
 
     sections = dict(report_sections(open_dataset(dataset)))
     assert list(sections) == ["GPU slice utilization", "Idle GPU slice-hours by namespace", "GPU cost by agent"]
     assert len(sections["GPU slice utilization"].data) == 4
     bars = sections["GPU cost by agent"].data[0]
-    assert dict(zip(bars.x, bars.y, strict=True))["writer"] == round((20 * P1 + 160 * P3) / 3600, 6)
+    assert usd(dict(zip(bars.x, bars.y, strict=True))["writer"]) == round((20 * P1 + 160 * P3) / 3600, 6)
