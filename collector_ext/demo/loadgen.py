@@ -280,6 +280,17 @@ class AgentRun:
         }
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """One LLM call as sent (tests report a call a second time, as a second instrumentation would)."""
+
+    agent: str
+    namespace: str
+    model: Model
+    response_id: str | None  # None: the dialect reports none
+    usage: dict[str, int]
+
+
 @dataclass
 class WorkloadResult:
     tasks_sent: int = 0
@@ -295,6 +306,7 @@ class WorkloadResult:
     models: dict[str, UsageTotals] = field(default_factory=dict)  # by request model
     tasks: list[AgentRun] = field(default_factory=list)  # the orchestrator run of each task
     stopped_early: bool = False  # --max-seconds reached before every task was sent
+    calls: list[CallRecord] = field(default_factory=list)  # every LLM call, in order
 
     def total(self) -> UsageTotals:
         total = UsageTotals()
@@ -604,6 +616,8 @@ class _Emitter:
         span.end(end_time=end)
         self._count(t, end)
         run.usage.add_call(usage)
+        reported_id = None if profile.dialect == "openinference" else response_id
+        self.result.calls.append(CallRecord(profile.name, run.namespace, model, reported_id, usage))
         self.result.agents.setdefault(profile.name, UsageTotals()).add_call(usage)
         self.result.models.setdefault(model.request_model, UsageTotals()).add_call(usage)
         return end + self.seconds(0.001, 0.2)

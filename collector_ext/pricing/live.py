@@ -18,10 +18,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 from collector_ext.pricing.price_file import UserPrice, load_price_file
-from collector_ext.pricing.rules import COST_SCALE, DAY_US, PRICE_COLUMNS, PriceTable, price_pair
+from collector_ext.pricing.rules import DAY_US, PRICE_COLUMNS, PriceTable, price_pair
 
 SCALE = 10**24  # units of 1e-24 USD per USD (the price rows' DECIMAL(38, 24) scale)
 NS_PER_US = 1_000
@@ -153,5 +154,5 @@ class LivePrices:
 
 
 def usd(units: int) -> float:
-    """1e-24 USD units as a float of USD (for Prometheus); exact up to the float's precision."""
-    return float(Decimal(units) * COST_SCALE)
+    """1e-24 USD units as USD: the float nearest the exact value (as the analyzer's JSON gives a DECIMAL)."""
+    return float(Fraction(units, SCALE))
