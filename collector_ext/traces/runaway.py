@@ -92,11 +92,18 @@ def quantile_cont(values: list[float], q: float) -> float:
 
 def limit_for(thresholds: RunawayThresholds, reason: str, history: list[float]) -> tuple[float, str]:
     """The limit of one reason for an agent with these past tasks' values, and its basis."""
+    p99 = quantile_cont(history, 0.99) if history else None
+    return limit_from(thresholds, reason, p99, len(history))
+
+
+def limit_from(thresholds: RunawayThresholds, reason: str, p99: float | None, tasks: int) -> tuple[float, str]:
+    """The limit of one reason given the p99 of the agent's last `tasks` (at most HISTORY_TASKS) past tasks:
+    its threshold, or history's lower limit (basis "history") once there are `history_min_tasks` of them."""
     threshold = thresholds.threshold(reason)
-    if len(history) < thresholds.history_min_tasks:
+    if p99 is None or tasks < thresholds.history_min_tasks:
         return threshold, "threshold"
     factor = thresholds.history_factor
-    learned = max(factor * quantile_cont(history, 0.99), threshold / factor)
+    learned = max(factor * p99, threshold / factor)
     return (learned, "history") if learned < threshold else (threshold, "threshold")
 
 
