@@ -118,6 +118,7 @@ def test_every_overlay_renders_the_expected_objects() -> None:
         ("PodDisruptionBudget", "agentmeter", "agentmeter-collector-ext"),
         ("PodDisruptionBudget", "agentmeter", "otel-collector"),
         ("PrometheusRule", "agentmeter", "agentmeter"),
+        ("PrometheusRule", "agentmeter", "agentmeter-budgets"),
         ("Role", "agentmeter", "agentmeter-otel-collector-endpoints"),
         ("RoleBinding", "agentmeter", "agentmeter-otel-collector-endpoints"),
         ("Service", "agentmeter", "agentmeter-analyzer"),
