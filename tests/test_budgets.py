@@ -161,3 +161,22 @@ def test_deploy_ships_the_generated_rules(capsys) -> None:
     assert capsys.readouterr().out == (ROOT / "deploy/base/budget-alerts.yaml").read_text()
     shipped = yaml.safe_load((ROOT / "deploy/base/budget-alerts.yaml").read_text())
     assert len(shipped["spec"]["groups"][0]["rules"]) == 2 + 4 + 4
+
+
+def test_report_has_the_budget_section(spend, tmp_path: Path) -> None:
+    data, prices = spend
+    from analyzer.report import build_report
+
+    budgets = [Budget(name="planner", scope="agent=research-planner", period="month", amount_usd=Decimal(80))]
+    page = build_report(Analysis.open(data, prices), budgets, datetime(2026, 11, 11, tzinfo=UTC))
+    row = page[page.index("<td>planner</td>") :].split("</tr>")[0]
+    # the same figures `analyze budget` gives: $30 spent, $3/day, $90 forecast, breach forecast Nov 27 16:00
+    assert row == (
+        "<td>planner</td><td>agent=research-planner</td><td>month</td><td>$80.00</td><td>$30.00</td>"
+        "<td>$3.00</td><td>$90.00</td><td>forecast_breach</td><td>2026-11-27 16:00</td>"
+    )
+    section = page[page.index("<h2>Runaway tasks</h2>") :].split("</section>")[0]
+    # the $100 (October) and $7 calls are tasks past the $5 cost threshold, as `analyze runaway` lists them
+    assert section.count("<td>cost_usd</td>") == 2
+    assert "<td>cost_usd</td><td>100</td><td>5 (threshold)</td>" in section
+    assert "<td>cost_usd</td><td>7</td><td>5 (threshold)</td>" in section
