@@ -7,6 +7,7 @@
     GET /api/task-stats?by=agent|day|week|month    tasks, failures, cost-per-task distribution
     GET /report                                     the HTML report (self-contained)
     GET /docs                                       the OpenAPI docs (Swagger UI served from here: offline)
+    GET /, /tasks, /tasks/{id}, /agents, /gpu, /prices   the web console (analyzer/console/)
 
 Every answer is the CLI's JSON for the same question (the same query functions, `analyzer.analysis`).
 The dataset is opened once and kept, with the answers already given (the report, task listings), until its
@@ -56,7 +57,11 @@ def _one_line(err: RequestValidationError) -> str:
 
 
 def create_app(
-    data: Path | None = None, prices_file: Path | None = None, gpu_prices_file: Path | None = None
+    data: Path | None = None,
+    prices_file: Path | None = None,
+    gpu_prices_file: Path | None = None,
+    *,
+    console: bool = True,
 ) -> FastAPI:
     cache = DatasetCache(data, prices_file, gpu_prices_file)
     app = FastAPI(
@@ -161,5 +166,11 @@ def create_app(
     @app.get("/report", response_class=HTMLResponse)
     def report() -> HTMLResponse:
         return HTMLResponse(cache.snapshot().answer("report", build_report))
+
+    if console:
+        from analyzer.console.app import mount  # jinja2 and the pages: only a server with the console pays
+        from analyzer.console.pages import Source
+
+        mount(app, cache, Source(cache.root, prices_file, gpu_prices_file))
 
     return app

@@ -213,3 +213,31 @@ def _totals(analysis: Analysis, query: CostQuery) -> dict[str, Any]:
     row = cursor.fetchone()
     assert row is not None  # an aggregate without GROUP BY always has one row
     return dict(zip(FIGURE_NAMES, row, strict=True))
+
+
+USAGE_GAP_COLUMNS = ("agent", "provider", "model", "calls_without_usage", "llm_calls")
+
+
+def calls_without_usage(analysis: Analysis, window: TimeRange | None = None) -> list[dict[str, Any]]:
+    """Per agent, provider and model that has any: the LLM calls that reported no usage at all (the `charges`
+    rows with `usage_reported` false: counted in `llm_calls`, their tokens and cost unknown) beside all its
+    calls, most first. The usual cause is instrumentation that does not record usage (streamed responses
+    without usage, an instrumentation library that drops it)."""
+    analysis.install_charges()
+    window = window or TimeRange()
+    cursor = analysis.con.execute(
+        """
+        SELECT agent_name AS agent, provider, model,
+               count(*) FILTER (WHERE NOT usage_reported) AS calls_without_usage,
+               coalesce(sum(llm_calls), 0)::BIGINT AS llm_calls
+        FROM charges
+        WHERE ($since::TIMESTAMPTZ IS NULL OR start_time >= $since::TIMESTAMPTZ)
+          AND ($until::TIMESTAMPTZ IS NULL OR start_time < $until::TIMESTAMPTZ)
+          AND llm_calls > 0
+        GROUP BY ALL
+        HAVING count(*) FILTER (WHERE NOT usage_reported) > 0
+        ORDER BY calls_without_usage DESC, agent, provider, model
+        """,
+        {"since": window.since, "until": window.until},
+    )
+    return [dict(zip(USAGE_GAP_COLUMNS, row, strict=True)) for row in cursor.fetchall()]

@@ -156,7 +156,7 @@ def test_analyze_serve_prints_its_url_and_answers(dataset: Path) -> None:
     try:
         assert server.stdout is not None
         line = server.stdout.readline()  # printed once it listens
-        found = re.match(r"agentmeter API on (http://127\.0\.0\.1:\d+) for (\S+): ", line)
+        found = re.match(r"agentmeter console on (http://127\.0\.0\.1:\d+)/ for (\S+) ", line)
         assert found, line
         assert found.group(2) == str(dataset) and f"{found.group(1)}/docs" in line
         response = httpx.get(f"{found.group(1)}/api/cost", params={"by": "namespace"}, timeout=30)
