@@ -456,7 +456,9 @@ def run_demo(data_dir: Path, tasks: int, seed: int, stop: WorkloadStop | None = 
     width = max(len(command) for command, _ in hints)
     for command, why in hints:
         print(f"      {command:<{width}}   # {why}")
-    print(f"    open the console on this data:  .venv/bin/analyze serve --data {data_dir}   then http://127.0.0.1:8080/")
+    print(
+        f"    open the console on this data:  .venv/bin/analyze serve --data {data_dir}   then http://127.0.0.1:8080/"
+    )
     return 1 if problems or failed_commands else 0
 
 
