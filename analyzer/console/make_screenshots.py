@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.05)
     base = f"http://127.0.0.1:{port}"
     pages = {
-        "overview": "/?range=all",
-        "tasks": "/tasks?range=all",
+        "overview": "/?every=hour",
+        "tasks": "/tasks",
         "task": f"/tasks/{task[:16]}",
-        "agents": "/agents?range=all",
-        "gpu": "/gpu?range=all",
-        "prices": "/prices?range=all",
+        "agents": "/agents",
+        "gpu": "/gpu",
+        "prices": "/prices",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     try:
