@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, SinceOption, UntilOption
-from analyzer.dataset import open_dataset
+from analyzer.dataset import AnalyzerError, open_dataset
 from analyzer.idle import analyze_idle
 from analyzer.output import OutputFormat, TableLayout, render
 from analyzer.quota import quota_yaml, sandbox_requests
