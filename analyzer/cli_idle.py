@@ -11,9 +11,10 @@ from typing import Annotated
 import typer
 
 from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, SinceOption, UntilOption
-from analyzer.dataset import open_dataset
+from analyzer.dataset import AnalyzerError, open_dataset
 from analyzer.idle import analyze_idle
 from analyzer.output import OutputFormat, TableLayout, render
+from analyzer.quota import quota_yaml, sandbox_requests
 from analyzer.recommend import DEFAULT_SCALER_ADDRESS, emit_yaml, recommend_agent
 from analyzer.sandbox_cost import DEFAULT_CPU_PRICE, DEFAULT_IDLE_COST_PER_HOUR, DEFAULT_MEMORY_PRICE
 from analyzer.timeparse import TimeRange, parse_duration
@@ -43,6 +44,7 @@ class Emit(StrEnum):
     keda = "keda"
     warmpool = "warmpool"
     all = "all"
+    quota = "quota"
 
 
 def idle(
@@ -75,7 +77,9 @@ def idle(
 
 
 def recommend_command(
-    agent: Annotated[str, typer.Option("--agent", help="Agent name (agent_name of its runs).")],
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Agent name (agent_name of its runs); not with --emit quota.")
+    ] = None,
     data: DataOption = None,
     target_warm_hit: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Fraction of runs that should find a warm sandbox.")
@@ -115,7 +119,8 @@ def recommend_command(
         Emit,
         typer.Option(
             help="all: a pool scaled by KEDA and its ScaledObject; keda: the ScaledObject only; "
-            "warmpool: a static pool without KEDA."
+            "warmpool: a static pool without KEDA; quota: a ResourceQuota and LimitRange for --namespace from its "
+            "peak concurrency x --sandbox-template's requests."
         ),
     ] = Emit.all,
     scaler_address: Annotated[
@@ -124,6 +129,9 @@ def recommend_command(
     template: Annotated[
         str | None, typer.Option(help="SandboxTemplate name of the warm pool (default: the agent's name).")
     ] = None,
+    quota_headroom: Annotated[
+        float, typer.Option(min=0.0, help="With --emit quota: percent added to the observed peak.")
+    ] = 0.0,
 ) -> None:
     """YAML for an Agent Sandbox SandboxWarmPool scaled by a KEDA ScaledObject, with the numbers behind each choice.
 
@@ -131,6 +139,13 @@ def recommend_command(
     --target-warm-hit.
     """
     window = TimeRange.parse(since, until)
+    if emit is Emit.quota:
+        if not namespace or sandbox_template is None:
+            raise AnalyzerError("--emit quota needs --namespace (the agents' namespace) and --sandbox-template")
+        sys.stdout.write(_quota(data, namespace, window, sandbox_template, quota_headroom))
+        return
+    if not agent:
+        raise AnalyzerError("--agent is required (except with --emit quota)")
     rec = recommend_agent(
         open_dataset(data),
         agent,
@@ -146,7 +161,18 @@ def recommend_command(
         memory_price=memory_price,
         gpu_prices_file=gpu_prices,
     )
+    assert emit is not Emit.quota
     sys.stdout.write(emit_yaml(rec, emit.value, namespace=namespace, scaler_address=scaler_address, template=template))
+
+
+def _quota(data: Path | None, namespace: str, window: TimeRange, template: Path, headroom: float) -> str:
+    sandbox = sandbox_requests(template)
+    ds = open_dataset(data)
+    found = analyze_idle(ds, by="namespace", since=window.since, until=window.until, group=namespace)
+    if not found:
+        raise AnalyzerError(f"no agent runs in namespace {namespace!r} in the dataset")
+    agents = analyze_idle(ds, by="agent", since=window.since, until=window.until, namespace=namespace)
+    return quota_yaml(namespace, found[0], agents, sandbox, headroom)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,7 +17,9 @@ DataOption = Annotated[
 ]
 PricesOption = Annotated[
     Path | None,
-    typer.Option("--prices", help="YAML price file: override or add models, discounts (see analyzer/pricing.py)."),
+    typer.Option(
+        "--prices", help="YAML price file: override or add models, discounts (see collector_ext/pricing/price_file.py)."
+    ),
 ]
 GpuPricesOption = Annotated[
     Path | None,

@@ -26,7 +26,7 @@ def prices_command(
     """The list price in force for every (provider, model) of the dataset, in USD per million tokens, beside
     its calls, tokens, token cost and the effective price paid in the time range; unpriced models with why.
 
-    Prices: genai-prices' bundled data, then --prices (analyzer/pricing.py). The list price is the one at
+    Prices: genai-prices' bundled data, then --prices (collector_ext/pricing/price_file.py). The list price is the one at
     the dataset's newest call (first band of a tiered price; `tiers` counts the bands)."""
     window = TimeRange.parse(since, until)
     analysis = Analysis.open(data, prices, gpu_prices)

@@ -19,12 +19,17 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Where to write the HTML page.")] = Path("agentmeter-report.html"),
     prices: PricesOption = None,
     gpu_prices: GpuPricesOption = None,
+    budgets: Annotated[
+        Path | None, typer.Option("--budgets", help="Budgets YAML: adds the budget section (analyze budget).")
+    ] = None,
 ) -> None:
-    """Write an HTML report (plotly inline, works offline): the headline figures, cost by agent over time, by
-    model, top tasks, unpriced share, GPU slices and idle curves."""
+    """Write an HTML report (plotly inline, works offline): the headline figures, budgets (with --budgets), cost
+    by agent over time, by model, top tasks, unpriced share, runaway tasks, GPU slices and idle curves."""
+    from analyzer.budgets import load_budgets
     from analyzer.report import write_report  # plotly: only this command pays for importing it
 
-    written = write_report(Analysis.open(data, prices, gpu_prices), out)
+    found = load_budgets(budgets) if budgets else None
+    written = write_report(Analysis.open(data, prices, gpu_prices), out, found)
     typer.echo(f"report written to {written.resolve()}")
 
 

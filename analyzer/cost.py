@@ -141,6 +141,14 @@ def check_keys(keys: list[str], option: str = "--by") -> None:
             raise AnalyzerError(f"unknown {option} key {key!r}: use one of {KEYS_HELP}")
 
 
+def where_sql(where: dict[str, str], params: dict[str, Any]) -> list[str]:
+    """SQL conditions over `charges AS c` for `--where` filters (no `task` key: it needs the task join);
+    their values and label keys bound into `params`."""
+    filters = [f"CAST({_key_sql(key, params)} AS VARCHAR) = $where_{i}" for i, key in enumerate(where)]
+    params.update({f"where_{i}": value for i, value in enumerate(where.values())})
+    return filters
+
+
 def _key_sql(key: str, params: dict[str, Any]) -> str:
     """The SQL expression of a group key; a label's key is bound as parameters."""
     if not key.startswith(LABEL_PREFIX):

@@ -22,11 +22,13 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from analyzer.analysis import Analysis
+from analyzer.budgets import Budget, budget_status
 from analyzer.cost import CostQuery, cost_rows, totals
 from analyzer.dataset import load_sql
 from analyzer.gpu_charts import gpu_sections
 from analyzer.idle_charts import idle_sections
 from analyzer.output import money
+from analyzer.runaway import runaway_tasks
 from analyzer.task_queries import TaskQuery, list_tasks
 
 Section = Callable[[Analysis], list[tuple[str, Any]]]
@@ -105,7 +107,46 @@ def idle_section(analysis: Analysis) -> list[tuple[str, Any]]:
     return idle_sections(analysis.dataset)
 
 
-SECTIONS: list[Section] = [cost_over_time, cost_by_model, top_tasks, unpriced_share, gpu_section, idle_section]
+def runaway_section(analysis: Analysis) -> list[tuple[str, Any]]:
+    """The tasks `analyze runaway` lists (default limits), at most RUNAWAY_ROWS."""
+    rows = runaway_tasks(analysis)
+    if not rows:
+        return [("Runaway tasks", "<p>No task passed a runaway limit (analyze runaway).</p>")]
+    body = "".join(
+        f"<tr><td>{html.escape(r.task_id[:16])}</td><td>{html.escape(r.root_agent)}</td><td>{r.reason}</td>"
+        f"<td>{r.value:,.4g}</td><td>{r.threshold:,.4g} ({r.basis})</td></tr>"
+        for r in rows[:RUNAWAY_ROWS]
+    )
+    more = f"<p>{len(rows) - RUNAWAY_ROWS} more: analyze runaway.</p>" if len(rows) > RUNAWAY_ROWS else ""
+    table = "<table><tr><th>task</th><th>root agent</th><th>reason</th><th>value</th><th>limit</th></tr>"
+    return [("Runaway tasks", table + body + "</table>" + more)]
+
+
+def budget_section(analysis: Analysis, budgets: list[Budget], at: datetime) -> list[tuple[str, Any]]:
+    """Each budget as `analyze budget` gives it (the same BudgetStatus rows)."""
+    statuses = [budget_status(analysis, budget, at) for budget in budgets]
+    body = "".join(
+        f"<tr><td>{html.escape(s.budget.title)}</td><td>{html.escape(s.budget.scope)}</td><td>{s.budget.period}</td>"
+        f"<td>{money(s.budget.amount_usd)}</td><td>{money(s.spend_usd)}</td><td>{money(s.burn_rate_usd_per_day)}</td>"
+        f"<td>{money(s.forecast_usd)}</td><td>{s.status}</td>"
+        f"<td>{_when(s.breached_at or s.forecast_breach_at)}</td></tr>"
+        for s in statuses
+    )
+    head = (
+        "<table><tr><th>budget</th><th>scope</th><th>period</th><th>amount</th><th>spend</th><th>burn/day</th>"
+        "<th>forecast</th><th>status</th><th>breach</th></tr>"
+    )
+    return [(f"Budgets at {at:%Y-%m-%d %H:%M} UTC", head + body + "</table>")]
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M")
+
+
+RUNAWAY_ROWS = 20
+SECTIONS: list[Section] = [
+    cost_over_time, cost_by_model, top_tasks, unpriced_share, runaway_section, gpu_section, idle_section
+]  # fmt: skip
 
 
 def _content(item: Any) -> str:
@@ -118,10 +159,13 @@ def _usd(value: Any) -> str:
     return "-" if value is None else money(value)
 
 
-def build_report(analysis: Analysis) -> str:
-    """The report as one HTML string (plotly.js inline: no network needed to view it)."""
+def build_report(analysis: Analysis, budgets: list[Budget] | None = None, at: datetime | None = None) -> str:
+    """The report as one HTML string (plotly.js inline: no network needed to view it); with `budgets`, a
+    budget section as of `at` (default now)."""
     analysis.install_charges()
     sections = [item for section in SECTIONS for item in section(analysis)]
+    if budgets:
+        sections[:0] = budget_section(analysis, budgets, at or datetime.now(UTC))
     parts = [f"<section><h2>{html.escape(title)}</h2>{_content(item)}</section>" for title, item in sections]
     figures = totals(analysis)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -139,8 +183,8 @@ def _json_number(value: Any) -> Any:
     return value if value is None or isinstance(value, int) else float(value)
 
 
-def write_report(analysis: Analysis, out: Path) -> Path:
-    text = build_report(analysis)
+def write_report(analysis: Analysis, out: Path, budgets: list[Budget] | None = None) -> Path:
+    text = build_report(analysis, budgets)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -211,6 +211,36 @@ class ReceiverConfig(BaseSettings):
     scaler_endpoint: str | None = Field(
         "localhost:9090", description="KEDA external scaler gRPC address HOST:PORT; empty switches it off."
     )
+    prices: Path | None = Field(
+        None,
+        description="User price file (YAML, the analyzer's --prices format: collector_ext/pricing/price_file.py) "
+        "for the live cost metrics; genai-prices' bundled prices apply to the rest.",
+    )
+    metrics_top_agents: int = Field(
+        100, ge=1, le=100_000, description="Agents with their own series in the cost metrics; later ones: 'other'."
+    )
+    metrics_top_models: int = Field(
+        100, ge=1, le=100_000, description="Models with their own series in the cost metrics; later ones: 'other'."
+    )
+    runaway_max_subagents: int = Field(50, ge=1, description="Runaway: sub-agent traces linked under one task.")
+    runaway_max_depth: int = Field(6, ge=1, description="Runaway: links from a task's top to its deepest sub-agent.")
+    runaway_max_tool_repeats: int = Field(
+        20, ge=1, description="Runaway: calls of one tool with the same arguments in one task."
+    )
+    runaway_max_llm_calls: int = Field(200, ge=1, description="Runaway: LLM and embedding calls in one task.")
+    runaway_max_failed_calls: int = Field(
+        20, ge=1, description="Runaway: LLM and embedding calls ending in error in one task (retry storms)."
+    )
+    runaway_max_cost_usd: float = Field(5.0, gt=0, description="Runaway: token cost of one task so far, USD.")
+    runaway_history_factor: float = Field(
+        3.0,
+        ge=1,
+        description="Runaway: a task past this many times the p99 of its root agent's past tasks is flagged "
+        "(never below threshold / factor).",
+    )
+    runaway_history_min_tasks: int = Field(
+        50, ge=1, description="Runaway: past tasks of an agent needed before its history sets its limits."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["json", "console"] = Field("json", description="Structured log rendering.")
 

@@ -27,14 +27,17 @@ from collector_ext.decode.pool import DecodePool, default_processes
 from collector_ext.gpu.metrics import GpuMetricsReceiver
 from collector_ext.gpu.podresources import PodResourcesPoller
 from collector_ext.keda.scaler import ExternalScalerServicer, add_scaler_servicer, demand_json
+from collector_ext.pricing.live import LivePrices
 from collector_ext.receiver.grpc_server import GrpcHandlers, build_grpc_server
 from collector_ext.receiver.http_connections import guarded_protocol
 from collector_ext.receiver.http_server import build_app
 from collector_ext.receiver.ingest import TraceIngest
 from collector_ext.receiver.telemetry import Telemetry
 from collector_ext.storage.writer_lock import WriterLock
+from collector_ext.traces.cost_meter import CostMeter
 from collector_ext.traces.live_state import LiveState
 from collector_ext.traces.pipeline import Pipeline
+from collector_ext.traces.runaway import RunawayThresholds, RunawayWatch
 from collector_ext.traces.stitching import Stitcher
 
 GRPC_STOP_GRACE_S = 5.0
@@ -71,13 +74,20 @@ class Receiver:
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
+        # the price file first: a bad one is a UserError (PriceFileError) before anything is held
+        self.prices = LivePrices(config.prices)
+        self.prices.rows("", "")  # loads genai-prices' bundled data now, not on the first call
         # before anything reads or writes the WAL or the dataset: raises WriterIdInUse (a UserError)
         self.lock = WriterLock(config.wal_path, config.data_dir, config.writer_id).acquire()
         self.telemetry = Telemetry(config.log_level, config.log_format)
         self.log = self.telemetry.log
         self.live = LiveState()
         self.stitcher = Stitcher(keep=config.keep)
-        self.pipeline = Pipeline(config, self.stitcher, self.live)
+        self.meter = CostMeter(self.prices, config.metrics_top_agents, config.metrics_top_models)
+        self.runaway = RunawayWatch(self.prices, runaway_thresholds(config), self.meter.agent_label)
+        self.pipeline = Pipeline(config, self.stitcher, self.live, meter=self.meter, runaway=self.runaway)
+        self.telemetry.watch_families(self.meter.families)
+        self.telemetry.watch_families(self.runaway.families)
         self.decoder: DecodePool | None = None
         self.gpu_metrics: GpuMetricsReceiver | None = None
         self.poller: PodResourcesPoller | None = None
@@ -163,6 +173,19 @@ class Receiver:
         self.lock.release()
         self.log.info("receiver stopped", complete=complete, **self.pipeline.stats.__dict__)
         return complete
+
+
+def runaway_thresholds(config: ReceiverConfig) -> RunawayThresholds:
+    return RunawayThresholds(
+        subagents=config.runaway_max_subagents,
+        depth=config.runaway_max_depth,
+        tool_repeats=config.runaway_max_tool_repeats,
+        llm_calls=config.runaway_max_llm_calls,
+        failed_calls=config.runaway_max_failed_calls,
+        cost_usd=config.runaway_max_cost_usd,
+        history_factor=config.runaway_history_factor,
+        history_min_tasks=config.runaway_history_min_tasks,
+    )
 
 
 def tune_gc() -> None:

@@ -39,8 +39,10 @@ from analyzer.recommend import DEFAULT_SCALER_ADDRESS
 from collector_ext.config import load_config, parse_endpoint
 from collector_ext.gpu.metrics import GpuMetricsSnapshot
 from collector_ext.keda.scaler import UNCLAIMED, parse_selector
+from collector_ext.pricing.live import LivePrices
 from collector_ext.receiver.telemetry import Telemetry
 from collector_ext.storage.batch_writer import WriterSnapshot
+from collector_ext.traces.cost_meter import CostMeter
 from collector_ext.traces.pipeline import PipelineSnapshot, PipelineStats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +120,7 @@ def test_every_overlay_renders_the_expected_objects() -> None:
         ("PodDisruptionBudget", "agentmeter", "agentmeter-collector-ext"),
         ("PodDisruptionBudget", "agentmeter", "otel-collector"),
         ("PrometheusRule", "agentmeter", "agentmeter"),
+        ("PrometheusRule", "agentmeter", "agentmeter-budgets"),
         ("Role", "agentmeter", "agentmeter-otel-collector-endpoints"),
         ("RoleBinding", "agentmeter", "agentmeter-otel-collector-endpoints"),
         ("Service", "agentmeter", "agentmeter-analyzer"),
@@ -595,8 +598,15 @@ def test_alerts_use_metrics_the_receiver_exports() -> None:
     telemetry.watch_gpu_metrics(lambda: GpuMetricsSnapshot(0, WriterSnapshot("gpu_metrics")))
     text, _ = telemetry.render()
     exported = {re.split(r"[{ ]", line)[0] for line in text.decode().splitlines() if not line.startswith("#")}
-    (rule,) = kinds("default", "PrometheusRule")
+    # the live cost metrics (families without samples until a call is counted)
+    meter = CostMeter(LivePrices())
+    exported |= {f.name + ("_total" if f.type == "counter" else "") for f in meter.families()}
     used = {
-        m for group in rule["spec"]["groups"] for r in group["rules"] for m in re.findall(r"agentmeter_\w+", r["expr"])
+        m
+        for rule in kinds("default", "PrometheusRule")
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+        for m in re.findall(r"agentmeter_\w+", r["expr"])
     }
+    assert "agentmeter_genai_cost_usd_total" in used
     assert used and used <= exported, used - exported

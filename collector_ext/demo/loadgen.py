@@ -38,6 +38,8 @@ from collector_ext.config import parse_endpoint
 from collector_ext.demo.fake_kubelet import demo_mig_device
 
 Protocol = Literal["grpc", "http/protobuf"]
+RunawayShape = Literal["spawn_loop", "retry_storm", "tool_loop"]
+RUNAWAY_SHAPES: tuple[RunawayShape, ...] = ("spawn_loop", "retry_storm", "tool_loop")
 NS_PER_S = 1_000_000_000
 
 
@@ -280,6 +282,17 @@ class AgentRun:
         }
 
 
+@dataclass(frozen=True)
+class CallRecord:
+    """One LLM call as sent (tests report a call a second time, as a second instrumentation would)."""
+
+    agent: str
+    namespace: str
+    model: Model
+    response_id: str | None  # None: the dialect reports none
+    usage: dict[str, int]
+
+
 @dataclass
 class WorkloadResult:
     tasks_sent: int = 0
@@ -295,6 +308,8 @@ class WorkloadResult:
     models: dict[str, UsageTotals] = field(default_factory=dict)  # by request model
     tasks: list[AgentRun] = field(default_factory=list)  # the orchestrator run of each task
     stopped_early: bool = False  # --max-seconds reached before every task was sent
+    calls: list[CallRecord] = field(default_factory=list)  # every LLM call, in order
+    runaway: dict[str, str] = field(default_factory=dict)  # shape -> task id (hex) of the runaway tasks sent
 
     def total(self) -> UsageTotals:
         total = UsageTotals()
@@ -416,6 +431,8 @@ class WorkloadSpec:
     burst_size: tuple[int, int] = (2, 7)
     idle_gap_s: tuple[float, float] = (600.0, 6 * 3600.0)  # between bursts
     in_burst_gap_s: tuple[float, float] = (5.0, 90.0)  # between tasks of a burst
+    # opt-in runaway tasks (RUNAWAY_SHAPES), sent after the ordinary tasks, one per shape named
+    runaway: tuple[RunawayShape, ...] = ()
 
 
 def default_start(spec: WorkloadSpec) -> datetime:
@@ -462,6 +479,11 @@ class _Emitter:
             )
             self.providers[pod] = (provider, provider.get_tracer("agentmeter.loadgen", "0.1.0"), exporter)
         return self.providers[pod][1]
+
+    def flush(self) -> None:
+        """Export every span ended so far."""
+        for provider, _, _ in self.providers.values():
+            provider.force_flush()
 
     def shutdown(self) -> None:
         for provider, _, exporter in self.providers.values():
@@ -558,7 +580,9 @@ class _Emitter:
         self._count(t, end)
         return end
 
-    def tool_call(self, tracer: Tracer, ctx: Context, tool: str, t: int, mcp: bool) -> int:
+    def tool_call(
+        self, tracer: Tracer, ctx: Context, tool: str, t: int, mcp: bool, arguments: str | None = None
+    ) -> int:
         if mcp:  # the seed's MCP dialect: the span name carries the tool
             name, attributes = f"mcp.tool.{tool}", {"mcp.method.name": "tools/call", "mcp.tool.name": tool}
         else:
@@ -568,6 +592,8 @@ class _Emitter:
                 gen_ai.GEN_AI_TOOL_NAME: tool,
                 gen_ai.GEN_AI_TOOL_CALL_ID: f"call_{self.rng.getrandbits(48):012x}",
             }
+            if arguments is not None:
+                attributes[gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS] = arguments
         span = tracer.start_span(name, context=ctx, kind=SpanKind.INTERNAL, attributes=attributes, start_time=t)
         if self.rng.random() < 0.05:
             span.set_status(Status(StatusCode.ERROR, "tool timed out"))
@@ -604,9 +630,115 @@ class _Emitter:
         span.end(end_time=end)
         self._count(t, end)
         run.usage.add_call(usage)
+        reported_id = None if profile.dialect == "openinference" else response_id
+        self.result.calls.append(CallRecord(profile.name, run.namespace, model, reported_id, usage))
         self.result.agents.setdefault(profile.name, UsageTotals()).add_call(usage)
         self.result.models.setdefault(model.request_model, UsageTotals()).add_call(usage)
         return end + self.seconds(0.001, 0.2)
+
+    # --- runaway tasks (opt-in: WorkloadSpec.runaway) ---
+
+    SPAWN_LOOP_DEPTH = 10  # a sub-agent spawning itself through linked traces, ten deep
+    RETRY_STORM_CALLS = 40  # one LLM call retried on HTTP 429 forty times, then answered
+    TOOL_LOOP_CALLS = 30  # the same tool with the same arguments thirty times
+
+    def runaway_task(
+        self, shape: RunawayShape, start_ns: int, before_end: Callable[[str], None] | None = None
+    ) -> AgentRun:
+        """One runaway task: an orchestrator run whose work is the shape; `before_end(task_id)` runs before
+        the orchestrator's own span ends (the task is still in flight)."""
+        name = {"spawn_loop": "research-planner", "retry_storm": "support-triage", "tool_loop": "research-planner"}
+        profile = AGENTS[name[shape]]
+        pod = profile.pods[0]
+        tracer = self.tracer(pod)
+        self.result.traces_sent += 1
+        span_name = f"invoke_agent {profile.name}" if profile.agent_span == "invoke_agent" else "agent.loop"
+        root = tracer.start_span(
+            span_name,
+            context=Context(),
+            attributes={gen_ai.GEN_AI_OPERATION_NAME: "invoke_agent", gen_ai.GEN_AI_AGENT_NAME: profile.name},
+            start_time=start_ns,
+        )
+        ctx = set_span_in_context(root, Context())
+        context = root.get_span_context()
+        run = AgentRun(profile.name, f"{context.trace_id:032x}", f"{context.span_id:016x}", 0, pod.namespace,
+                       pod.name, start_ns, start_ns)  # fmt: skip
+        run.usage.runs = 1
+        t = self.llm_call(tracer, ctx, profile, start_ns + self.seconds(0.01, 0.2), run)
+        if shape == "spawn_loop":
+            t = self.self_spawn(tracer, ctx, "web-researcher", t, 0, run)
+        elif shape == "retry_storm":
+            for _ in range(self.RETRY_STORM_CALLS):
+                t = self.failed_llm_call(tracer, ctx, GPT_4O_MINI, t)
+            t = self.llm_call(tracer, ctx, profile, t, run)
+        else:
+            for _ in range(self.TOOL_LOOP_CALLS):
+                t = self.tool_call(
+                    tracer, ctx, "fetch_url", t, mcp=False, arguments='{"url": "https://status.example.com"}'
+                )
+        self.result.agents.setdefault(profile.name, UsageTotals()).runs += 1
+        if before_end is not None:
+            before_end(run.trace_id)
+        end = t + self.seconds(0.01, 0.3)
+        root.end(end_time=end)
+        self._count(start_ns, end)
+        run.end_ns = end
+        return run
+
+    def self_spawn(self, tracer: Tracer, ctx: Context, agent: str, t: int, depth: int, run: AgentRun) -> int:
+        """Delegate to `agent`, which delegates to itself until SPAWN_LOOP_DEPTH: every level a linked trace."""
+        span = tracer.start_span(f"delegate {agent}", context=ctx, kind=SpanKind.CLIENT, start_time=t)
+        profile = AGENTS[agent]
+        pod = profile.pods[depth % len(profile.pods)]
+        child_tracer = self.tracer(pod)
+        self.result.traces_sent += 1
+        start = t + self.seconds(0.05, 0.5)
+        child = child_tracer.start_span(
+            f"invoke_agent {agent}",
+            context=Context(),
+            attributes={gen_ai.GEN_AI_OPERATION_NAME: "invoke_agent", gen_ai.GEN_AI_AGENT_NAME: agent},
+            links=[Link(span.get_span_context(), {"agentmeter.link.type": "delegated_from"})],
+            start_time=start,
+        )
+        context = child.get_span_context()
+        child_run = AgentRun(agent, f"{context.trace_id:032x}", f"{context.span_id:016x}", depth + 1, pod.namespace,
+                             pod.name, start, start)  # fmt: skip
+        child_run.usage.runs = 1
+        child_ctx = set_span_in_context(child, Context())
+        inner = self.llm_call(child_tracer, child_ctx, profile, start + self.seconds(0.01, 0.1), child_run)
+        if depth + 1 < self.SPAWN_LOOP_DEPTH:
+            inner = self.self_spawn(child_tracer, child_ctx, agent, inner, depth + 1, child_run)
+        child_end = inner + self.seconds(0.01, 0.1)
+        child.end(end_time=child_end)
+        self._count(start, child_end)
+        child_run.end_ns = child_end
+        run.children.append(child_run)
+        self.result.agents.setdefault(agent, UsageTotals()).runs += 1
+        end = child_end + self.seconds(0.005, 0.05)
+        span.end(end_time=end)
+        self._count(t, end)
+        return end
+
+    def failed_llm_call(self, tracer: Tracer, ctx: Context, model: Model, t: int) -> int:
+        """A call the provider refused (HTTP 429): no usage, status error; the client retries after a back-off."""
+        span = tracer.start_span(
+            f"chat {model.request_model}",
+            context=ctx,
+            kind=SpanKind.CLIENT,
+            attributes={
+                gen_ai.GEN_AI_OPERATION_NAME: "chat",
+                gen_ai.GEN_AI_PROVIDER_NAME: model.provider,
+                gen_ai.GEN_AI_REQUEST_MODEL: model.request_model,
+                "error.type": "429",
+                "http.response.status_code": 429,
+            },
+            start_time=t,
+        )
+        span.set_status(Status(StatusCode.ERROR, "rate limited"))
+        end = t + self.seconds(0.05, 0.3)
+        span.end(end_time=end)
+        self._count(t, end)
+        return end + self.seconds(0.5, 2.0)
 
     def health_check(self, t: int) -> None:
         """A trace without any GenAI span (kubelet probe): the receiver drops it by default."""
@@ -703,11 +835,14 @@ def run_workload(
     *,
     sleep: Callable[[float], None] = time.sleep,
     on_task: Callable[[int], None] | None = None,
+    runaway_in_flight: Callable[[str, str, Callable[[], None]], None] | None = None,
 ) -> WorkloadResult:
     """Send the workload through a TracerProvider per pod; return what was sent and the expected totals.
 
     `exporter_factory` makes one real exporter per pod (e.g. `lambda: make_exporter(endpoint)`). All
     providers are flushed and shut down before this returns, so every span has been exported (or failed).
+    `runaway_in_flight(shape, task_id, flush)` runs before each runaway task's orchestrator span ends: every
+    other span of the task can be exported with `flush()` while the task is still in flight.
     """
     if spec.tasks < 0:
         raise ValueError("tasks must be >= 0")
@@ -747,6 +882,17 @@ def run_workload(
             result.tasks_sent += 1
             if on_task is not None:
                 on_task(index)
+        for shape in spec.runaway:
+            clock += emitter.seconds(*spec.in_burst_gap_s)
+
+            def before_end(task_id: str, shape: str = shape) -> None:
+                if runaway_in_flight is not None:
+                    runaway_in_flight(shape, task_id, emitter.flush)
+
+            task = emitter.runaway_task(shape, clock, before_end)
+            result.tasks.append(task)
+            result.tasks_sent += 1
+            result.runaway[shape] = task.trace_id
     finally:
         emitter.shutdown()
     return result

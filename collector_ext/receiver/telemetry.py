@@ -5,6 +5,8 @@ tests and several receivers in one process never collide. Parts of the receiver 
 
 - the transports (grpc_server, http_server): `requests`, `spans_received`, `spans_rejected` (by the typed
   reason decode gives each rejected span), `export_latency`, `request_memory` (read at scrape time)
+- the live cost metrics (`traces/cost_meter.py`: calls, tokens, cost, unpriced calls by agent, model,
+  provider, namespace) and runaway tasks (`traces/runaway.py`), built at scrape time (`watch_families`)
 - the pipelines' own figures (`Pipeline.snapshot()`, `GpuMetricsReceiver.snapshot()`: rows written and
   dropped, WAL bytes, traces and spans held, failed writes, refusals, ...) are read at scrape time through
   `watch_pipeline` / `watch_gpu_metrics`, so the hot path pays nothing for them. The figures of the shared
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -72,6 +74,10 @@ class Telemetry:
     def watch_gpu_metrics(self, snapshot: Callable[[], GpuMetricsSnapshot]) -> None:
         """Expose the GPU metrics pipeline's figures (read from `snapshot()` at each scrape)."""
         self._pipelines.gpu_metrics = snapshot
+
+    def watch_families(self, families: Callable[[], Iterable[Any]]) -> None:
+        """Expose metric families a part builds at each scrape (live cost metrics, runaway tasks)."""
+        self.registry.register(_Families(families))
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of all metrics, and its content type."""
@@ -184,6 +190,17 @@ class _PipelineCollector(Collector):
             refusals.add_metric([writer.pipeline, "pending"], float(writer.refusals_pending))
             refusals.add_metric([writer.pipeline, "disk"], float(writer.refusals_disk))
         yield refusals
+
+    def describe(self):
+        return []
+
+
+class _Families(Collector):
+    def __init__(self, families: Callable[[], Iterable[Any]]) -> None:
+        self.families = families
+
+    def collect(self):
+        yield from self.families()
 
     def describe(self):
         return []

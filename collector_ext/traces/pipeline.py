@@ -41,8 +41,10 @@ from collector_ext.schema import STITCH_EARLY
 from collector_ext.storage.batch_writer import DurableBatchWriter, Part, WriterLimits, WriterSnapshot
 from collector_ext.storage.dataset_files import DatasetFiles
 from collector_ext.storage.wal import WriteAheadLog
+from collector_ext.traces.cost_meter import CostMeter
 from collector_ext.traces.live_state import LiveState
 from collector_ext.traces.recent_spans import RecentSpans
+from collector_ext.traces.runaway import RunawayWatch
 from collector_ext.traces.span_refs import SpanRef, assemble, span_refs
 from collector_ext.traces.stitching import Stitcher
 from collector_ext.traces.trace_buffer import ReadyTrace, TraceBuffer
@@ -91,11 +93,20 @@ class PipelineSnapshot:
 
 class Pipeline:
     def __init__(
-        self, config: ReceiverConfig, stitcher: Stitcher, live: LiveState, clock: Callable[[], float] = time.monotonic
+        self,
+        config: ReceiverConfig,
+        stitcher: Stitcher,
+        live: LiveState,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        meter: CostMeter | None = None,
+        runaway: RunawayWatch | None = None,
     ) -> None:
         self.config = config
         self.stitcher = stitcher
         self.live = live
+        self.meter = meter  # live cost metrics: the calls of the spans handed to the writer
+        self.runaway = runaway  # runaway tasks: fed at accept, a task ends when its top trace is handed on
         self.clock = clock
         self.stats = PipelineStats()
         self.files = DatasetFiles(config.data_dir, config.writer_id)
@@ -145,7 +156,12 @@ class Pipeline:
         spans = span_refs(decoded.table)
         seq = self.writer.append(_RECEIVED.pack(received_time_ns), payload, rows=len(spans))
         self._hold(spans, seq)
+        self._seen(spans)
+
+    def _seen(self, spans: list[SpanRef]) -> None:
         self.live.spans_seen(spans)
+        if self.runaway is not None:
+            self.runaway.spans_seen(spans)
 
     def _hold(self, spans: list[SpanRef], seq: int) -> None:
         batch = spans[0].batch  # the refs of one request share their batch
@@ -214,6 +230,8 @@ class Pipeline:
                 kept = trace.spans
                 failures += 1
             self.live.trace_finished(trace.trace_id)
+            if self.runaway is not None:
+                self.runaway.trace_finished(trace.trace_id)
             if len(kept) != len(trace.spans):
                 kept_ids = {id(span) for span in kept}
                 gone = [span for span in trace.spans if id(span) not in kept_ids]
@@ -234,6 +252,8 @@ class Pipeline:
             duplicates = len(again)
             with self._lock:
                 self.stats.spans_duplicate_skipped += duplicates
+        if self.meter is not None:
+            self.meter.count(fresh)
         self.writer.stage(fresh)
         self.writer.release(released)
         if released:
@@ -262,7 +282,7 @@ class Pipeline:
             if fresh:
                 self.writer.hold_replayed(seq, len(fresh))
                 self._hold(fresh, seq)
-                self.live.spans_seen(fresh)
+                self._seen(fresh)
             replayed += len(fresh)
         self.stats.spans_replayed = replayed
         self.stats.spans_replay_skipped = skipped

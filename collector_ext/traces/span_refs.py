@@ -283,3 +283,26 @@ def assemble(refs: list[SpanRef]) -> Assembled:
 
 
 _ASSEMBLY_FIELDS = attrgetter("batch", "index", *STITCH_OUTPUT)
+
+
+def row_values(refs: list[SpanRef], names: tuple[str, ...]) -> list[tuple]:
+    """The columns `names` of each ref's row, read from its batch's table (one `take` per batch, not one
+    lookup per value): for the few spans live counting reads more of than a ref holds."""
+    by_batch: dict[int, tuple[HeldBatch, list[int], list[int]]] = {}  # id(batch) -> (batch, rows, positions)
+    for position, ref in enumerate(refs):
+        batch = ref.batch
+        if batch is None:
+            raise ValueError("a span ref made without a batch has no row to read")
+        entry = by_batch.get(id(batch))
+        if entry is None:
+            by_batch[id(batch)] = (batch, [ref.index], [position])
+        else:
+            entry[1].append(ref.index)
+            entry[2].append(position)
+    values: list[tuple] = [()] * len(refs)
+    for batch, rows, positions in by_batch.values():
+        taken = batch.table.select(list(names)).take(pa.array(rows, type=pa.int32()))
+        columns = [taken.column(name).to_pylist() for name in names]
+        for position, row in zip(positions, zip(*columns, strict=True), strict=True):
+            values[position] = row
+    return values
