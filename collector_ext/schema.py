@@ -58,6 +58,9 @@ STITCH_CYCLE = "cycle"
 STITCH_SELF_LINK = "self_link"
 STITCH_MULTI_PARENT = "multi_parent"
 STITCH_MISSING_PARENT = "missing_parent"
+# Analyzer only: the top trace of a task merged into another because they share inference calls (the same
+# response_id): two instrumentations of one run, each making its own trace.
+STITCH_SHARED_CALLS = "shared_calls"
 
 SPANS = pa.schema(
     [

@@ -35,6 +35,10 @@ Parent links and tasks (across traces)
   - task_id = trace_id of the top reached by following parents. Cycle: the trace with the smallest
     trace_id in the cycle becomes the top (its own parent link is cut) and every trace of the cycle is
     marked `cycle`; traces hanging off a cycle join that task. Walks are bounded, never a hang.
+  - Shared calls (whole dataset only): tasks whose traces hold copies of one inference call (llm/embedding
+    spans with the same response_id: two instrumentations of one run, each making its own trace) are one
+    task, named by the smallest of their task_ids; the top traces of the others keep depth 0 and no parent,
+    state `shared_calls`. The copies count once (usage rule below).
   - stitch_state of a row: the trace buffer's state when it gave the trace up early (`early_flush`,
     `shutdown_flush`, `no_root`), else the link state above (`ok` when nothing odd).
 
@@ -81,6 +85,7 @@ from collector_ext.schema import (
     STITCH_OK,
     STITCH_PENDING,
     STITCH_SELF_LINK,
+    STITCH_SHARED_CALLS,
     STITCH_SHUTDOWN,
 )
 
@@ -313,6 +318,39 @@ def resolve_tasks(parents: dict[bytes, tuple[Link | None, str]]) -> dict[bytes, 
 
     for trace in sorted(parents):
         task_of(trace)
+    return result
+
+
+def merge_shared_calls(tasks: dict[bytes, TraceTask], traces: dict[bytes, list[dict]]) -> dict[bytes, TraceTask]:
+    """Tasks sharing an inference call (same response_id) merged into the one with the smallest task_id."""
+    merged_into: dict[bytes, bytes] = {}  # union-find over task ids; a smaller id is always the root
+
+    def find(task: bytes) -> bytes:
+        while merged_into.get(task, task) != task:
+            task = merged_into[task]
+        return task
+
+    first_task: dict[str, bytes] = {}
+    for trace, spans in traces.items():
+        for span in spans:
+            response_id = span.get("response_id")
+            if not response_id or span.get("category") not in INFERENCE_CATEGORIES:
+                continue
+            task = find(tasks[trace].task_id)
+            other = find(first_task.setdefault(response_id, task))
+            if other != task:
+                merged_into[max(task, other)] = min(task, other)
+    if not merged_into:
+        return tasks
+    result = {}
+    for trace, task in tasks.items():
+        top = find(task.task_id)
+        if top == task.task_id:
+            result[trace] = task
+        elif trace == task.task_id:  # the top trace of a merged task
+            result[trace] = TraceTask(top, None, None, task.depth, STITCH_SHARED_CALLS)
+        else:
+            result[trace] = TraceTask(top, task.parent_trace_id, task.parent_span_id, task.depth, task.stitch_state)
     return result
 
 
@@ -569,7 +607,7 @@ def resolve_rows(rows: Iterable[dict]) -> Resolution:
         traces.setdefault(row["trace_id"], []).append(dict(row))
     shapes = {t: trace_shape(spans) for t, spans in traces.items()}
     parents = {t: choose_parent(t, parent_links(shape), traces.__contains__) for t, shape in shapes.items()}
-    tasks = resolve_tasks(parents)
+    tasks = merge_shared_calls(resolve_tasks(parents), traces)
     parent_of_run: dict[tuple[bytes, bytes], tuple[bytes, bytes] | None] = {}
     for trace, shape in shapes.items():
         task = tasks[trace]
