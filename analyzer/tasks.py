@@ -29,13 +29,19 @@ from analyzer.forest import Forest, components, resolve_forest
 
 
 def install_task_views(con: duckdb.DuckDBPyConnection) -> None:
+    """trace_tasks, agent_runs and span_agent (and their building blocks), once per connection."""
     if _exists(con, "agent_runs"):
         return
+    install_trace_tasks(con)
+    con.execute(load_sql("tasks_agent_runs.sql"))
+    _with_table(con, "agent_run_forest", resolve_agent_run_forest(con), "tasks_agent_tree.sql")
+
+
+def install_trace_tasks(con: duckdb.DuckDBPyConnection) -> None:
+    """The task of every trace (trace_tasks) and the attribution tables it needs; no agent_runs."""
     con.execute(load_sql("tasks_attribution.sql"))
     con.execute(load_sql("tasks_resolve.sql"))
     _with_table(con, "trace_forest", resolve_trace_forest(con), "tasks_trace_tasks.sql")
-    con.execute(load_sql("tasks_agent_runs.sql"))
-    _with_table(con, "agent_run_forest", resolve_agent_run_forest(con), "tasks_agent_tree.sql")
 
 
 def resolve_trace_forest(con: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -67,9 +73,7 @@ def resolve_trace_forest(con: duckdb.DuckDBPyConnection) -> pa.Table:
 def resolve_agent_run_forest(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """The depth of every agent run under its parent agent runs: agent_run_forest(node, depth, cut)."""
     count = con.execute("SELECT count(*) FROM agent_run_parents").fetchone()[0]
-    forest = _forest(
-        con, "SELECT node, parent_node FROM agent_run_parents WHERE parent_node IS NOT NULL", count
-    )
+    forest = _forest(con, "SELECT node, parent_node FROM agent_run_parents WHERE parent_node IS NOT NULL", count)
     return pa.table({"node": np.arange(count, dtype=np.int64), "depth": forest.depth, "cut": forest.cut})
 
 
