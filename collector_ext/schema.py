@@ -20,6 +20,10 @@ from pathlib import Path
 import pyarrow as pa
 
 SCHEMA_VERSION = "agentmeter-v1"
+# Every version ever written, oldest first: the analyzer reads them all (a column an older version lacks reads
+# as NULL). A change to any table's columns bumps SCHEMA_VERSION and appends it here; tests/golden/ holds the
+# columns of each version and tests/test_schema_golden.py fails on a change without a bump.
+SCHEMA_VERSIONS: tuple[str, ...] = ("agentmeter-v1",)
 
 STRING_MAP = pa.map_(pa.string(), pa.string())
 TIMESTAMP = pa.timestamp("ns", tz="UTC")

@@ -207,8 +207,18 @@ def missing_parent() -> Scenario:
 def duplicate_response() -> Scenario:
     # an instrumentation and the SDK's own tracing report one call twice, in two traces (same response id)
     t70 = [agent(70, 1, name="caller"), llm(70, 2, 1, (11, 1), response_id="resp-1")]
+    # (at the same moment: start is in ms from trace 71's own base time, 10 s after trace 70's)
     t71 = [
-        span(71, 1, name="sdk.messages.create", category="llm", input_tokens=11, output_tokens=1, response_id="resp-1")
+        span(
+            71,
+            1,
+            name="sdk.messages.create",
+            category="llm",
+            input_tokens=11,
+            output_tokens=1,
+            response_id="resp-1",
+            start=-10_000,
+        )
     ]
     return Scenario(
         "duplicate_response",

@@ -86,7 +86,8 @@ def test_scenarios_equal_in_memory_and_sql(name: str, order: str, data_dir: Path
 
 def random_traces(draw, count: int) -> list[list[dict]]:
     """Traces 1..count: each an optional agent run (or agentless), a delegate span, an LLM call, and 0-2
-    links to random spans of random traces (itself, others, or trace 999 that never exists)."""
+    links to random spans of random traces (itself, others, or trace 999 that never exists). LLM calls
+    share response ids."""
     traces = []
     for t in range(1, count + 1):
         links = draw(
@@ -97,6 +98,10 @@ def random_traces(draw, count: int) -> list[list[dict]]:
         )
         has_agent = draw(st.booleans()) or t == 1
         nested = draw(st.booleans())
+        # the LLM call at its trace's own time, or at one moment shared by every trace (copies of one
+        # response id in two traces are then one call seen twice: their tasks merge)
+        at = {"start": -t * 10_000} if draw(st.booleans()) else {}
+        response_id = draw(st.sampled_from([None, "r0", "r1"]))
         spans = []
         if has_agent:
             spans.append(agent(t, 1, name=f"agent{t % 4}", links=links, start=t % 3))
@@ -105,9 +110,9 @@ def random_traces(draw, count: int) -> list[list[dict]]:
         spans.append(span(t, 2, 1, name="delegate"))
         if nested:
             spans.append(span(t, 3, 2, name="invoke_agent inner", category="agent", start=1))
-            spans.append(llm(t, 4, 3, (t, 1), response_id=f"r{t % 3}" if t % 2 else None))
+            spans.append(llm(t, 4, 3, (t, 1), response_id=response_id, **at))
         else:
-            spans.append(llm(t, 4, 2, (t, 1), response_id=f"r{t % 3}" if t % 2 else None))
+            spans.append(llm(t, 4, 2, (t, 1), response_id=response_id, **at))
         traces.append(spans)
     return traces
 

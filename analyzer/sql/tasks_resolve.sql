@@ -9,9 +9,9 @@
 --   * cycle: the smallest trace_id of the cycle is the top (its parent link is cut), every member is
 --     marked 'cycle'; traces hanging off a cycle join its task;
 --   * task_id = the top's trace_id; depth = links followed from the top;
---   * shared calls: tasks whose traces hold copies of one inference call (the same response_id: two
---     instrumentations of one run) are one task, the one with the smallest task_id; the top traces of the
---     others keep their depth 0 and are marked 'shared_calls'.
+--   * shared calls: tasks whose traces hold copies of one inference call (the same response_id at the same
+--     moment: two instrumentations of one run) are one task, the one with the smallest task_id; the top
+--     traces of the others keep their depth 0 and are marked 'shared_calls'.
 -- This file chooses each trace's parent link and finds the shared calls; following the links to the tops is
 -- analyzer/tasks.py's (pointer jumping, O(n log depth): no recursive walk), then tasks_trace_tasks.sql.
 
@@ -78,12 +78,14 @@ FROM trace_parent AS tp
 JOIN trace_ids AS c ON c.trace_id = tp.trace_id
 JOIN trace_ids AS p ON p.trace_id = tp.parent_trace_id;
 
--- Shared calls: pairs of traces holding a copy of the same inference call (same response_id), each copy's
--- trace paired with the smallest trace holding one. Most response ids occur once: a narrow pass over 64-bit
--- hashes (sorted, neighbours compared) finds the few repeated ones, the exact pass reads only those.
+-- Shared calls: pairs of traces holding copies of one inference call: the same response_id, at the same
+-- moment (the copies' times overlap: two instrumentations wrap the same request; a response id seen again
+-- later, e.g. from a cache that answers with the stored response, is another call). Most response ids occur
+-- once: a narrow pass over 64-bit hashes (sorted, neighbours compared) finds the few repeated ones, and the
+-- exact pass reads only those.
 CREATE OR REPLACE TEMP TABLE trace_shared_calls AS
 WITH calls AS (
-    SELECT trace_id, response_id
+    SELECT trace_id, response_id, start_time, end_time
     FROM spans
     WHERE category IN ('llm', 'embedding') AND response_id IS NOT NULL AND response_id <> ''
 ),
@@ -95,16 +97,13 @@ repeated AS (
     )
     WHERE response_hash = previous_hash
 ),
-copies AS (
-    SELECT DISTINCT response_id, trace_id
-    FROM calls
-    WHERE hash(response_id) IN (SELECT response_hash FROM repeated)
-),
-firsts AS (
-    SELECT response_id, min(trace_id) AS first_trace_id FROM copies GROUP BY response_id
+copies AS MATERIALIZED (
+    SELECT * FROM calls WHERE hash(response_id) IN (SELECT response_hash FROM repeated)
 )
-SELECT DISTINCT t.node, f.node AS other_node
-FROM copies AS c
-JOIN firsts AS ff ON ff.response_id = c.response_id AND ff.first_trace_id <> c.trace_id
-JOIN trace_ids AS t ON t.trace_id = c.trace_id
-JOIN trace_ids AS f ON f.trace_id = ff.first_trace_id;
+SELECT DISTINCT a_ids.node, b_ids.node AS other_node
+FROM copies AS a
+JOIN copies AS b
+  ON b.response_id = a.response_id AND b.trace_id > a.trace_id
+ AND a.start_time <= b.end_time AND b.start_time <= a.end_time
+JOIN trace_ids AS a_ids ON a_ids.trace_id = a.trace_id
+JOIN trace_ids AS b_ids ON b_ids.trace_id = b.trace_id;

@@ -36,9 +36,10 @@ Parent links and tasks (across traces)
     trace_id in the cycle becomes the top (its own parent link is cut) and every trace of the cycle is
     marked `cycle`; traces hanging off a cycle join that task. Walks are bounded, never a hang.
   - Shared calls (whole dataset only): tasks whose traces hold copies of one inference call (llm/embedding
-    spans with the same response_id: two instrumentations of one run, each making its own trace) are one
-    task, named by the smallest of their task_ids; the top traces of the others keep depth 0 and no parent,
-    state `shared_calls`. The copies count once (usage rule below).
+    spans with the same response_id whose times overlap: two instrumentations of one run, each making its
+    own trace; a response id seen again later, e.g. from a cache, is another call) are one task, named by
+    the smallest of their task_ids; the top traces of the others keep depth 0 and no parent, state
+    `shared_calls`. The copies count once (usage rule below).
   - stitch_state of a row: the trace buffer's state when it gave the trace up early (`early_flush`,
     `shutdown_flush`, `no_root`), else the link state above (`ok` when nothing odd).
 
@@ -322,24 +323,27 @@ def resolve_tasks(parents: dict[bytes, tuple[Link | None, str]]) -> dict[bytes, 
 
 
 def merge_shared_calls(tasks: dict[bytes, TraceTask], traces: dict[bytes, list[dict]]) -> dict[bytes, TraceTask]:
-    """Tasks sharing an inference call (same response_id) merged into the one with the smallest task_id."""
-    merged_into: dict[bytes, bytes] = {}  # union-find over task ids; a smaller id is always the root
+    """Tasks sharing an inference call (same response_id, overlapping times) merged into the smallest task_id."""
+    copies: dict[str, list[tuple[bytes, int, int]]] = {}
+    for trace, spans in traces.items():
+        for span in spans:
+            response_id = span.get("response_id")
+            if response_id and span.get("category") in INFERENCE_CATEGORIES:
+                copies.setdefault(response_id, []).append((trace, span["start_time"], span["end_time"]))
+    merged_into: dict[bytes, bytes] = {}  # union-find over task ids; the smaller id is always the root
 
     def find(task: bytes) -> bytes:
         while merged_into.get(task, task) != task:
             task = merged_into[task]
         return task
 
-    first_task: dict[str, bytes] = {}
-    for trace, spans in traces.items():
-        for span in spans:
-            response_id = span.get("response_id")
-            if not response_id or span.get("category") not in INFERENCE_CATEGORIES:
-                continue
-            task = find(tasks[trace].task_id)
-            other = find(first_task.setdefault(response_id, task))
-            if other != task:
-                merged_into[max(task, other)] = min(task, other)
+    for same in copies.values():
+        for i, (trace_a, start_a, end_a) in enumerate(same):
+            for trace_b, start_b, end_b in same[i + 1 :]:
+                if trace_a != trace_b and start_a <= end_b and start_b <= end_a:
+                    a, b = find(tasks[trace_a].task_id), find(tasks[trace_b].task_id)
+                    if a != b:
+                        merged_into[max(a, b)] = min(a, b)
     if not merged_into:
         return tasks
     result = {}
