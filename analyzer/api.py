@@ -3,6 +3,9 @@
     GET /api/cost?by=agent[&by=day][&since=7d][&until=...][&where=namespace=team-a][&top=N][&inclusive=true]
     GET /api/tasks[?since=...&until=...&agent=NAME]
     GET /report                      the HTML report (self-contained)
+    GET /api/dataset                 what every answer is read from: {"root", "skipped_files": [{"path",
+                                     "reason"}], "duplicate_span_rows"} (files left out as unreadable, copies
+                                     of spans left out)
 
 Each request opens the dataset afresh (its own DuckDB connection), so new Parquet files are seen and
 requests do not share state. User errors (unknown key, bad time, missing dataset) are 400 with a
@@ -66,6 +69,15 @@ def create_app(data: Path | None = None, prices_file: Path | None = None) -> Fas
         con = open_dataset(data).con
         prepare(con, prices_file)
         return _rows(list_tasks(con, parse_time(since), parse_time(until), agent))
+
+    @app.get("/api/dataset")
+    def dataset() -> dict[str, Any]:
+        opened = open_dataset(data)
+        return {
+            "root": str(opened.root),
+            "skipped_files": [{"path": s.path, "reason": s.reason} for s in opened.skipped_files],
+            "duplicate_span_rows": opened.duplicate_span_rows,
+        }
 
     @app.get("/report", response_class=HTMLResponse)
     def report() -> HTMLResponse:

@@ -20,6 +20,7 @@ three promises every query relies on:
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -35,6 +36,8 @@ from collector_ext.schema import SCHEMA_FILE, SCHEMA_VERSIONS, TABLES, read_sche
 
 DEFAULT_DATA_DIR = "agentmeter-data"
 SCHEMA_VERSION_KEY = b"agentmeter.schema_version"
+# What open_dataset left out is logged here as one line (the `analyze` CLI prints it on stderr).
+log = logging.getLogger(__name__)
 
 
 class AnalyzerError(Exception):
@@ -123,6 +126,8 @@ def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dat
         _create_view(con, "span_rows" if spans else table, schema, files, columns, pattern=pattern, row_ids=spans)
     duplicates = _install_unique_spans(con)
     con.execute(load_sql("counted_spans.sql"))
+    if skipped:
+        log.warning(skipped_files_warning(tuple(skipped)))
     return Dataset(root=root, con=con, skipped_files=tuple(skipped), duplicate_span_rows=duplicates)
 
 
@@ -185,10 +190,8 @@ def _create_view(
         return
     types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE _{view}_empty)").fetchall())
     missing = "".join(f", CAST(NULL AS {types[name]}) AS {name}" for name in schema.names if name not in columns)
-    if pattern is not None:
-        source = _quote(pattern)
-    else:  # some files were left out: name the others (a long list, so only then)
-        source = "[" + ", ".join(_quote(path) for path in files) + "]"
+    # some files left out: name the others (a long list, so only then)
+    source = _quote(pattern) if pattern is not None else "[" + ", ".join(_quote(p) for p in files) + "]"
     ids = ", filename = true, file_row_number = true" if row_ids else ""
     con.execute(
         f"CREATE VIEW {view} AS SELECT *{missing} FROM read_parquet({source}, hive_partitioning = true, "
