@@ -14,8 +14,9 @@ three promises every query relies on:
     lost answer, a WAL replay, two receivers sharing a writer id), so the same span can be written twice.
     The `spans` view every query reads keeps one copy of each span: the one from the most complete write
     (a trace written whole over one written in parts before it was complete), then the latest
-    received_time, then the first file and row (deterministic). Copies are rare: one narrow pass over span
-    id hashes finds them, and with none the view is the plain scan.
+    received_time, then the first file and row (deterministic). Which span ids repeat is known from a cache
+    that reads each file once (analyzer/span_copies.py); only the rows of those are read whole, and with
+    none the view is the plain scan.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from analyzer.span_copies import span_copies
 from collector_ext.schema import SCHEMA_FILE, SCHEMA_VERSIONS, TABLES, read_schema_version
 
 DEFAULT_DATA_DIR = "agentmeter-data"
@@ -110,6 +112,7 @@ def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dat
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     skipped: list[SkippedFile] = []
+    span_files: list[Path] = []
     for table, (schema, _) in TABLES.items():
         files: list[Path] = []
         columns: set[str] = set()
@@ -123,8 +126,10 @@ def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dat
                 skipped.append(SkippedFile(str(path.relative_to(root)), problem))
         pattern = root / table / "date=*" / "*.parquet" if len(skipped) == left_out else None
         spans = table == "spans"
+        if spans:
+            span_files = files
         _create_view(con, "span_rows" if spans else table, schema, files, columns, pattern=pattern, row_ids=spans)
-    duplicates = _install_unique_spans(con)
+    duplicates = _install_unique_spans(con, root, span_files)
     con.execute(load_sql("counted_spans.sql"))
     if skipped:
         log.warning(skipped_files_warning(tuple(skipped)))
@@ -203,15 +208,39 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _install_unique_spans(con: duckdb.DuckDBPyConnection) -> int:
+def _install_unique_spans(con: duckdb.DuckDBPyConnection, root: Path, files: list[Path]) -> int:
     """The `spans` view: span_rows without the extra copies of a span; returns how many rows were left out."""
-    con.execute(load_sql("spans_copies.sql"))
-    copies = con.execute("SELECT count(*) FROM span_copies").fetchone()[0]
-    if copies:
-        con.execute(
-            "CREATE VIEW spans AS SELECT * EXCLUDE (filename, file_row_number) FROM span_rows "
-            "ANTI JOIN span_copies USING (filename, file_row_number)"
-        )
-    else:
+
+    def exact(repeated: list[int]) -> list[tuple[str, int]]:  # the rows of repeated span ids -> the copies
+        con.register("_repeated_span_hashes", pa.table({"span_hash": pa.array(repeated, pa.uint64())}))
+        try:
+            rows = con.execute(load_sql("spans_copies.sql")).fetchall()
+        finally:
+            con.unregister("_repeated_span_hashes")
+        return [(str(Path(filename).relative_to(root)), row) for filename, row in rows]
+
+    copies = span_copies(con, root, files, exact)
+    if not copies:
         con.execute("CREATE VIEW spans AS SELECT * EXCLUDE (filename, file_row_number) FROM span_rows")
-    return copies
+        return 0
+    left_out = pa.table(
+        {
+            "filename": pa.array([str(root / path) for path, _ in copies], pa.string()),
+            "file_row_number": pa.array([row for _, row in copies], pa.int64()),
+        }
+    )
+    con.register("_span_copies", left_out)
+    con.execute("CREATE TEMP TABLE span_copies AS SELECT * FROM _span_copies")
+    con.unregister("_span_copies")
+    # Only the files holding a copy are joined against the copies; the filename filters (literals) prune files,
+    # so the other files are read as plainly as without copies.
+    holding = ", ".join(sorted({_quote(root / path) for path, _ in copies}))
+    con.execute(
+        f"""CREATE VIEW spans AS
+        SELECT * EXCLUDE (filename, file_row_number) FROM span_rows WHERE filename NOT IN ({holding})
+        UNION ALL
+        SELECT * EXCLUDE (filename, file_row_number)
+        FROM (SELECT * FROM span_rows WHERE filename IN ({holding}))
+        ANTI JOIN span_copies USING (filename, file_row_number)"""
+    )
+    return len(copies)

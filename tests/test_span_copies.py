@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from stitch_scenarios import BASE_NS, agent, chain_of_three, llm, sid, span, tid, write_rows
 
+from analyzer import span_copies
 from analyzer.cli import main
 from analyzer.dataset import open_dataset
 from collector_ext.schema import STITCH_EARLY, STITCH_OK
@@ -115,3 +116,56 @@ def test_no_span_files(data_dir: Path, empty: bool) -> None:
     dataset = open_dataset(data_dir)
     assert dataset.duplicate_span_rows == 0
     assert dataset.con.execute("SELECT count(*) FROM spans").fetchone()[0] == 0
+
+
+# ------------------------------------------------------------------------------------------------- the cache
+
+
+def _reading(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Record which files each open reads span ids from."""
+    reads: list[list[str]] = []
+    real = span_copies._hashes
+    monkeypatch.setattr(
+        span_copies, "_hashes", lambda con, files: reads.append(sorted(p.name for p in files)) or real(con, files)
+    )
+    return reads
+
+
+def test_each_file_is_read_once_and_copies_found_among_old_ones(data_dir: Path, monkeypatch) -> None:
+    reads = _reading(monkeypatch)
+    rows = stitch_traces(chain_of_three().traces)
+    write_rows(_received(rows, 1), data_dir)
+    assert open_dataset(data_dir).duplicate_span_rows == 0
+    assert open_dataset(data_dir).duplicate_span_rows == 0
+    assert reads == [["w1-00000001.parquet"]]  # the second open read no span id
+
+    write_rows(_received(rows[:4], 2), data_dir)  # a retry of part of the batch, in a new file
+    dataset = open_dataset(data_dir)
+    assert reads[-1] == ["w1-00000002.parquet"]  # only the new file
+    assert dataset.duplicate_span_rows == 4
+    kept = dataset.con.execute(
+        "SELECT DISTINCT epoch_ns(received_time) FROM spans WHERE span_id IN ?", [[row["span_id"] for row in rows[:4]]]
+    ).fetchall()
+    assert kept == [(BASE_NS + 2_000_000_000,)]
+
+    # retention removed the first file: everything is read again, and nothing is a copy any more
+    first = next((data_dir / "spans").glob("date=*/w1-00000001.parquet"))
+    first.unlink()
+    dataset = open_dataset(data_dir)
+    assert reads[-1] == ["w1-00000002.parquet"] and len(reads) == 3
+    assert dataset.duplicate_span_rows == 0
+
+
+def test_without_a_usable_cache_the_answer_is_the_same(data_dir: Path, monkeypatch, analyzer_cache: Path) -> None:
+    rows = stitch_traces(chain_of_three().traces)
+    write_rows(_received(rows, 1), data_dir)
+    write_rows(_received(rows, 2), data_dir)
+    assert open_dataset(data_dir).duplicate_span_rows == len(rows)
+    for cache in analyzer_cache.glob("agentmeter/span-ids-*.npz"):
+        cache.write_bytes(b"not a cache")  # damaged: recomputed
+    assert open_dataset(data_dir).duplicate_span_rows == len(rows)
+    blocked = analyzer_cache / "blocked"
+    blocked.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("AGENTMETER_CACHE_DIR", str(blocked))
+    assert open_dataset(data_dir).duplicate_span_rows == len(rows)
+    assert open_dataset(data_dir).duplicate_span_rows == len(rows)

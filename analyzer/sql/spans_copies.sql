@@ -5,21 +5,13 @@
 --     (early_flush / shutdown_flush / no_root): its stitching and usage_counted saw the whole trace;
 --   * then the latest received_time (the last delivery);
 --   * then the first file and row (file names sort by writer id and sequence).
--- Copies are rare: one narrow pass over 64-bit hashes of the span ids (sorted, neighbours compared) finds the
--- few repeated ones, and only those rows are read whole. span_rows carries each row's file and row number.
-CREATE OR REPLACE TEMP TABLE span_copies AS
-WITH repeated AS (
-    SELECT DISTINCT span_hash
-    FROM (
-        SELECT span_hash, lag(span_hash) OVER (ORDER BY span_hash) AS previous_hash
-        FROM (SELECT hash(span_id) AS span_hash FROM span_rows)
-    )
-    WHERE span_hash = previous_hash
-),
-suspects AS (
+-- Copies are rare: analyzer/span_copies.py (which remembers the answer per file) knows the 64-bit hashes of
+-- the span ids that occur more than once (_repeated_span_hashes); only those rows are read whole. span_rows
+-- carries each row's file and row number.
+WITH suspects AS (
     SELECT trace_id, span_id, stitch_state, received_time, filename, file_row_number
     FROM span_rows
-    WHERE hash(span_id) IN (SELECT span_hash FROM repeated)
+    WHERE hash(span_id) IN (SELECT span_hash FROM _repeated_span_hashes)
 )
 SELECT filename, file_row_number
 FROM (
