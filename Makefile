@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ := 16777216
 export MALLOC_TRIM_THRESHOLD_ := 67108864
 
-.PHONY: demo test bench lint protos clean
+.PHONY: demo test bench lint protos clean test-frameworks frameworks-fixtures
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,25 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Real agent frameworks, each in its own venv (.venv-fw/<name>: they pin conflicting OpenTelemetry versions),
+# against the fake OpenAI server and a real receiver; then the replay tests on the fresh captures
+# (tests/frameworks/README.md). `make frameworks-fixtures` also refreshes the committed captures.
+FW_VENVS := pydantic-ai strands openai-agents langgraph google-adk
+FW_BUILD ?= build/frameworks
+
+.venv-fw/%/.installed: tests/frameworks/requirements/%.txt
+	rm -rf .venv-fw/$*
+	$(PYTHON) -m venv .venv-fw/$*
+	.venv-fw/$*/bin/pip install --quiet -r $<
+	touch $@
+
+test-frameworks: $(STAMP) $(foreach v,$(FW_VENVS),.venv-fw/$(v)/.installed)
+	$(BIN)/python tests/frameworks/harness/capture.py --out $(FW_BUILD)
+	FRAMEWORK_CAPTURES=$(FW_BUILD) $(BIN)/python -m pytest -q tests/frameworks
+
+frameworks-fixtures: test-frameworks
+	$(BIN)/python tests/frameworks/harness/capture.py --fixtures-from $(FW_BUILD) --out tests/frameworks/captures
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
@@ -39,4 +58,4 @@ protos: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) agentmeter-data demo-data bench-data bench-results.json .pytest_cache
+	rm -rf $(VENV) .venv-fw build agentmeter-data demo-data bench-data bench-results.json .pytest_cache

@@ -6,9 +6,10 @@
 2. resolve each with genai-prices' own matching rules (model `equals` / `starts_with` / regex clauses,
    dated names, provider ids and `provider_match` aliases such as `aws.bedrock` or `gcp.vertex_ai`, fallback
    providers), after the user price file, and after mapping the few OpenTelemetry provider names that
-   genai-prices does not know (`SEMCONV_PROVIDER_ALIASES`, e.g. `x_ai` -> `x-ai`). A span that names a
-   provider genai-prices does not know is NOT matched by model name alone: a self-hosted `vllm` model
-   that happens to share a public model's name stays unpriced;
+   genai-prices does not know (`SEMCONV_PROVIDER_ALIASES`, e.g. `x_ai` -> `x-ai`), and where the provider
+   names a framework or router or is missing, from the model's `provider/` prefix (`model_refs`). A span
+   that names a provider genai-prices does not know is NOT matched by model name alone: a self-hosted
+   `vllm` model that happens to share a public model's name stays unpriced;
 3. export each resolved model as price rows: one row per (time cell, input-tier band) with exact DECIMAL
    coefficients per token field. A time cell is a validity period [valid_from, valid_to) (historic
    prices start at a UTC date) crossed with a time-of-day window (DeepSeek off-peak prices); an input band
@@ -168,7 +169,7 @@ def _user_price(path: Path, number: int, entry: object) -> UserPrice:
     discount = _decimal(where, "discount_percent", entry.get("discount_percent", 0))
     if discount > 100:
         raise AnalyzerError(f"{where}: discount_percent must be between 0 and 100")
-    if prices is None and not discount:
+    if prices is None and "discount_percent" not in entry:  # discount_percent: 0 is a valid (no) discount
         raise AnalyzerError(f"{where}: give prices (input, output) or a discount_percent")
     return UserPrice(
         provider=str(entry["provider"]) if entry.get("provider") is not None else None,
@@ -209,18 +210,66 @@ def _valid_from(where: str, value: object) -> datetime | None:
 # ---------------------------------------------------------------- genai-prices resolution
 
 
+# Names that instrumentations put where the provider belongs but that name an agent framework or a router,
+# not who serves and bills the call (strands-agents writes `gen_ai.system=strands-agents`, LangChain
+# callbacks `langchain`): the provider then comes from the model (a LiteLLM-style `provider/` prefix, else
+# genai-prices' model matching, as `calc_price` does without a provider). `litellm` is genai-prices' own
+# case of this (data_snapshot.py `find_provider_model`).
+NOT_A_PROVIDER = frozenset(
+    {"litellm", "strands-agents", "strands", "langchain", "langgraph", "pydantic-ai", "pydantic_ai", "crewai",
+     "llamaindex", "llama_index", "autogen", "ag2", "semantic-kernel", "semantic_kernel", "haystack", "dspy",
+     "openai-agents", "openai_agents", "google-adk", "adk", "smolagents", "mastra", "unknown"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a span's (provider, model) pair is priced as: genai-prices' provider id (None: match the model
+    alone) and model reference. The raw strings stay in the dataset; only prices use this."""
+
+    provider_id: str | None
+    model: str
+
+
+def model_refs(provider: str, model: str) -> list[ModelRef]:
+    """The references to look up, best first, for one dataset pair, following genai-prices' own matching.
+
+    * provider missing, or a framework / router name (`NOT_A_PROVIDER`): a `provider/model` prefix names the
+      provider when genai-prices knows it as a provider id or alias (`openai/gpt-4.1` from LiteLLM,
+      `bedrock/...` -> aws, `vertex_ai/...` -> google, `azure/...`); otherwise the model alone is matched;
+    * a provider genai-prices knows (OpenTelemetry names mapped by `SEMCONV_PROVIDER_ALIASES`): the model as
+      spelled, then without a prefix that names the same provider (`openai/gpt-4.1` under openai); a gateway
+      that has prices of its own keeps them (OpenRouter's `openai/gpt-4.1` is OpenRouter's price);
+    * a provider genai-prices does not know (self-hosted `vllm`): looked up as is, so it stays unpriced:
+      never priced under another provider by its model name.
+    """
+    from genai_prices.data_snapshot import find_provider_by_id, get_snapshot
+
+    providers = get_snapshot().providers
+    name = (provider or "").strip().lower()
+    name = SEMCONV_PROVIDER_ALIASES.get(name, name)
+    prefix, slash, rest = model.partition("/")
+    prefixed = find_provider_by_id(providers, prefix) if slash and rest else None
+    if not name or name in NOT_A_PROVIDER:
+        if prefixed is not None:
+            return [ModelRef(prefixed.id, rest)]
+        return [ModelRef(None, model)]
+    refs = [ModelRef(name, model)]
+    known = find_provider_by_id(providers, name)
+    if prefixed is not None and known is not None and prefixed.id == known.id:
+        refs.append(ModelRef(name, rest))
+    return refs
+
+
 def resolve_model(provider: str, model: str):
     """genai-prices' (Provider, ModelInfo) for a dataset pair, or a reason string why it has no price."""
     from genai_prices.data_snapshot import get_snapshot
 
     snapshot = get_snapshot()  # the bundled data; its auto-updater is never started
-    provider_ids = [provider or None]
-    if provider and provider.lower() in SEMCONV_PROVIDER_ALIASES:
-        provider_ids.append(SEMCONV_PROVIDER_ALIASES[provider.lower()])
     reason = "unknown model"
-    for provider_id in provider_ids:
+    for ref in model_refs(provider, model):
         try:
-            return snapshot.find_provider_model(model, None, provider_id, None)
+            return snapshot.find_provider_model(ref.model, None, ref.provider_id, None)
         except LookupError as err:
             reason = "unknown provider" if "find provider" in str(err) else "unknown model"
     return reason

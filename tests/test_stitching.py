@@ -128,7 +128,9 @@ def test_memory_bound_forgets_oldest_parents() -> None:
     stitcher = Stitcher(memory_items=3)
     for t, name in ((1, "old"), (2, "new1"), (3, "new2")):
         # a nested agent run with a delegate span: the spans of runs below the top one are indexed
-        stitcher.finish_trace([agent(t, 1, name=name), agent(t, 2, 1, name=f"{name}-inner"), span(t, 3, 2)], None)
+        # (the top run has a tool call of its own: an agent span around one run and nothing else is a wrapper)
+        runs = [agent(t, 1, name=name), agent(t, 2, 1, name=f"{name}-inner"), span(t, 3, 2), tool(t, 4, 1)]
+        stitcher.finish_trace(runs, None)
     assert len(stitcher._traces) == 3 and list(stitcher._spans) == [
         (tid(2), sid(2, 3)),
         (tid(3), sid(3, 2)),

@@ -1,6 +1,7 @@
 -- Stitching rules, SQL form, part 1: agent runs and the agent run each span is attributed to, within a trace.
 -- The same rules as collector_ext/stitching.py (its docstring states them; a test holds both equal):
---   * an agent run is a span with category 'agent';
+--   * an agent run is a span with category 'agent', except a wrapper: an agent span with no llm, embedding,
+--     tool or retrieval span of its own and exactly one agent run directly inside it (agent_wrappers);
 --   * a span belongs to its nearest enclosing agent run (itself for an agent span), walking parent_span_id;
 --     where the chain breaks (a parent not written, e.g. --keep genai) the receiver's agent_span_id is used
 --     if that agent span is in the trace; a span outside every agent run belongs to the trace's top agent
@@ -13,8 +14,44 @@ SELECT s.trace_id, s.span_id,
        CASE WHEN EXISTS (SELECT 1 FROM spans AS p WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id)
             THEN s.parent_span_id END AS parent_span_id,  -- NULL: a root
        s.category = 'agent' AS is_agent,
+       s.category IN ('llm', 'embedding', 'tool', 'retrieval') AS is_work,
        s.start_time, s.agent_span_id AS receiver_agent_span_id
 FROM spans AS s;
+
+-- Wrappers: with every agent span taken as a run, the agent spans that enclose no work of their own and
+-- exactly one agent run directly; they are not agent runs (is_agent cleared), the walk below runs again.
+CREATE OR REPLACE TEMP TABLE agent_wrappers AS
+WITH RECURSIVE walk(trace_id, span_id, agent_span_id, steps) AS (
+    SELECT trace_id, span_id, span_id, 0 FROM span_tree
+    WHERE is_agent AND trace_id IN (SELECT trace_id FROM span_tree WHERE is_agent GROUP BY trace_id HAVING count(*) > 1)
+    UNION ALL
+    SELECT c.trace_id, c.span_id, w.agent_span_id, w.steps + 1
+    FROM walk AS w
+    JOIN span_tree AS c ON c.trace_id = w.trace_id AND c.parent_span_id = w.span_id
+    WHERE NOT c.is_agent AND w.steps < 10000
+),
+first_enclosing AS (SELECT DISTINCT trace_id, span_id, agent_span_id FROM walk),
+inner_runs AS (
+    SELECT e.trace_id, e.agent_span_id, count(*) AS runs
+    FROM span_tree AS a
+    JOIN first_enclosing AS e ON e.trace_id = a.trace_id AND e.span_id = a.parent_span_id
+    WHERE a.is_agent
+    GROUP BY ALL
+),
+working AS (
+    SELECT DISTINCT e.trace_id, e.agent_span_id
+    FROM span_tree AS t
+    JOIN first_enclosing AS e ON e.trace_id = t.trace_id AND e.span_id = t.span_id
+    WHERE t.is_work
+)
+SELECT i.trace_id, i.agent_span_id AS span_id
+FROM inner_runs AS i
+ANTI JOIN working AS w ON w.trace_id = i.trace_id AND w.agent_span_id = i.agent_span_id
+WHERE i.runs = 1;
+
+UPDATE span_tree SET is_agent = false
+FROM agent_wrappers AS w
+WHERE span_tree.trace_id = w.trace_id AND span_tree.span_id = w.span_id;
 
 -- Nearest enclosing agent run: walk down from every agent run through the spans that are not agent runs.
 -- Each span is reached from exactly one agent run (its nearest); the step bound only guards malformed data.

@@ -255,15 +255,22 @@ _RULES: dict[str, _Rule] = {
     gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: ("cache_read_tokens", 0, _tokens, _OT),
     "llm.token_count.prompt_details.cache_read": ("cache_read_tokens", 1, _tokens, _OI),
     "gen_ai.usage.cache_read_input_tokens": ("cache_read_tokens", 2, _tokens, _OT),
+    "gen_ai.usage.details.cache_read_tokens": ("cache_read_tokens", 4, _tokens, _OT),  # pydantic-ai
     "ai.usage.cachedInputTokens": ("cache_read_tokens", 3, _tokens, _VC),
     gen_ai.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: ("cache_write_tokens", 0, _tokens, _OT),
     "gen_ai.usage.cache_write.input_tokens": ("cache_write_tokens", 1, _tokens, _OT),  # anthropic SDK native
     "llm.token_count.prompt_details.cache_write": ("cache_write_tokens", 2, _tokens, _OI),
     "gen_ai.usage.cache_creation_input_tokens": ("cache_write_tokens", 3, _tokens, _OT),
+    "gen_ai.usage.details.cache_write_tokens": ("cache_write_tokens", 4, _tokens, _OT),  # pydantic-ai
+    "gen_ai.usage.cache_write_input_tokens": ("cache_write_tokens", 5, _tokens, _OT),  # strands-agents
     gen_ai.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: ("reasoning_tokens", 0, _tokens, _OT),
     "llm.token_count.completion_details.reasoning": ("reasoning_tokens", 1, _tokens, _OI),
     "gen_ai.usage.reasoning_tokens": ("reasoning_tokens", 2, _tokens, _OT),
     "ai.usage.reasoningTokens": ("reasoning_tokens", 3, _tokens, _VC),
+    "gen_ai.usage.details.reasoning_tokens": ("reasoning_tokens", 4, _tokens, _OT),  # pydantic-ai
+    # counts per modality: validated; they make the input / output count when a span gives only them
+    **{f"gen_ai.usage.{m}.input_tokens": (f"input_{m}", 0, _tokens, _OT) for m in ("text", "image", "audio", "video")},
+    **{f"gen_ai.usage.{m}.output_tokens": (f"output_{m}", 0, _tokens, _OT) for m in ("text", "audio")},
     # totals: validated and used to tell "all zero", never a column (they stay in the attributes map)
     "gen_ai.usage.total_tokens": ("total_tokens", 0, _tokens, _OT),
     "llm.token_count.total": ("total_tokens", 1, _tokens, _OI),
@@ -272,6 +279,11 @@ _RULES: dict[str, _Rule] = {
     # provider-reported cost
     "llm.cost.total": ("reported_cost_usd", 0, _cost, _OI),
     "gen_ai.usage.cost": ("reported_cost_usd", 1, _cost, _OT),
+    "operation.cost": ("reported_cost_usd", 2, _cost, _WEAK),  # pydantic-ai (genai-prices at the client)
+}
+_MODALITY_SLOTS = {
+    "input_tokens": tuple(f"input_{m}" for m in ("text", "image", "audio", "video")),
+    "output_tokens": tuple(f"output_{m}" for m in ("text", "audio")),
 }
 
 # Slots that hold a column value as is.
@@ -483,7 +495,7 @@ def normalize_into(columns: dict[str, object], name: str, kind: int, attributes:
 
 
 _DIRECT_SLOTS = frozenset(_DIRECT_COLUMNS)
-_USAGE_SLOTS = frozenset((*TOKEN_COLUMNS, "total_tokens"))
+_USAGE_SLOTS = frozenset((*TOKEN_COLUMNS, "total_tokens", *(s for v in _MODALITY_SLOTS.values() for s in v)))
 _ABSENT = object()
 # Keys a column reads only a part of (the request model inside the invocation JSON): always kept in the map.
 _PARTLY_READ = frozenset({"llm.invocation_parameters"})
@@ -570,6 +582,10 @@ def _usage(found: dict[str, tuple[int, str, object]], columns: dict[str, object]
         hit = found.get(column)
         if hit is not None:
             tokens[column] = hit[2]  # type: ignore[assignment]
+    for column, slots in _MODALITY_SLOTS.items():  # only counts per modality: their sum is the count
+        parts = [found[slot][2] for slot in slots if slot in found]
+        if column not in tokens and parts:
+            tokens[column] = _bounded(sum(parts), column)  # type: ignore[arg-type]
     total = found.get("total_tokens")
     if not tokens and total is None:
         return

@@ -6,7 +6,10 @@ the same scenarios through both and holds the answers equal. The rules:
 
 Agent runs and attribution (within one trace)
   - An agent run is a span whose `category` is `agent` (dialects map `agent.loop`, `invoke_agent` and
-    the other dialects' agent kinds to it).
+    the other dialects' agent kinds to it), except a wrapper: an agent span with no llm, embedding, tool
+    or retrieval span of its own (attributed to it) and exactly one agent run directly inside it. Such
+    spans are what instrumentations put around a framework's run (OpenInference openai-agents' "Agent
+    workflow"); the run inside is the agent run, and the wrapper's spans belong to the trace's top run.
   - Every span is attributed to its nearest enclosing agent run in the trace (itself for an agent span),
     walking parent_span_id. A span outside every agent run is attributed to the trace's TOP agent run:
     the agent run with no agent run above it that started first (ties: smallest span_id). In a trace with
@@ -97,6 +100,8 @@ INVOKE_AGENT_PREFIX = "invoke_agent "
 KEEP_RULES = ("trace", "genai", "all")
 # States of rows written before the whole trace was seen: such a trace may be written in several parts.
 SPLIT_STATES = frozenset({STITCH_EARLY, STITCH_SHUTDOWN, STITCH_NO_ROOT})
+# Spans that are an agent run's own work: an agent span enclosing none of them is at most a wrapper.
+WORK_CATEGORIES = frozenset({"llm", "embedding", "tool", "retrieval"})
 # Longest parent chain followed (spans within a trace, traces within a task): a guard, never reached by
 # real data, that keeps malformed or hostile input from looping.
 MAX_WALK = 10_000
@@ -159,8 +164,8 @@ class TraceShape:
         return agents
 
 
-def trace_shape(spans: list[dict]) -> TraceShape:
-    by_id = {s["span_id"]: s for s in spans}
+def _enclosing_agents(spans: list[dict], by_id: dict[bytes, dict], agents: set[bytes]) -> dict[bytes, bytes | None]:
+    """span_id -> nearest enclosing agent run (itself for an agent run), walking parent_span_id."""
     enclosing: dict[bytes, bytes | None] = {}
     # a walk longer than the trace has spans went round a parent loop (malformed): it stops, enclosed by none
     longest = min(len(spans), MAX_WALK)
@@ -177,16 +182,47 @@ def trace_shape(spans: list[dict]) -> TraceShape:
                 found = enclosing[sid]
                 break
             path.append(sid)
-            if current.get("category") == CATEGORY_AGENT:
+            if sid in agents:
                 found = sid
                 break
             parent = current.get("parent_span_id")
             current = by_id.get(parent) if parent else None
         for sid in path:
             enclosing[sid] = found
+    return enclosing
+
+
+def _wrappers(spans: list[dict], by_id: dict[bytes, dict], enclosing: dict[bytes, bytes | None]) -> set[bytes]:
+    """Agent spans that only wrap another agent run: no inference, tool or retrieval span of their own and
+    exactly one agent run directly inside (OpenInference's openai-agents "Agent workflow" around the agent)."""
+    inner: dict[bytes, int] = {}
+    working: set[bytes] = set()
+    for span in spans:
+        category = span.get("category")
+        if category == CATEGORY_AGENT:
+            parent = span.get("parent_span_id")
+            above = enclosing.get(parent) if parent in by_id else None
+            if above is not None:
+                inner[above] = inner.get(above, 0) + 1
+        elif category in WORK_CATEGORIES:
+            owner = enclosing.get(span["span_id"])
+            if owner is not None:
+                working.add(owner)
+    return {agent for agent, runs in inner.items() if runs == 1 and agent not in working}
+
+
+def trace_shape(spans: list[dict]) -> TraceShape:
+    by_id = {s["span_id"]: s for s in spans}
+    agents = {s["span_id"] for s in spans if s.get("category") == CATEGORY_AGENT}
+    enclosing = _enclosing_agents(spans, by_id, agents)
+    if len(agents) > 1:
+        wrappers = _wrappers(spans, by_id, enclosing)
+        if wrappers:
+            agents -= wrappers
+            enclosing = _enclosing_agents(spans, by_id, agents)
     parent_agent: dict[bytes, bytes | None] = {}
     for span in spans:
-        if span.get("category") == CATEGORY_AGENT:
+        if span["span_id"] in agents:
             parent = span.get("parent_span_id")
             parent_agent[span["span_id"]] = enclosing.get(parent) if parent in by_id else None
     tops = [by_id[a] for a, above in parent_agent.items() if above is None]
