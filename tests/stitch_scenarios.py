@@ -89,6 +89,8 @@ class Scenario:
     runs: dict[tuple[int, int], tuple[str, str | None, int]]  # agent span -> (agent, parent agent, depth)
     tokens: dict[int, tuple[int, int]]  # task trace -> counted (input, output)
     receiver_pending: set[int] = field(default_factory=set)  # traces the receiver cannot resolve parents-first
+    # traces the receiver writes as tasks of their own, which the analyzer merges (shared calls)
+    merged_by_analyzer: set[int] = field(default_factory=set)
 
     def rows(self) -> list[dict]:
         return [row for trace in self.traces for row in trace]
@@ -227,7 +229,7 @@ def duplicate_response() -> Scenario:
         tasks={70: (70, 0, "ok"), 71: (70, 0, "shared_calls")},
         runs={(70, 1): ("caller", None, 0)},
         tokens={70: (11, 1)},
-        receiver_pending={71},  # the receiver writes each trace as its own task
+        merged_by_analyzer={71},
     )
 
 
@@ -268,6 +270,7 @@ def long_cycle(length: int = 2_000) -> Scenario:
     # smallest trace (40000) is the top, its link cut, so the ring hangs below it in reverse order
     first = 40_000
     ring = [_linked(first + i, f"r{i}", first + (i + 1) % length) for i in range(length)]
+    ring = [ring[0], *reversed(ring[1:])]  # parents first: the top, then down the ring
     tail = _linked(first + length, "tail", first + length // 2)
     depth = {first: 0, **{first + i: length - i for i in range(1, length)}}
     return Scenario(
@@ -285,7 +288,8 @@ def long_cycle(length: int = 2_000) -> Scenario:
             (first + length, 1): ("tail", f"r{length // 2}", depth[first + length // 2] + 1),
         },
         tokens={first: (length + 1, length + 1)},
-        receiver_pending={first + i for i in range(length - 1)} | {first + length},
+        # written pending until the last member (40001) closes the ring; the tail finds the task through it
+        receiver_pending={first + i for i in range(length) if i != 1},
     )
 
 

@@ -37,6 +37,8 @@ def test_scenario_parents_first(name: str) -> None:
         assert trace_rows, trace
         if trace in scenario.receiver_pending:
             assert {(r["task_id"], r["stitch_state"]) for r in trace_rows} == {(None, "pending_parent")}
+        elif trace in scenario.merged_by_analyzer:
+            assert {(n(r["task_id"]), r["stitch_state"]) for r in trace_rows} == {(trace, "ok")}
         else:
             assert {(n(r["task_id"]), r["stitch_state"]) for r in trace_rows} == {(task, state)}
     counted: dict[int, list[int]] = {}
