@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from analyzer.span_copies import span_copies
+from analyzer.span_copies import Copies, span_copies
 from collector_ext.schema import SCHEMA_FILE, SCHEMA_VERSIONS, TABLES, read_schema_version
 
 DEFAULT_DATA_DIR = "agentmeter-data"
@@ -113,39 +115,49 @@ def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dat
         con.execute(f"SET threads = {int(threads)}")
     skipped: list[SkippedFile] = []
     span_files: list[Path] = []
+    rows: dict[Path, int] = {}  # rows of each readable file
     for table, (schema, _) in TABLES.items():
         files: list[Path] = []
         columns: set[str] = set()
         left_out = len(skipped)
         for path in sorted((root / table).glob("date=*/*.parquet")):
-            problem, names = _check_file(path, schema)
-            if problem is None:
+            check = _check_file(path, schema)
+            if check.problem is None:
                 files.append(path)
-                columns.update(names)
+                columns.update(check.columns)
+                rows[path] = check.rows
             else:
-                skipped.append(SkippedFile(str(path.relative_to(root)), problem))
+                skipped.append(SkippedFile(str(path.relative_to(root)), check.problem))
         pattern = root / table / "date=*" / "*.parquet" if len(skipped) == left_out else None
         spans = table == "spans"
         if spans:
             span_files = files
         _create_view(con, "span_rows" if spans else table, schema, files, columns, pattern=pattern, row_ids=spans)
-    duplicates = _install_unique_spans(con, root, span_files)
+    duplicates = _install_unique_spans(con, root, span_files, rows)
     con.execute(load_sql("counted_spans.sql"))
     if skipped:
         log.warning(skipped_files_warning(tuple(skipped)))
     return Dataset(root=root, con=con, skipped_files=tuple(skipped), duplicate_span_rows=duplicates)
 
 
-# (path, size, mtime_ns) -> (problem or None, column names): footers are read once per file version
-_FILE_CHECKS: dict[tuple[str, int, int], tuple[str | None, frozenset[str]]] = {}
+@dataclass(frozen=True, slots=True)
+class _FileCheck:
+    """What a file's footer says: why it cannot be read (None: it can), its columns and rows."""
+
+    problem: str | None
+    columns: frozenset[str] = frozenset()
+    rows: int = 0
 
 
-def _check_file(path: Path, schema: pa.Schema) -> tuple[str | None, frozenset[str]]:
-    """(why the file cannot be read, or None; its column names), from its footer only."""
+# (path, size, mtime_ns) -> its check: footers are read once per file version
+_FILE_CHECKS: dict[tuple[str, int, int], _FileCheck] = {}
+
+
+def _check_file(path: Path, schema: pa.Schema) -> _FileCheck:
     try:
         stat = path.stat()
     except OSError as err:
-        return f"cannot stat: {err.strerror or err}", frozenset()
+        return _FileCheck(f"cannot stat: {err.strerror or err}")
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     known = _FILE_CHECKS.get(key)
     if known is None:
@@ -153,23 +165,24 @@ def _check_file(path: Path, schema: pa.Schema) -> tuple[str | None, frozenset[st
     return known
 
 
-def _read_footer(path: Path, schema: pa.Schema) -> tuple[str | None, frozenset[str]]:
+def _read_footer(path: Path, schema: pa.Schema) -> _FileCheck:
     try:
-        file_schema = pq.read_schema(path)
+        metadata = pq.read_metadata(path)
+        file_schema = metadata.schema.to_arrow_schema()
     except (OSError, pa.ArrowException) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return f"damaged Parquet: {reason}", frozenset()
+        return _FileCheck(f"damaged Parquet: {reason}")
     version = (file_schema.metadata or {}).get(SCHEMA_VERSION_KEY)
     if version is not None and version.decode(errors="replace") not in SCHEMA_VERSIONS:
-        return (
+        return _FileCheck(
             f"schema {version.decode(errors='replace')}, which this analyzer does not know "
             f"(it reads {', '.join(SCHEMA_VERSIONS)})"
-        ), frozenset()
+        )
     for field in file_schema:
         wanted = schema.field(field.name) if field.name in schema.names else None
         if wanted is not None and not field.type.equals(wanted.type):
-            return f"column {field.name} is {field.type}, not {wanted.type}", frozenset()
-    return None, frozenset(file_schema.names)
+            return _FileCheck(f"column {field.name} is {field.type}, not {wanted.type}")
+    return _FileCheck(None, frozenset(file_schema.names), metadata.num_rows)
 
 
 def _create_view(
@@ -208,39 +221,45 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _install_unique_spans(con: duckdb.DuckDBPyConnection, root: Path, files: list[Path]) -> int:
+def _install_unique_spans(con: duckdb.DuckDBPyConnection, root: Path, files: list[Path], rows: dict[Path, int]) -> int:
     """The `spans` view: span_rows without the extra copies of a span; returns how many rows were left out."""
 
-    def exact(repeated: list[int]) -> list[tuple[str, int]]:  # the rows of repeated span ids -> the copies
+    def exact(repeated: list[int]) -> Copies:  # the rows of repeated span ids -> the copies to leave out
         con.register("_repeated_span_hashes", pa.table({"span_hash": pa.array(repeated, pa.uint64())}))
         try:
-            rows = con.execute(load_sql("spans_copies.sql")).fetchall()
+            found = con.execute(load_sql("spans_copies.sql")).fetchnumpy()
         finally:
             con.unregister("_repeated_span_hashes")
-        return [(str(Path(filename).relative_to(root)), row) for filename, row in rows]
+        names, index = np.unique(found["filename"].astype(str), return_inverse=True)
+        relative = tuple(str(Path(name).relative_to(root)) for name in names)
+        return Copies(relative, index.astype(np.int32), found["file_row_number"].astype(np.int64))
 
     copies = span_copies(con, root, files, exact)
-    if not copies:
+    if not len(copies):
         con.execute("CREATE VIEW spans AS SELECT * EXCLUDE (filename, file_row_number) FROM span_rows")
         return 0
-    left_out = pa.table(
-        {
-            "filename": pa.array([str(root / path) for path, _ in copies], pa.string()),
-            "file_row_number": pa.array([row for _, row in copies], pa.int64()),
-        }
-    )
-    con.register("_span_copies", left_out)
-    con.execute("CREATE TEMP TABLE span_copies AS SELECT * FROM _span_copies")
-    con.unregister("_span_copies")
-    # Only the files holding a copy are joined against the copies; the filename filters (literals) prune files,
-    # so the other files are read as plainly as without copies.
-    holding = ", ".join(sorted({_quote(root / path) for path, _ in copies}))
-    con.execute(
-        f"""CREATE VIEW spans AS
-        SELECT * EXCLUDE (filename, file_row_number) FROM span_rows WHERE filename NOT IN ({holding})
+    # A file whose every row is a copy (a batch written again whole) is left out whole: no join at all. Only
+    # the files holding some copies are joined against them; the filename filters (literals) prune files, so
+    # the other files are read as plainly as without copies.
+    per_file = np.bincount(copies.file, minlength=len(copies.files))
+    holders = [root / path for path in copies.files]
+    whole = [path for path, count in zip(holders, per_file, strict=True) if count == rows.get(path)]
+    partly = [path for path in holders if path not in whole]
+    left_out = ", ".join(_quote(path) for path in holders)
+    view = f"SELECT * EXCLUDE (filename, file_row_number) FROM span_rows WHERE filename NOT IN ({left_out})"
+    if partly:
+        names = pa.array([str(path) for path in holders], pa.string())
+        partial = pa.table({"filename": pc.take(names, pa.array(copies.file)), "file_row_number": copies.row})
+        con.register("_span_copies", partial)
+        con.execute(
+            "CREATE TEMP TABLE span_copies AS SELECT * FROM _span_copies WHERE filename IN "
+            f"({', '.join(_quote(path) for path in partly)})"
+        )
+        con.unregister("_span_copies")
+        view += f"""
         UNION ALL
         SELECT * EXCLUDE (filename, file_row_number)
-        FROM (SELECT * FROM span_rows WHERE filename IN ({holding}))
+        FROM (SELECT * FROM span_rows WHERE filename IN ({", ".join(_quote(path) for path in partly)}))
         ANTI JOIN span_copies USING (filename, file_row_number)"""
-    )
+    con.execute(f"CREATE VIEW spans AS {view}")
     return len(copies)

@@ -32,18 +32,33 @@ CACHE_FORMAT = 2
 FileKey = tuple[int, int]  # (size, mtime_ns)
 
 
-Copy = tuple[str, int]  # a row left out: (its file, relative to the dataset root; its row number in the file)
-ExactPass = Callable[[list[int]], list[Copy]]  # hashes of repeated span ids -> the rows to leave out
+@dataclass(frozen=True, slots=True)
+class Copies:
+    """Rows left out as extra copies of a span: row `row[i]` of file `files[file[i]]` (relative to the root)."""
+
+    files: tuple[str, ...]
+    file: np.ndarray  # int32: index into `files`
+    row: np.ndarray  # int64: row number within the file
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    @classmethod
+    def none(cls) -> Copies:
+        return cls((), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64))
+
+
+ExactPass = Callable[[list[int]], Copies]  # hashes of repeated span ids -> the rows to leave out
 
 
 @dataclass(frozen=True, slots=True)
 class _Seen:
     files: dict[str, FileKey]  # relative path -> key, every file whose span ids are in the stored keys
     repeated: frozenset[int]  # hashes of span ids that occur more than once among them
-    copies: list[Copy]  # the exact answer for these files
+    copies: Copies  # the exact answer for these files
 
 
-def span_copies(con: duckdb.DuckDBPyConnection, root: Path, files: list[Path], exact: ExactPass) -> list[Copy]:
+def span_copies(con: duckdb.DuckDBPyConnection, root: Path, files: list[Path], exact: ExactPass) -> Copies:
     """The rows of `files` (the dataset's readable span files) that are extra copies of a span.
 
     Which span ids repeat comes from the cache plus the files new since; `exact` then picks, among the rows
@@ -66,7 +81,7 @@ def span_copies(con: duckdb.DuckDBPyConnection, root: Path, files: list[Path], e
         at = np.minimum(np.searchsorted(keys, fresh), len(keys) - 1)
         repeated.update(int(h) for h in np.unique(fresh[keys[at] == fresh]))
     keys = np.insert(keys, np.searchsorted(keys, fresh), fresh)  # still sorted: a merge, no sort again
-    copies = exact(sorted(repeated)) if repeated else []
+    copies = exact(sorted(repeated)) if repeated else Copies.none()
     if cache is not None:
         _save(cache, current, repeated, copies, keys)
     return copies
@@ -113,8 +128,9 @@ def _seen(stored: np.lib.npyio.NpzFile | None, current: dict[str, FileKey]) -> _
             return None
         files = {path: (size, mtime) for path, (size, mtime) in manifest["files"].items()}
         repeated = frozenset(int(h) for h in stored["repeated"])
-        copy_files = manifest["copy_files"]
-        copies = [(copy_files[i], int(row)) for i, row in zip(stored["copy_file"], stored["copy_row"], strict=True)]
+        copies = Copies(tuple(manifest["copy_files"]), stored["copy_file"], stored["copy_row"])
+        if len(copies.file) != len(copies.row) or (len(copies.file) and copies.file.max() >= len(copies.files)):
+            return None
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
     if any(current.get(path) != key for path, key in files.items()):
@@ -122,16 +138,13 @@ def _seen(stored: np.lib.npyio.NpzFile | None, current: dict[str, FileKey]) -> _
     return _Seen(files, repeated, copies)
 
 
-def _save(cache: Path, files: dict[str, FileKey], repeated: set[int], copies: list[Copy], keys: np.ndarray) -> None:
+def _save(cache: Path, files: dict[str, FileKey], repeated: set[int], copies: Copies, keys: np.ndarray) -> None:
     manifest = {
         "format": CACHE_FORMAT,
         "duckdb": duckdb.__version__,
         "files": {path: list(key) for path, key in files.items()},
-        "copy_files": sorted({path for path, _ in copies}),
+        "copy_files": list(copies.files),
     }
-    index = {path: i for i, path in enumerate(manifest["copy_files"])}
-    copy_file = np.array([index[path] for path, _ in copies], dtype=np.int32)
-    copy_row = np.array([row for _, row in copies], dtype=np.int64)
     tmp = None
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -143,8 +156,8 @@ def _save(cache: Path, files: dict[str, FileKey], repeated: set[int], copies: li
                 keys=keys,
                 repeated=np.array(sorted(repeated), dtype=np.uint64),
                 manifest=encoded,
-                copy_file=copy_file,
-                copy_row=copy_row,
+                copy_file=copies.file,
+                copy_row=copies.row,
             )
         os.replace(tmp, cache)
     except OSError:

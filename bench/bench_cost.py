@@ -110,7 +110,7 @@ def _open_seconds(root: Path) -> tuple[float, float, float]:
             for stale in Path(cache).glob("agentmeter/*.npz"):
                 stale.unlink()
             started = time.perf_counter()
-            span_copies.span_copies(con, root, files, exact=lambda repeated: [])
+            span_copies.span_copies(con, root, files, exact=lambda repeated: span_copies.Copies.none())
             alone = time.perf_counter() - started
         finally:
             if previous is None:
