@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov, the IaC scanner tests/test_manifests.py runs over deploy/, pins packaging<24, which pytest 9 refuses:
+# it gets a venv of its own
+CHECKOV := $(VENV)/tools/checkov/bin/checkov
 # glibc: keep protobuf arenas mapped (DESIGN: upb parse is ~3x faster with these set before start)
 export MALLOC_MMAP_THRESHOLD_ := 16777216
 export MALLOC_TRIM_THRESHOLD_ := 67108864
@@ -16,12 +19,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(CHECKOV):
+	$(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/pip install --quiet 'checkov>=3.2'
+
+venv: $(STAMP) $(CHECKOV)
 
 demo: $(STAMP)
 	$(BIN)/python -m collector_ext.demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV)
 	$(BIN)/python -m pytest -q
 
 # Real agent frameworks, each in its own venv (.venv-fw/<name>: they pin conflicting OpenTelemetry versions),

@@ -1,71 +1,83 @@
-"""`analyze cost`: what each agent, task, model, provider, namespace, service, conversation or day cost."""
+"""`analyze cost`: the figures per agent, task, model, provider, namespace, service, conversation, day, week,
+month or label."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from analyzer.cost import GROUP_KEYS, METRICS, CostQuery, cost_rows
-from analyzer.dataset import open_dataset
-from analyzer.output import OutputFormat, render
+from analyzer.analysis import Analysis
+from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, PricesOption, SinceOption, UntilOption
+from analyzer.cost import KEYS_HELP, CostQuery, cost_rows
+from analyzer.output import OutputFormat, TableLayout, render
+from analyzer.task_queries import SHORT_ID
 
-KEYS_HELP = ", ".join(GROUP_KEYS)
-TABLE_WIDTH = 240
+# left out first when a terminal is too narrow for every column (a blank column before any other)
+OPTIONAL = (
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "reported_cost_usd",
+    "cache_read_tokens",
+    "gpu_busy_cost_usd",
+    "token_cost_usd",
+    "output_tokens",
+    "input_tokens",
+)
+SHORT_NOTE = f"task: its id's first {SHORT_ID} hex digits (`analyze task` takes them); json/csv give whole ids"
 
 
 def cost(
     by: Annotated[
-        list[str], typer.Option("--by", help=f"Group by KEY (repeat for several): {KEYS_HELP}.", metavar="KEY")
-    ],
-    data: Annotated[
-        Path | None, typer.Option("--data", help="Dataset directory (default $AGENTMETER_DATA or ./agentmeter-data).")
+        list[str] | None,
+        typer.Option("--by", help=f"Group by KEY (repeat for several): {KEYS_HELP}. None: the totals.", metavar="KEY"),
     ] = None,
-    since: Annotated[str | None, typer.Option(help="Calls starting at or after: ISO date/datetime or 7d, 24h.")] = None,
-    until: Annotated[str | None, typer.Option(help="Calls starting before: ISO date/datetime or 7d, 24h.")] = None,
+    data: DataOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     where: Annotated[
         list[str] | None,
         typer.Option(
             "--where",
-            help="Only rows with KEY=VALUE (repeatable), e.g. --where namespace=team-data.",
+            help="Only rows with KEY=VALUE (repeatable), e.g. --where namespace=team-data, --where label:team=search.",
             metavar="KEY=VALUE",
         ),
     ] = None,
     top: Annotated[int | None, typer.Option(help="Only the N most expensive groups.", min=1)] = None,
-    prices: Annotated[
-        Path | None,
-        typer.Option("--prices", help="YAML price file: override or add models, discounts (see analyzer/pricing.py)."),
-    ] = None,
-    inclusive: Annotated[
+    direct: Annotated[
         bool,
         typer.Option(
-            "--inclusive", help="With --by task: include every sub-agent's spans, not only the task's own trace."
+            "--direct/--inclusive",
+            help="With --by task: only the task's own (top) trace, or (the default) every sub-agent's too.",
         ),
     ] = False,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="table for people; json or csv for machines.")
-    ] = OutputFormat.table,
+    prices: PricesOption = None,
+    gpu_prices: GpuPricesOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Cost in USD from genai-prices (historic, tiered and cache prices) and token usage counted exactly once.
+    """What each group cost: tokens (genai-prices: historic, tiered and cache prices) plus GPU time, usage
+    counted exactly once.
 
-    Calls whose model has no price are counted in unpriced_calls (their cost is left out, never zero);
-    provider-reported costs are shown beside ours (reported_cost_usd), GPU time of self-hosted models in
-    gpu_cost_usd.
+    total_cost_usd = token_cost_usd + gpu_busy_cost_usd. A call is charged once: by its tokens when its model
+    has a price, else by its share of GPU busy time (self-hosted models), else it is counted in
+    unpriced_calls (its cost is left out, never zero). reported_cost_usd: what providers reported.
+    Definitions: analyzer/figures.py.
     """
-    query = CostQuery.from_text(by, since, until, where, top, inclusive)
-    rows, table = cost_rows(open_dataset(data), query, prices)
-    columns = [*by, *METRICS]
-    title = "Cost by " + " x ".join(by) + (" (inclusive of sub-agents)" if inclusive and "task" in by else "")
-    # piped (the demo, CI logs): wide enough for every column instead of Rich's 80
-    width = None if sys.stdout.isatty() else TABLE_WIDTH
-    render(rows, fmt, title=title, totals=METRICS, columns=columns, width=width)
-    calls = sum(r["unpriced_calls"] for r in rows)
+    query = CostQuery.from_text(by or [], since, until, where, top, direct)
+    analysis = Analysis.open(data, prices, gpu_prices)
+    result = cost_rows(analysis, query)
+    nothing = not result.rows or (
+        not query.by and not result.rows[0]["llm_calls"] and not result.rows[0]["total_cost_usd"]
+    )
+    empty = analysis.why_empty("LLM calls", query.window, query.where) if nothing else None
+    layout = TableLayout(optional=OPTIONAL, short=("task",), short_digits=SHORT_ID, short_note=SHORT_NOTE)
+    totals = [c for c in query.columns if c not in query.by] if query.by else []
+    render(result.rows, fmt, title=query.title(), totals=totals, columns=query.columns, layout=layout, empty=empty)
+    calls = sum(r["unpriced_calls"] for r in result.rows)
     if fmt is OutputFormat.table and calls:
-        models = ", ".join(f"{p or '-'}/{m} ({reason})" for (p, m), reason in sorted(table.unpriced.items()))
-        Console(width=width).print(
+        models = ", ".join(f"{p or '-'}/{m} ({reason})" for (p, m), reason in sorted(result.prices.unpriced.items()))
+        Console(soft_wrap=True).print(
             f"[yellow]{calls:,} unpriced calls[/yellow] (no price for {models}): add them to a --prices file"
         )
 

@@ -4,15 +4,18 @@ agent or task."""
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, SinceOption, UntilOption
 from analyzer.dataset import open_dataset
 from analyzer.gpu import REPORT_COLUMNS, gpu_report
-from analyzer.output import OutputFormat, render
-from analyzer.timeparse import parse_time
+from analyzer.output import OutputFormat, TableLayout, render
+from analyzer.timeparse import TimeRange
+
+# left out first when a terminal is too narrow for every column (money and slice-hours stay)
+OPTIONAL = ("activity_source", "profile", "slices", "utilization", "busy_slice_hours", "idle_slice_hours")
 
 
 class GpuGrouping(StrEnum):
@@ -25,42 +28,43 @@ class GpuGrouping(StrEnum):
 
 
 def gpu(
-    data: Annotated[Path | None, typer.Option("--data", help="Dataset directory (default: $AGENTMETER_DATA).")] = None,
+    data: DataOption = None,
     by: Annotated[GpuGrouping, typer.Option("--by", help="Group rows by this key.")] = GpuGrouping.slice,
-    since: Annotated[str | None, typer.Option("--since", help="Window start: ISO date/time or 7d, 24h.")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Window end: ISO date/time or 7d, 24h.")] = None,
-    gpu_prices: Annotated[
-        Path | None,
-        typer.Option(
-            "--gpu-prices",
-            help="YAML of USD per slice-hour by MIG profile (defaults: analyzer/gpu_prices.example.yaml).",
-        ),
-    ] = None,
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="table, json or csv.")] = OutputFormat.table,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    gpu_prices: GpuPricesOption = None,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Allocated, busy and idle GPU slice-hours, utilization, cost and idle cost.
 
+    allocated_cost_usd counts slice time held, idle included (= busy_cost_usd + idle_cost_usd); `analyze cost`'s
+    gpu_busy_cost_usd is the busy time charged to calls without a token price (analyzer/figures.py).
     Busy time comes from DCGM_FI_PROF_GR_ENGINE_ACTIVE (or, with no metrics, the pod's inference spans:
     see the activity_source column). --by agent / task shares each slice's busy time among the inference
     spans on its pod; time no span covers shows as the group '-'.
     """
+    window = TimeRange.parse(since, until)
     dataset = open_dataset(data)
-    rows = gpu_report(
-        dataset.con, by.value, since=parse_time(since), until=parse_time(until), gpu_prices_file=gpu_prices
-    )
+    rows = gpu_report(dataset.con, by.value, since=window.since, until=window.until, gpu_prices_file=gpu_prices)
     render(
         rows,
         fmt,
+        layout=TableLayout(optional=OPTIONAL),
         title=f"GPU slices by {by.value}",
         columns=[by.value, *REPORT_COLUMNS],
         totals=(
             "allocated_slice_hours",
             "busy_slice_hours",
             "idle_slice_hours",
-            "cost_usd",
-            "idle_cost_usd",
+            "allocated_cost_usd",
             "busy_cost_usd",
+            "idle_cost_usd",
         ),
+        empty=None
+        if rows
+        else "no GPU slice allocations"
+        + (f" {window.describe()}" if not window.is_open else "")
+        + " in the dataset (the receiver's kubelet poller writes them: --podresources-socket)",
     )
 
 

@@ -10,17 +10,15 @@ from typing import Annotated
 
 import typer
 
+from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, SinceOption, UntilOption
 from analyzer.dataset import AnalyzerError, open_dataset
+from analyzer.gpu import GpuPrices
 from analyzer.idle import analyze_idle
-from analyzer.output import OutputFormat, render
+from analyzer.output import OutputFormat, TableLayout, render
 from analyzer.recommend import DEFAULT_SCALER_ADDRESS, Costs, emit_yaml, recommend
-from analyzer.timeparse import parse_duration, parse_time
+from analyzer.sandbox_cost import DEFAULT_CPU_PRICE, DEFAULT_IDLE_COST_PER_HOUR, DEFAULT_MEMORY_PRICE, sandbox_costs
+from analyzer.timeparse import TimeRange, parse_duration
 
-DataOption = Annotated[
-    Path | None, typer.Option("--data", help="Dataset directory (default $AGENTMETER_DATA or ./agentmeter-data).")
-]
-SinceOption = Annotated[str | None, typer.Option(help="Runs starting at or after: ISO date/datetime or 7d, 24h.")]
-UntilOption = Annotated[str | None, typer.Option(help="Runs starting before: ISO date/datetime or 7d, 24h.")]
 ColdStartOption = Annotated[
     str | None,
     typer.Option(
@@ -28,6 +26,12 @@ ColdStartOption = Annotated[
         help="Sandbox start-up time (8s, 1m). Default: p90 of the group's 'sandbox.startup' spans, else 8s.",
     ),
 ]
+
+
+# left out first when a terminal is too narrow for every column
+IDLE_LAYOUT = TableLayout(
+    optional=("arrivals_per_day", "p99_concurrency", "cold_start_s", "p99_gap_s", "peak_concurrency", "busy_fraction")
+)
 
 
 class GroupBy(StrEnum):
@@ -48,27 +52,27 @@ def idle(
     since: SinceOption = None,
     until: UntilOption = None,
     cold_start: ColdStartOption = None,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="table for people; json (with the curves) or csv.")
-    ] = OutputFormat.table,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Idle gaps, busy fraction and concurrency per group; in json also the survival, cooldown and warm-pool curves.
 
     The idle gap of a run is the time from the moment its group last went idle (every earlier run ended)
     to its arrival, 0 if a run was still in flight.
     """
+    window = TimeRange.parse(since, until)
     groups = analyze_idle(
         open_dataset(data),
         by=by.value,
-        since=parse_time(since),
-        until=parse_time(until),
+        since=window.since,
+        until=window.until,
         cold_start_s=parse_duration(cold_start) if cold_start else None,
     )
     if fmt is OutputFormat.json:
         json.dump([{**g.row(), "curves": g.curves()} for g in groups], sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    render([g.row() for g in groups], fmt, title=f"Idle time by {by.value}", totals=("arrivals",))
+    render([g.row() for g in groups], fmt, title=f"Idle time by {by.value}", totals=("arrivals",), layout=IDLE_LAYOUT,
+           empty=None if groups else f"no agent runs {window.describe()}".rstrip() + " in the dataset")  # fmt: skip
 
 
 def recommend_command(
@@ -78,14 +82,43 @@ def recommend_command(
         float, typer.Option(min=0.0, max=1.0, help="Fraction of runs that should find a warm sandbox.")
     ] = 0.99,
     cold_start: ColdStartOption = None,
-    idle_cost_per_hour: Annotated[float, typer.Option(min=0.0, help="Cost of one idle sandbox for an hour.")] = 0.10,
-    cold_start_cost: Annotated[float, typer.Option(min=0.0, help="Cost of one run waiting for a cold start.")] = 0.01,
+    idle_cost_per_hour: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Cost of one idle sandbox for an hour. Default: from --sandbox-template's requests and the GPU "
+            f"slices its pods held in the dataset, else ${DEFAULT_IDLE_COST_PER_HOUR:g} (named as an assumption).",
+        ),
+    ] = None,
+    cold_start_cost: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Cost of one run waiting for a cold start. Default: the sandbox's cost over one start-up time.",
+        ),
+    ] = None,
+    sandbox_template: Annotated[
+        Path | None, typer.Option(help="The pool's SandboxTemplate YAML: its requests price an idle sandbox.")
+    ] = None,
+    cpu_price: Annotated[
+        float | None, typer.Option(min=0.0, help=f"Price per vCPU-hour (default ${DEFAULT_CPU_PRICE:g}, assumed).")
+    ] = None,
+    memory_price: Annotated[
+        float | None, typer.Option(min=0.0, help=f"Price per GiB-hour (default ${DEFAULT_MEMORY_PRICE:g}, assumed).")
+    ] = None,
+    gpu_prices: GpuPricesOption = None,
     namespace: Annotated[
         str | None, typer.Option(help="Only runs in this namespace; also the namespace of the emitted objects.")
     ] = None,
     since: SinceOption = None,
     until: UntilOption = None,
-    emit: Annotated[Emit, typer.Option(help="keda, warmpool, or all (the ScaledObject scales the pool).")] = Emit.all,
+    emit: Annotated[
+        Emit,
+        typer.Option(
+            help="all: a pool scaled by KEDA and its ScaledObject; keda: the ScaledObject only; "
+            "warmpool: a static pool without KEDA."
+        ),
+    ] = Emit.all,
     scaler_address: Annotated[
         str, typer.Option(help="HOST:PORT of agentmeter's KEDA external scaler.")
     ] = DEFAULT_SCALER_ADDRESS,
@@ -93,24 +126,39 @@ def recommend_command(
         str | None, typer.Option(help="SandboxTemplate name of the warm pool (default: the agent's name).")
     ] = None,
 ) -> None:
-    """YAML for a KEDA ScaledObject and an Agent Sandbox SandboxWarmPool, with the numbers behind each choice.
+    """YAML for an Agent Sandbox SandboxWarmPool scaled by a KEDA ScaledObject, with the numbers behind each choice.
 
-    Minimises idle cost + cold-start cost among the settings that reach --target-warm-hit.
+    Replays the agent's runs through each plan and keeps the cheapest (idle + cold-start cost) that reaches
+    --target-warm-hit.
     """
+    window = TimeRange.parse(since, until)
+    ds = open_dataset(data)
     groups = analyze_idle(
-        open_dataset(data),
+        ds,
         by="agent",
-        since=parse_time(since),
-        until=parse_time(until),
+        since=window.since,
+        until=window.until,
         namespace=namespace,
         group=agent,
         cold_start_s=parse_duration(cold_start) if cold_start else None,
         with_scale_up_gaps=True,
+        with_arrivals=True,
     )
     if not groups:
         where = f" in namespace {namespace}" if namespace else ""
         raise AnalyzerError(f"no runs of agent {agent!r}{where} in the dataset")
-    rec = recommend(groups[0], target_warm_hit, Costs(idle_cost_per_hour, cold_start_cost))
+    found = sandbox_costs(
+        ds,
+        agent,
+        groups[0].cold_start_s,
+        idle_cost_per_hour=idle_cost_per_hour,
+        cold_start_cost=cold_start_cost,
+        sandbox_template=sandbox_template,
+        cpu_price=cpu_price,
+        memory_price=memory_price,
+        gpu_prices=GpuPrices.load(gpu_prices),
+    )
+    rec = recommend(groups[0], target_warm_hit, Costs.of(found), cost_notes=(found.sources, found.assumptions))
     sys.stdout.write(emit_yaml(rec, emit.value, namespace=namespace, scaler_address=scaler_address, template=template))
 
 

@@ -1,48 +1,65 @@
-"""`analyze report` (self-contained HTML) and `analyze serve` (the HTTP API with the report)."""
+"""`analyze report` (self-contained HTML) and `analyze serve` (the HTTP API with the report and its docs)."""
 
 from __future__ import annotations
 
+import socket
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from analyzer.analysis import Analysis
+from analyzer.cli_options import DataOption, GpuPricesOption, PricesOption
 from analyzer.dataset import open_dataset
-
-DataOption = Annotated[
-    Path | None, typer.Option("--data", help="Dataset directory (default $AGENTMETER_DATA or ./agentmeter-data).")
-]
-PricesOption = Annotated[
-    Path | None, typer.Option("--prices", help="YAML price file: override or add models, discounts.")
-]
 
 
 def report(
     data: DataOption = None,
     out: Annotated[Path, typer.Option("--out", help="Where to write the HTML page.")] = Path("agentmeter-report.html"),
     prices: PricesOption = None,
+    gpu_prices: GpuPricesOption = None,
 ) -> None:
-    """Write an HTML report (plotly inline, works offline): cost by agent over time, by model, top tasks,
-    unpriced share, and the other analyzers' sections."""
-    from analyzer.report import write_report
+    """Write an HTML report (plotly inline, works offline): the headline figures, cost by agent over time, by
+    model, top tasks, unpriced share, GPU slices and idle curves."""
+    from analyzer.report import write_report  # plotly: only this command pays for importing it
 
-    written = write_report(open_dataset(data), out, prices)
+    written = write_report(Analysis.open(data, prices, gpu_prices), out)
     typer.echo(f"report written to {written.resolve()}")
 
 
 def serve(
     data: DataOption = None,
-    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8080,
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).", min=0, max=65535)] = 8080,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     prices: PricesOption = None,
+    gpu_prices: GpuPricesOption = None,
 ) -> None:
-    """Serve /api/cost, /api/tasks and /report over HTTP until interrupted."""
+    """Serve the JSON API (/api/...), its docs (/docs, offline) and the report (/report) until interrupted.
+
+    Prints the URL once listening. The dataset is re-read only when its files change."""
     import uvicorn
 
     from analyzer.api import create_app
 
-    open_dataset(data)  # a missing dataset is an error now, not on the first request
-    uvicorn.run(create_app(data, prices), host=host, port=port, log_level="warning")
+    dataset = open_dataset(data)  # a missing dataset is an error now, not on the first request
+    root = dataset.root
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                bound_host, bound_port = self.servers[0].sockets[0].getsockname()[:2]
+                url = f"http://{bound_host}:{bound_port}"
+                print(
+                    f"agentmeter API on {url} for {root}: {url}/docs (API docs), {url}/report, "
+                    f"{url}/api/cost?by=agent; Ctrl-C stops it",
+                    flush=True,
+                )
+
+    config = uvicorn.Config(create_app(data, prices, gpu_prices), host=host, port=port, log_level="warning")
+    Server(config).run()
+    sys.stdout.flush()
 
 
 def register(app: typer.Typer) -> None:

@@ -64,7 +64,8 @@ class Dataset:
     duplicate_span_rows: int = 0  # rows left out of `spans` as copies of a span already there
 
     def has_rows(self, table: str) -> bool:
-        return bool(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 (fixed names)
+        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 (fixed names)
+        return bool(row and row[0])
 
 
 def skipped_files_warning(skipped: tuple[SkippedFile, ...]) -> str:

@@ -8,8 +8,10 @@ The rules (DESIGN.md "GPU slices"), computed in SQL (`analyzer/sql/gpu_views.sql
 - **Busy** time comes from `DCGM_FI_PROF_GR_ENGINE_ACTIVE` (fraction x sample interval, works on MIG);
   `DCGM_FI_DEV_GPU_UTIL` (%) only for a whole GPU without it; with no metrics at all, the union of the
   pod's inference (LLM, embedding) span intervals. Samples are read DISTINCT on (time, metric, GPU identity)
-  so a WAL replay never counts twice. Metrics join slices by their DRA labels (claim + device), else by
-  pod / namespace / container, and only while the slice is held.
+  so a WAL replay never counts twice. Metrics join slices the way dcgm-exporter labels its rows
+  (sql/gpu_views.sql step 5): a whole GPU by its DRA claim's device or its device-plugin UUID, a MIG slice by
+  its MIG row (through the parent GPU and profile for DRA, the pod for device plugins); a GPU row is never
+  credited to several slices, and only while the slice is held.
 - **Attribution**: each piece of busy time is shared by the inference spans on the holding pod that
   overlap it, in proportion to their overlap; busy time no span covers stays unattributed. Allocated (and
   idle) time follows the busy shares within each holder segment, so every grouping sums to the same totals.
@@ -29,6 +31,7 @@ import duckdb
 import pyarrow as pa
 
 from analyzer.dataset import AnalyzerError, load_sql, read_yaml_file
+from analyzer.tasks import install_task_views
 
 GROUPINGS = ("slice", "node", "namespace", "pod", "agent", "task")
 MAX_SAMPLE_SECONDS = 120.0  # a sample never stands for more than this (a scrape gap is not busy time)
@@ -51,9 +54,9 @@ REPORT_COLUMNS = (
     "busy_slice_hours",
     "utilization",
     "idle_slice_hours",
-    "cost_usd",
-    "idle_cost_usd",
+    "allocated_cost_usd",
     "busy_cost_usd",
+    "idle_cost_usd",
     "activity_source",
 )
 
@@ -131,6 +134,7 @@ def install_gpu_views(
             "bucket": JOIN_BUCKET_SECONDS,
         },
     )
+    con.execute(load_sql("gpu_money.sql"))
     con.execute(load_sql("gpu_views.sql"))
     prices = prices or GpuPrices()
     slices = con.execute("SELECT slice_id, profile FROM gpu_slices ORDER BY slice_id").fetchall()
@@ -156,13 +160,8 @@ def _install_trace_tasks(con: duckdb.DuckDBPyConnection, tasks: bool) -> None:
     if not tasks:
         sql = "SELECT NULL::BLOB AS trace_id, NULL::BLOB AS task_id WHERE false"
     else:
-        try:
-            from analyzer.tasks import install_task_views
-
-            install_task_views(con)
-            sql = "SELECT trace_id, task_id FROM trace_tasks"
-        except ImportError:  # without task resolution: the receiver's task id, else the trace itself
-            sql = "SELECT DISTINCT trace_id, coalesce(task_id, trace_id) AS task_id FROM spans"
+        install_task_views(con)
+        sql = "SELECT trace_id, task_id FROM trace_tasks"
     con.execute(f"CREATE OR REPLACE TEMP VIEW gpu_trace_tasks AS {sql}")
 
 
@@ -207,10 +206,3 @@ def gpu_timeline(con: duckdb.DuckDBPyConnection, step_seconds: float = 3600.0) -
     cursor = con.execute(load_sql("gpu_timeline.sql"), {"step_s": float(step_seconds)})
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
-
-
-def report_sections(dataset) -> list[tuple[str, Any]]:
-    """The GPU charts in `analyze report` (analyzer/report.py picks this function up by name)."""
-    from analyzer.gpu_charts import gpu_sections  # the charts import this module: import them late
-
-    return gpu_sections(dataset)

@@ -1,7 +1,8 @@
-"""Plotly figures of GPU slice use, for `analyze report` (through `analyzer.gpu.report_sections`)."""
+"""Plotly figures of GPU slice use, for `analyze report` and the GPU notebook."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
@@ -12,9 +13,10 @@ from analyzer.gpu import gpu_report, gpu_timeline
 
 def timeline_step_seconds(dataset: Dataset) -> int:
     """A bucket giving about 100 points over the allocations' time span: one minute to one hour."""
-    (span,) = dataset.con.execute(
+    row = dataset.con.execute(
         "SELECT coalesce(epoch(max(last_seen)) - epoch(min(first_seen)), 0) FROM gpu_allocations"
     ).fetchone()
+    span = row[0] if row else 0
     return int(min(3600, max(60, span / 100)))
 
 
@@ -60,12 +62,12 @@ def cost_by_agent(rows: list[dict[str, Any]]) -> go.Figure:
     return figure
 
 
-def gpu_sections(dataset: Dataset) -> list[tuple[str, Any]]:
+def gpu_sections(dataset: Dataset, gpu_prices_file: Path | None = None) -> list[tuple[str, Any]]:
     if not dataset.has_rows("gpu_allocations"):
         return []
     con = dataset.con
-    namespaces = gpu_report(con, "namespace")
-    agents = gpu_report(con, "agent")
+    namespaces = gpu_report(con, "namespace", gpu_prices_file=gpu_prices_file)
+    agents = gpu_report(con, "agent", gpu_prices_file=gpu_prices_file)
     step = timeline_step_seconds(dataset)
     timeline = gpu_timeline(con, step_seconds=step)  # after gpu_report installed the views (whole window)
     return [

@@ -4,12 +4,17 @@
     synthetic_gpu(Path("data"), slices=8, days=2, seed=7)                       # notebook / tests
     synthetic_gpu(Path("big"), slices=200, days=30, spans=5_000_000, seed=1)    # the benchmark
 
-Each slice is a MIG instance (or, every 6th, a whole GPU through the device plugin) held by one agent pod,
-which restarts once a day (a 10-minute gap in the allocation). Slices are busy in bursts (a few a day) and
-idle otherwise, the story of issue 5: GR_ENGINE_ACTIVE samples every `sample_seconds` read a busy fraction
-in a burst and 0 outside. Every 5th slice has no metrics (its activity comes from spans). Inference spans
-(agent, task) fall inside the bursts on the slice's pod; `spans` sets their total. Rows are written as the
-receiver would (DatasetFiles, the schema's tables), one day at a time to bound memory. Deterministic.
+Each slice is a MIG instance of its own GPU claimed through DRA (or, every 6th, a whole GPU through the
+device plugin) held by one agent pod, which restarts once a day (a 10-minute gap in the allocation). Slices
+are busy in bursts (a few a day) and idle otherwise, the story of issue 5: GR_ENGINE_ACTIVE samples every
+`sample_seconds` read a busy fraction in a burst and 0 outside. Every 5th slice has no metrics (its
+activity comes from spans). The DCGM rows are labelled as dcgm-exporter (--kubernetes
+--kubernetes-enable-dra) labels them (collector_ext/demo/dcgm_exporter.py): a DRA MIG slice's MIG row has
+no pod or claim label, and its parent GPU's row, copied for the claim while it is held, carries them and
+reads the instance's share of the GPU; a device-plugin GPU's row carries its pod. (Labels the analyzer does
+not read, such as modelName, are left out.) Inference spans (agent, task) fall inside the bursts on the
+slice's pod; `spans` sets their total. Rows are written as the receiver would (DatasetFiles, the schema's
+tables), one day at a time to bound memory. Deterministic.
 """
 
 from __future__ import annotations
@@ -21,11 +26,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from collector_ext.demo.dcgm_exporter import ExporterConfig, Gpu, Holder, MigInstance, scrape
 from collector_ext.schema import GPU_ALLOCATIONS, GPU_METRICS, SPANS
 from collector_ext.storage.dataset_files import DatasetFiles
 
 DEFAULT_START = datetime(2026, 11, 2, tzinfo=UTC)
 PROFILES = ("1g.10gb", "2g.20gb", "3g.40gb", "1g.10gb", "7g.80gb")
+# NVML GPU instance profile ids and compute slices of those profiles on an 80 GB A100 / H100
+PROFILE_IDS = {"1g.10gb": 19, "2g.20gb": 14, "3g.40gb": 9, "7g.80gb": 0}
+GPCS = {"1g.10gb": 1, "2g.20gb": 2, "3g.40gb": 3, "7g.80gb": 7}
+GPUS_PER_NODE = 7
 NAMESPACES = ("team-search", "team-support", "team-data")
 AGENTS = ("coder", "researcher", "reviewer", "summarizer", "triage", "planner")
 DAY = 86_400
@@ -46,19 +56,46 @@ def slice_layout(slices: int) -> list[dict]:
     for i in range(slices):
         plugin = i % 6 == 5
         profile = "gpu" if plugin else PROFILES[i % len(PROFILES)]
+        node = f"gpu-node-{i // GPUS_PER_NODE}"
+        instance = None if plugin else MigInstance(i % 7 + 1, profile, PROFILE_IDS[profile], 0, f"MIG-{i:04d}")
+        gpu = Gpu(i % GPUS_PER_NODE, f"GPU-{i:04d}", mig=(instance,) if instance else ())
+        namespace, pod = NAMESPACES[i % len(NAMESPACES)], f"vllm-{i}"
+        if plugin:
+            holder = Holder(namespace, pod, "server", resource_name="nvidia.com/gpu", device_id=gpu.uuid)
+        else:
+            assert instance is not None  # a DRA slice is a MIG instance here
+            device = gpu.mig_dra_device(instance)
+            holder = Holder(namespace, pod, "server", f"{pod}-gpu", namespace, "gpu.nvidia.com", node, device)
         layout.append(
             {
-                "node": f"gpu-node-{i // 7}",
-                "namespace": NAMESPACES[i % len(NAMESPACES)],
-                "pod": f"vllm-{i}",
+                "node": node,
+                "namespace": namespace,
+                "pod": pod,
                 "profile": profile,
                 "plugin": plugin,
-                "device": None if plugin else f"gpu-{i % 8}-mig-{profile.replace('.', '')}-{i}",
-                "gpu_id": f"GPU-{i:04d}",
+                "device": holder.device,
+                "gpu_id": gpu.uuid,
                 "metrics": i % 5 != 4,
+                "holder": holder,
+                "gpu": gpu,
             }
         )
     return layout
+
+
+def _dcgm_rows(slot: dict) -> tuple[dict[str, str], dict[str, str] | None, dict[str, str] | None]:
+    """The slice's own row's labels while held, and for a DRA MIG slice its parent GPU's row while the claim is
+    held (a copy with the claim's labels) and while it is not (the plain row)."""
+    gpu, holder = slot["gpu"], slot["holder"]
+    held = scrape(slot["node"], [gpu], [holder], ExporterConfig())
+    own = next(r.labels for r in held if r.entity.gpu_instance_id is not None or slot["plugin"])
+    if slot["plugin"]:
+        return own, None, None
+    parent_held = next(r.labels for r in held if r.entity.gpu_instance_id is None)
+    parent_free = next(
+        r.labels for r in scrape(slot["node"], [gpu], [], ExporterConfig()) if r.entity.gpu_instance_id is None
+    )
+    return own, parent_held, parent_free
 
 
 def _column(values, dtype: pa.DataType) -> pa.Array:
@@ -67,6 +104,30 @@ def _column(values, dtype: pa.DataType) -> pa.Array:
 
 def _table(schema: pa.Schema, columns: dict[str, pa.Array], n: int) -> pa.Table:
     return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in schema}, schema=schema)
+
+
+# gpu_metrics columns <- dcgm-exporter label names (collector_ext/gpu/metrics.py LABEL_COLUMNS, first names)
+METRIC_LABELS = {
+    "gpu": "gpu", "uuid": "UUID", "gpu_i_id": "GPU_I_ID", "gpu_i_profile": "GPU_I_PROFILE",
+    "hostname": "hostname", "pod": "pod", "namespace": "namespace", "container": "container",
+    "dra_claim_name": "dra_claim_name", "dra_claim_namespace": "dra_claim_namespace",
+    "dra_driver_name": "dra_driver_name", "dra_pool_name": "dra_pool_name", "dra_device_name": "dra_device_name",
+    "dra_mig_profile": "dra_mig_profile",
+}  # fmt: skip
+
+
+def _metric_rows(steps: np.ndarray, values: np.ndarray, labels: dict[str, str]) -> pa.Table:
+    """GR_ENGINE_ACTIVE samples of one labelled row, as the receiver stores them."""
+    n = len(steps)
+    columns = {
+        "time": _column(steps * 10**9, pa.int64()).cast(pa.timestamp("ns", "UTC")),
+        "metric": pa.array(["DCGM_FI_PROF_GR_ENGINE_ACTIVE"] * n, pa.string()),
+        "value": _column(values, pa.float64()),
+    }
+    for column, label in METRIC_LABELS.items():
+        if label in labels:
+            columns[column] = pa.array([labels[label]] * n, pa.string())
+    return _table(GPU_METRICS, columns, n)
 
 
 def synthetic_gpu(
@@ -131,34 +192,18 @@ def synthetic_gpu(
                 steps[None, None, :] < (burst_start + burst_length)[idx, :, None]
             )
             values = (inside * burst_level[idx, :, None]).max(axis=1)  # (slices with metrics, steps)
-            n = values.size
-            per_slice = len(steps)
-            order = np.repeat(idx, per_slice)
-
-            def pick(key: str, order=order) -> list:
-                return [layout[i][key] for i in order]
-
-            device = pick("device")
-            columns = {
-                "time": _column(np.tile(steps, len(idx)) * 10**9, pa.int64()).cast(pa.timestamp("ns", "UTC")),
-                "metric": _column(["DCGM_FI_PROF_GR_ENGINE_ACTIVE"] * n, pa.string()),
-                "value": _column(values.reshape(-1), pa.float64()),
-                "uuid": _column([f"GPU-{i // 7:04d}" for i in order], pa.string()),
-                "gpu_i_id": _column([None if layout[i]["plugin"] else str(i % 7) for i in order], pa.string()),
-                "gpu_i_profile": _column(
-                    [None if layout[i]["plugin"] else layout[i]["profile"] for i in order], pa.string()
-                ),
-                "hostname": _column(pick("node"), pa.string()),
-                "pod": _column(pick("pod"), pa.string()),
-                "namespace": _column(pick("namespace"), pa.string()),
-                "container": _column(["server"] * n, pa.string()),
-                "dra_claim_name": _column(
-                    [f"{p}-gpu" if d else None for p, d in zip(pick("pod"), device, strict=True)], pa.string()
-                ),
-                "dra_device_name": _column(device, pa.string()),
-            }
-            files.write("gpu_metrics", _table(GPU_METRICS, columns, n))
-            summary.samples += n
+            held = (steps[None, :] < restart[idx, None]) | (steps[None, :] >= restart[idx, None] + RESTART_GAP)
+            chunks: list[pa.Table] = []
+            for k, i in enumerate(with_metrics):
+                own, parent_held, parent_free = _dcgm_rows(layout[i])
+                chunks.append(_metric_rows(steps, values[k], own))
+                if parent_held is not None and parent_free is not None:  # the parent GPU: this instance's share
+                    share = values[k] * GPCS[layout[i]["profile"]] / 7
+                    chunks.append(_metric_rows(steps[held[k]], share[held[k]], parent_held))
+                    chunks.append(_metric_rows(steps[~held[k]], share[~held[k]], parent_free))
+            table = pa.concat_tables(chunks)
+            files.write("gpu_metrics", table)
+            summary.samples += table.num_rows
 
         # inference spans inside the bursts on the slice's pod
         carry += spans_per_burst * slices * BURSTS_PER_DAY

@@ -67,6 +67,7 @@ class GroupIdle:
     cooldowns: list[CooldownPoint] = field(default_factory=list)
     warm_pool: list[PoolResult] = field(default_factory=list)
     scale_up_gaps: list[float] | None = None  # see scale_up_gaps(); None: not asked for
+    arrivals_ns: list[int] | None = None  # the runs' start times, ascending; None: not asked for
 
     @property
     def arrivals_per_day(self) -> float | None:
@@ -111,8 +112,9 @@ def analyze_idle(
     grid: tuple[float, ...] = GRID_S,
     max_pool_size: int = MAX_POOL_SIZE,
     with_scale_up_gaps: bool = False,
+    with_arrivals: bool = False,
 ) -> list[GroupIdle]:
-    """Idle figures and curves per group, busiest group first (`scale_up_gaps` filled when asked)."""
+    """Idle figures and curves per group, busiest group first (`scale_up_gaps`, `arrivals_ns` filled when asked)."""
     if by not in ("agent", "service", "namespace"):
         raise AnalyzerError(f"--by must be agent, service or namespace, not {by!r}")
     if cold_start_s is not None and cold_start_s < 0:
@@ -149,6 +151,8 @@ def analyze_idle(
     for name, arrivals_ns in con.execute(load_sql("idle_arrivals.sql")).fetchall():
         g = by_name[name]
         g.warm_pool = sizes_curve(arrivals_ns, g.cold_start_s, max_pool_size)
+        if with_arrivals:
+            g.arrivals_ns = list(arrivals_ns)
     if with_scale_up_gaps:
         for g in groups:
             g.scale_up_gaps = []
@@ -203,10 +207,3 @@ def _group_from_summary(row: dict[str, Any]) -> GroupIdle:
         cold_start_s=DEFAULT_COLD_START_S,
         cold_start_source="default, no sandbox.startup spans",
     )
-
-
-def report_sections(ds: Dataset) -> list[tuple[str, Any]]:
-    """The idle curves in `analyze report` (analyzer/report.py picks this function up by name)."""
-    from analyzer.idle_charts import idle_sections  # the charts import this module: import them late
-
-    return idle_sections(ds)

@@ -45,7 +45,7 @@ def cooldown_figure(groups: Sequence[GroupIdle]) -> go.Figure:
         points = [p for p in g.cooldowns if p.idle_pod_seconds_per_day is not None]
         fig.add_trace(
             go.Scatter(
-                x=[p.idle_pod_seconds_per_day / 3600 for p in points],
+                x=[(p.idle_pod_seconds_per_day or 0) / 3600 for p in points],
                 y=[p.cold_start_fraction for p in points],
                 text=[f"cooldownPeriod {p.cooldown_s:.0f} s" for p in points],
                 mode="lines+markers",

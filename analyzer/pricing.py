@@ -305,7 +305,7 @@ def _bundled_breakpoints(model_info) -> tuple[set[datetime], set[int]]:
 def _tier_starts(model_price) -> list[int]:
     from genai_prices.types import TieredPrices
 
-    starts = set()
+    starts: set[int] = set()
     for value in model_price.__dict__.values():
         if isinstance(value, TieredPrices):
             starts.update(tier.start for tier in value.tiers)
@@ -345,6 +345,7 @@ def _bundled_coefficients(model_info, provider, at: datetime, band: tuple[int, i
 
 
 def _user_coefficients(entry: UserPrice) -> dict[str, Decimal]:
+    assert entry.per_million is not None  # only entries with prices are priced by them
     p = {k: v / MILLION for k, v in entry.per_million.items()}
     return {
         "c_input": p["input"],
@@ -396,7 +397,7 @@ def _add_rows(provider: str, model: str, entries: list[UserPrice], bundled, tabl
         # the first entry that applies at this instant (one with a valid_from applies from then on)
         entry = next((e for e in entries if e.valid_from is None or e.valid_from <= at), None)
         if entry is not None and entry.per_million is not None:
-            bands = [(-1, None)]
+            bands: list[tuple[int, int | None]] = [(-1, None)]
             priced = ("user", provider, model)
         elif bundled is not None:
             model_price = bundled[1].get_prices(at)
@@ -406,7 +407,7 @@ def _add_rows(provider: str, model: str, entries: list[UserPrice], bundled, tabl
         else:  # only a user entry from a later date: before it, this model has no price
             continue
         for band in bands:
-            if priced[0] == "user":
+            if entry is not None and priced[0] == "user":
                 coefficients = _user_coefficients(entry)
             else:
                 coefficients = _bundled_coefficients(bundled[1], bundled[0], at, band)

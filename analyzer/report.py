@@ -1,17 +1,18 @@
-"""A self-contained HTML report (plotly.js inline, works offline): cost by agent over time, by model,
-top tasks, unpriced share, plus sections other analyzer modules contribute.
+"""A self-contained HTML report (plotly.js inline, works offline): the headline figures, cost by agent over
+time, by model, top tasks, unpriced share, then the GPU and idle sections.
 
-Adding a section: a callable `(dataset: Dataset) -> list[tuple[str, object]]` returning (title, content)
-pairs, content a plotly Figure or an HTML string. Either append it to `SECTIONS`, or define a function
-`report_sections(dataset)` with that signature in one of `SECTION_MODULES` (e.g. `analyzer.idle`): the
-report imports those modules when it is built and includes their sections after the cost sections.
-The dataset passed has `span_costs` installed (analyzer.cost.install_costs).
+Every number comes from the query layer (`analyzer.cost`, `analyzer.task_queries`, `analyzer.gpu`,
+`analyzer.idle`), so the report shows the CLI's figures; the headline's exact values are also embedded as
+JSON (`<script type="application/json" id="agentmeter-figures">`) for machines and tests.
+
+Adding a section: a function `(analysis: Analysis) -> list[tuple[str, object]]` returning (title, content)
+pairs, content a plotly Figure or an HTML string, listed in `SECTIONS`.
 """
 
 from __future__ import annotations
 
 import html
-import importlib
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,32 +21,36 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from analyzer.cost import CostQuery, cost_rows, install_costs
-from analyzer.dataset import Dataset, load_sql
-from analyzer.pricing import PriceTable
+from analyzer.analysis import Analysis
+from analyzer.cost import CostQuery, cost_rows, totals
+from analyzer.dataset import load_sql
+from analyzer.gpu_charts import gpu_sections
+from analyzer.idle_charts import idle_sections
+from analyzer.output import money
+from analyzer.task_queries import TaskQuery, list_tasks
 
-Section = Callable[[Dataset], list[tuple[str, Any]]]
+Section = Callable[[Analysis], list[tuple[str, Any]]]
 TOP_AGENTS = 10
 TOP_TASKS = 15
-SECTION_MODULES = ("analyzer.idle", "analyzer.gpu")
 
 
 def _money(value: Any) -> float:
     return float(value or 0)
 
 
-def _time_bucket(dataset: Dataset) -> str:
+def _time_bucket(analysis: Analysis) -> str:
     """Days for a long dataset, hours for a day or so, minutes for a short demo."""
-    first, last = dataset.con.execute("SELECT min(start_time), max(start_time) FROM span_costs").fetchone()
-    if first is None:
+    found = analysis.con.execute("SELECT min(start_time), max(start_time) FROM charges").fetchone()
+    first, last = found if found else (None, None)
+    if first is None or last is None:
         return "1 day"
     hours = (last - first).total_seconds() / 3600
     return "1 day" if hours > 72 else "1 hour" if hours > 3 else "1 minute"
 
 
-def cost_over_time(dataset: Dataset, prices: PriceTable) -> list[tuple[str, Any]]:
-    bucket = _time_bucket(dataset)
-    rows = dataset.con.execute(load_sql("cost_over_time.sql"), {"bucket": bucket, "top": TOP_AGENTS}).fetchall()
+def cost_over_time(analysis: Analysis) -> list[tuple[str, Any]]:
+    bucket = _time_bucket(analysis)
+    rows = analysis.con.execute(load_sql("cost_over_time.sql"), {"bucket": bucket, "top": TOP_AGENTS}).fetchall()
     figure = go.Figure()
     for agent in dict.fromkeys(r[1] for r in rows):
         points = [r for r in rows if r[1] == agent]
@@ -54,52 +59,53 @@ def cost_over_time(dataset: Dataset, prices: PriceTable) -> list[tuple[str, Any]
     return [(f"Cost by agent over time (top {TOP_AGENTS} agents, the rest as 'other')", figure)]
 
 
-def cost_by_model(dataset: Dataset, prices: PriceTable) -> list[tuple[str, Any]]:
-    rows, _ = cost_rows(dataset, CostQuery(by=["model"]), prices=prices)
-    rows = [r for r in rows if r["cost_usd"] is not None]
-    figure = go.Figure(go.Bar(x=[_money(r["cost_usd"]) for r in rows], y=[r["model"] for r in rows], orientation="h"))
+def cost_by_model(analysis: Analysis) -> list[tuple[str, Any]]:
+    rows = [r for r in cost_rows(analysis, CostQuery(by=["model"])).rows if r["total_cost_usd"] is not None]
+    figure = go.Figure(
+        go.Bar(x=[_money(r["total_cost_usd"]) for r in rows], y=[r["model"] for r in rows], orientation="h")
+    )
     figure.update_layout(xaxis_title="USD", yaxis={"autorange": "reversed"}, height=max(300, 28 * len(rows)))
     return [("Cost by model", figure)]
 
 
-def top_tasks(dataset: Dataset, prices: PriceTable) -> list[tuple[str, Any]]:
-    rows, _ = cost_rows(dataset, CostQuery(by=["task"], inclusive=True, top=TOP_TASKS), prices=prices)
-    header = "<tr><th>task</th><th>LLM calls</th><th>input tokens</th><th>output tokens</th><th>cost USD</th><th>unpriced calls</th></tr>"
+def top_tasks(analysis: Analysis) -> list[tuple[str, Any]]:
+    rows = list_tasks(analysis, TaskQuery(sort="cost", limit=TOP_TASKS))
+    header = (
+        "<tr><th>task</th><th>root agent</th><th>status</th><th>LLM calls</th><th>input tokens</th>"
+        "<th>output tokens</th><th>unpriced calls</th><th>direct cost</th><th>inclusive cost</th></tr>"
+    )
     body = "".join(
-        f"<tr><td><code>{html.escape(r['task'])}</code></td><td>{r['llm_calls']:,}</td><td>{r['input_tokens']:,}</td>"
-        f"<td>{r['output_tokens']:,}</td><td>{_money(r['cost_usd']):,.4f}</td><td>{r['unpriced_calls']:,}</td></tr>"
+        f"<tr><td><code>{html.escape(r['task_id'])}</code></td><td>{html.escape(r['root_agent'] or '-')}</td>"
+        f"<td>{r['status']}</td><td>{r['llm_calls']:,}</td><td>{r['input_tokens']:,}</td>"
+        f"<td>{r['output_tokens']:,}</td><td>{r['unpriced_calls']:,}</td><td>{_usd(r['direct_cost_usd'])}</td>"
+        f"<td>{_usd(r['inclusive_cost_usd'])}</td></tr>"
         for r in rows
     )
     return [(f"Top {TOP_TASKS} tasks (inclusive of every sub-agent)", f"<table>{header}{body}</table>")]
 
 
-def unpriced_share(dataset: Dataset, prices: PriceTable) -> list[tuple[str, Any]]:
-    rows, _ = cost_rows(dataset, CostQuery(by=["provider", "model"]), prices=prices)
-    unpriced = sum(r["unpriced_calls"] for r in rows)
-    priced = sum(r["llm_calls"] for r in rows) - unpriced
+def unpriced_share(analysis: Analysis) -> list[tuple[str, Any]]:
+    figures = totals(analysis)
+    unpriced = figures["unpriced_calls"]
+    priced = figures["llm_calls"] - unpriced
     figure = go.Figure(go.Pie(labels=["priced calls", "unpriced calls"], values=[priced, unpriced], hole=0.5))
     listed = "".join(
         f"<li><code>{html.escape(p or '-')}/{html.escape(m)}</code>: {html.escape(reason)}</li>"
-        for (p, m), reason in sorted(prices.unpriced.items())
+        for (p, m), reason in sorted(analysis.prices.unpriced.items())
     )
-    note = f"<p>{unpriced:,} of {priced + unpriced:,} calls have no price.</p><ul>{listed}</ul>"
+    note = f"<p>{unpriced:,} of {priced + unpriced:,} calls have no price (tokens or GPU time).</p><ul>{listed}</ul>"
     return [("Unpriced share (models with no price: add them to a --prices file)", figure), ("Unpriced models", note)]
 
 
-COST_SECTIONS = [cost_over_time, cost_by_model, top_tasks, unpriced_share]
-SECTIONS: list[Section] = []  # sections other modules append, shown after the cost sections
+def gpu_section(analysis: Analysis) -> list[tuple[str, Any]]:
+    return gpu_sections(analysis.dataset, analysis.gpu_prices_file)
 
 
-def _module_sections() -> list[Section]:
-    found = []
-    for name in SECTION_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if callable(getattr(module, "report_sections", None)):
-            found.append(module.report_sections)
-    return found
+def idle_section(analysis: Analysis) -> list[tuple[str, Any]]:
+    return idle_sections(analysis.dataset)
+
+
+SECTIONS: list[Section] = [cost_over_time, cost_by_model, top_tasks, unpriced_share, gpu_section, idle_section]
 
 
 def _content(item: Any) -> str:
@@ -108,25 +114,33 @@ def _content(item: Any) -> str:
     return str(item)
 
 
-def build_report(dataset: Dataset, prices_file: Path | None = None) -> str:
+def _usd(value: Any) -> str:
+    return "-" if value is None else money(value)
+
+
+def build_report(analysis: Analysis) -> str:
     """The report as one HTML string (plotly.js inline: no network needed to view it)."""
-    prices = install_costs(dataset, prices_file)
-    sections = [item for section in COST_SECTIONS for item in section(dataset, prices)]
-    for section in [*SECTIONS, *_module_sections()]:
-        sections += section(dataset)
+    analysis.install_charges()
+    sections = [item for section in SECTIONS for item in section(analysis)]
     parts = [f"<section><h2>{html.escape(title)}</h2>{_content(item)}</section>" for title, item in sections]
-    totals = dataset.con.execute(load_sql("cost_totals.sql")).fetchone()
+    figures = totals(analysis)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     summary = (
-        f"<p>{html.escape(str(dataset.root))}: {totals[0]:,} LLM calls, "
-        f"<b>${_money(totals[1]):,.2f}</b> computed cost, {totals[2]:,} unpriced calls, "
-        f"${_money(totals[3]):,.2f} provider-reported. Generated {generated}.</p>"
+        f"<p>{html.escape(str(analysis.root))}: <b>{_usd(figures['total_cost_usd'])}</b> total cost "
+        f"({_usd(figures['token_cost_usd'])} tokens + {_usd(figures['gpu_busy_cost_usd'])} GPU busy time), "
+        f"{figures['llm_calls']:,} LLM calls, {figures['unpriced_calls']:,} unpriced calls, "
+        f"{_usd(figures['reported_cost_usd'])} provider-reported. Generated {generated}.</p>"
     )
-    return REPORT_PAGE.format(plotly=get_plotlyjs(), summary=summary, sections="\n".join(parts))
+    exact = json.dumps({"headline": {k: _json_number(v) for k, v in figures.items()}}).replace("</", "<\\/")
+    return REPORT_PAGE.format(plotly=get_plotlyjs(), summary=summary, sections="\n".join(parts), figures=exact)
 
 
-def write_report(dataset: Dataset, out: Path, prices_file: Path | None = None) -> Path:
-    text = build_report(dataset, prices_file)
+def _json_number(value: Any) -> Any:
+    return value if value is None or isinstance(value, int) else float(value)
+
+
+def write_report(analysis: Analysis, out: Path) -> Path:
+    text = build_report(analysis)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -143,6 +157,7 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 4px 10px; border-botto
 td:first-child, th:first-child {{ text-align: left; }} section {{ margin-bottom: 2.5em; }}
 </style></head>
 <body><h1>agentmeter: what your agents cost</h1>
+<script type="application/json" id="agentmeter-figures">{figures}</script>
 {summary}
 {sections}
 </body></html>

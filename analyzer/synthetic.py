@@ -16,6 +16,8 @@ The rows look like what the receiver writes (`collector_ext.schema.SPANS`, throu
   then (tiered prices), cache read/write and reasoning tokens. `input_tokens` includes cache tokens and
   `output_tokens` includes reasoning (the dataset's rule). Some spans carry a provider-reported cost.
 - Tasks arrive in bursts separated by idle gaps over `days` days; agents live in namespaces/services/pods.
+- Every span's resource carries its pod's labels as the Collector adds them: `agent.team` (TEAMS, per
+  namespace) and `k8s.pod.labels.cost-center` (COST_CENTERS).
 - `usage_counted` is true exactly on LLM spans (agents and tools report no usage); `task_id` is the top
   trace's id, `stitch_state` "ok", `parent_agent_name` the delegating agent.
 
@@ -68,6 +70,10 @@ ORCHESTRATOR_NAMES = ["orchestrator", "support-triage", "research-lead", "releas
 WORKER_NAMES = ["web-researcher", "code-writer", "code-reviewer", "sql-analyst", "summarizer", "ticket-router",
                 "doc-retriever", "test-runner"]  # fmt: skip
 NAMESPACES = ["team-search", "team-support", "team-data", "platform"]
+TEAMS = ["search", "support", "data", "platform"]  # per namespace: the pods' `team` label
+COST_CENTERS = ["cc-100", "cc-200", "cc-200", "cc-900"]  # per namespace: the pods' `cost-center` label
+TEAM_TAG = "agent.team"
+COST_CENTER_TAG = "k8s.pod.labels.cost-center"
 TOOLS = ["web_search", "read_file", "run_sql", "http_get", "vector_search"]
 PODS_PER_AGENT = 3
 MAX_DEPTH = 3
@@ -355,7 +361,7 @@ def _spans_of_level(
             pa.array((pod % 4).astype(np.int32)), pa.array([f"node-{i}" for i in range(4)])
         ).cast(pa.string()),
         "k8s_container": pa.array(np.full(rows, "agent", dtype=object)),
-        "resource_attributes": pa.nulls(rows, SPANS.field("resource_attributes").type),
+        "resource_attributes": _pod_labels(world.agent_namespace[agent]),
         "category": pa.DictionaryArray.from_arrays(
             pa.array(np.where(is_deleg_row, 2, category_idx)), pa.array(["agent", "llm", "tool"])
         ).cast(pa.string()),
@@ -399,6 +405,18 @@ def _spans_of_level(
         "received_time": pa.array(end + 1_000_000_000, TIMESTAMP),
     }
     return pa.table(columns, schema=SPANS), children
+
+
+def _pod_labels(namespace: np.ndarray) -> pa.Array:
+    """The resource attributes the Collector adds from pod labels (otel-config/collector.yaml): the team
+    (`agent.team`, from the pod label `team`) and a cost centre (k8sattributes' default tag name)."""
+    rows = len(namespace)
+    keys = np.tile(np.array([TEAM_TAG, COST_CENTER_TAG], dtype=object), rows)
+    values = np.empty(2 * rows, dtype=object)
+    values[0::2] = np.array(TEAMS, dtype=object)[namespace]
+    values[1::2] = np.array(COST_CENTERS, dtype=object)[namespace]
+    offsets = pa.array(np.arange(0, 2 * rows + 1, 2, dtype=np.int32))
+    return pa.MapArray.from_arrays(offsets, pa.array(keys, pa.string()), pa.array(values, pa.string()))
 
 
 def _fixed(values: np.ndarray, width: int) -> pa.Array:

@@ -1,6 +1,12 @@
 """Replaying observed arrivals through a warm pool of pre-provisioned sandboxes (Agent Sandbox SandboxWarmPool).
 
-The model, exact event by event:
+Two pools: a static one of a fixed size (`replay`, `sizes_curve`), and one a KEDA ScaledObject scales on
+agentmeter's warm-pool metric (`replay_plan`). Both follow Agent Sandbox: the pool holds *unclaimed*
+sandboxes; a claim takes a ready one out of the pool and the controller starts a replacement at once
+(kubernetes-sigs/agent-sandbox extensions/controllers/sandboxwarmpool_controller.go: a claimed sandbox is
+controlled by its claim and no longer counts); a claim that finds none ready starts cold, outside the pool.
+
+The static pool, exact event by event:
 
 - The pool holds `size` sandboxes, all ready at the start.
 - Each arrival is a claim. If a ready sandbox is in the pool the claim takes it (a warm hit) and the pool
@@ -16,9 +22,12 @@ the whole state, and one pass over the arrivals is O(arrivals).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from collector_ext.keda.target import unclaimed_wanted
 
 NS = 1_000_000_000
 
@@ -60,3 +69,153 @@ def sizes_curve(arrivals_ns: Sequence[int], cold_start_s: float, max_size: int =
         if result.empty_claims == 0:
             break
     return results
+
+
+# -- a pool scaled by KEDA on the unclaimed sandboxes wanted (collector_ext/keda/target.py) --------------
+
+
+@dataclass(frozen=True)
+class KedaPlan:
+    """A ScaledObject (metricType AverageValue, 1 per replica) scaling a SandboxWarmPool on agentmeter's
+    `unclaimedSandboxes` metric: every field is one the emitted YAML carries."""
+
+    warm_floor: int  # minReplicaCount and the trigger's warmFloor
+    cooldown_s: float  # cooldownPeriod: how long after the metric last read > 0 KEDA scales to zero
+    startup_s: float  # the trigger's startupSeconds, and how long a new sandbox takes to be ready
+    rate_window_s: float  # the trigger's rateWindowSeconds
+    polling_s: float  # pollingInterval: how often KEDA (and so the HPA) acts on the metric
+    stabilization_s: float  # HPA behavior.scaleDown.stabilizationWindowSeconds
+    max_replicas: int  # maxReplicaCount
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    claims: int  # the arrivals after the first
+    empty_claims: int
+    unclaimed_s: float  # sandbox-seconds held unclaimed (starting or ready), first to last arrival
+    window_s: float  # first to last arrival
+    peak_replicas: int  # the largest spec.replicas the plan asked for
+
+    @property
+    def empty_fraction(self) -> float:
+        return self.empty_claims / self.claims if self.claims else 0.0
+
+
+def peak_wanted(arrivals_ns: Sequence[int], window_s: float, startup_s: float, warm_floor: int) -> int:
+    """The largest replica count the metric asks for over the arrivals: ceil of the most claims in any window."""
+    window_ns = round(window_s * NS)
+    most, lo = 0, 0
+    for hi, t in enumerate(arrivals_ns):
+        while arrivals_ns[lo] <= t - window_ns:
+            lo += 1
+        most = max(most, hi - lo + 1)
+    return max(1, warm_floor, _replicas(unclaimed_wanted(most, window_s, startup_s, warm_floor)))
+
+
+def _replicas(value: float) -> int:
+    return math.ceil(round(value, 9))  # HPA: ceil(metric / target), target 1; no float noise above an integer
+
+
+def replay_plan(arrivals_ns: Sequence[int], plan: KedaPlan) -> PlanResult:
+    """Replay the arrivals (ascending) through a pool that KEDA scales by `plan`; claims are processed one by one,
+    KEDA acts every `polling_s` (a claim at a poll's instant is seen by it):
+
+    - the metric v = unclaimed_wanted(claims in (t - rateWindowSeconds, t], ...) (collector_ext/keda/target.py);
+    - active while v > 0; the HPA asks for ceil(v), at least 1 while active, at most maxReplicaCount, and
+      scales down only to the highest request of the last stabilization window (scale-up is immediate);
+    - after the metric last read > 0, KEDA keeps at least one replica for cooldownPeriod, then scales to 0
+      (minReplicaCount 0; with a floor the metric never reads 0);
+    - the pool controller follows spec.replicas at once: it starts missing sandboxes (ready `startup_s` later)
+      and deletes surplus ones, those still starting first; a claimed sandbox is replaced at once.
+
+    The pool starts in its idle state: the floor, ready. The first arrival drives the pool but is not scored
+    (what came before it is unknown, as it has no idle gap): `claims` are the arrivals after it. Unclaimed
+    time is integrated from the first to the last arrival, the observed window. Polls at which nothing can
+    change (no claim entering or leaving the window, no request leaving the stabilization window, no cooldown
+    ending) are skipped: they would repeat the previous answer. O(arrivals + polls that matter)."""
+    if not arrivals_ns:
+        return PlanResult(0, 0, 0.0, 0.0, plan.warm_floor)
+    t0 = arrivals_ns[0]
+    arrivals = [(t - t0) / NS for t in arrivals_ns]
+    n, end = len(arrivals), arrivals[-1]
+    p, w, s, floor = plan.polling_s, plan.rate_window_s, plan.stabilization_s, plan.warm_floor
+    ready = floor
+    pending: deque[float] = deque()  # ready times of sandboxes starting, ascending
+    replicas, peak = floor, floor
+    # the HPA's requests within the stabilization window, as a sliding maximum: values strictly decreasing
+    requests: deque[tuple[float, int]] = deque()
+    last_active, was_active = -math.inf, False
+    unclaimed_s, integrated_to = 0.0, 0.0
+    empty = 0
+    entered = left = 0  # arrivals at or before the poll / at or before the poll - window
+
+    def reconcile(now: float) -> None:
+        nonlocal ready
+        while pending and pending[0] <= now:
+            pending.popleft()
+            ready += 1
+        population = ready + len(pending)
+        for _ in range(replicas - population):
+            pending.append(now + plan.startup_s)
+        for _ in range(population - replicas):
+            if pending:
+                pending.pop()  # the newest one still starting
+            else:
+                ready -= 1
+
+    i, tick = 0, 0.0
+    while True:
+        while i < n and arrivals[i] <= tick:
+            at = arrivals[i]
+            unclaimed_s += (ready + len(pending)) * (at - integrated_to)
+            integrated_to = at
+            reconcile(at)
+            if ready > 0:
+                ready -= 1
+                reconcile(at)  # the controller replaces the claimed sandbox
+            elif i > 0:
+                empty += 1
+            i += 1
+        if tick > end:
+            break
+        unclaimed_s += (ready + len(pending)) * (tick - integrated_to)
+        integrated_to = tick
+        while entered < n and arrivals[entered] <= tick:
+            entered += 1
+        while left < n and arrivals[left] <= tick - w:
+            left += 1
+        value = unclaimed_wanted(entered - left, w, plan.startup_s, floor)
+        asked = min(plan.max_replicas, max(_replicas(value), 1 if value > 0 else 0))
+        while requests and requests[0][0] <= tick - s:
+            requests.popleft()
+        while requests and requests[-1][1] <= asked:
+            requests.pop()
+        requests.append((tick, asked))
+        stabilized = requests[0][1]
+        if was_active and value <= 0:
+            # the polls skipped since the last one processed all read what it read: > 0, up to the previous one
+            last_active = max(last_active, tick - p)
+        was_active = value > 0
+        if value > 0:
+            last_active = tick
+            replicas = stabilized
+        elif replicas > 0 and tick - last_active >= plan.cooldown_s:
+            replicas = 0  # KEDA: inactive for cooldownPeriod -> minReplicaCount 0
+            requests.clear()
+        elif replicas > 0:
+            replicas = max(1, stabilized)  # the HPA's minimum while KEDA keeps the target active
+        peak = max(peak, replicas)
+        reconcile(tick)
+        # the next poll at which anything can change
+        soonest = math.inf
+        if i < n:
+            soonest = arrivals[i]
+        if left < entered:
+            soonest = min(soonest, arrivals[left] + w)
+        if len(requests) > 1:
+            soonest = min(soonest, requests[0][0] + s)
+        if replicas > 0 and floor == 0 and value <= 0:
+            soonest = min(soonest, last_active + plan.cooldown_s)
+        tick = math.ceil(round(max(soonest, tick + p) / p, 9)) * p
+    unclaimed_s += (ready + len(pending)) * (end - integrated_to)
+    return PlanResult(n - 1, empty, unclaimed_s, end, peak)

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from collector_ext.storage.dataset_files import check_writer_id
@@ -37,16 +37,18 @@ def parse_endpoint(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
         raise ValueError(f"endpoint {value!r} is not HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return host.strip("[]") or "0.0.0.0", int(port)  # ":4317" is every interface, as in Go
 
 
 class ReceiverConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTMETER_", extra="forbid", validate_default=True)
 
     data_dir: Path = Field(Path("agentmeter-data"), description="Dataset directory the Parquet files go to.")
-    grpc_endpoint: str = Field("0.0.0.0:4317", description="OTLP/gRPC listen address HOST:PORT.")
+    # localhost by default, as the OpenTelemetry Collector's receivers (since v0.104): exposing a port to the
+    # network is a decision (in Kubernetes the manifests pass the pod address or 0.0.0.0 explicitly)
+    grpc_endpoint: str = Field("localhost:4317", description="OTLP/gRPC listen address HOST:PORT.")
     http_endpoint: str = Field(
-        "0.0.0.0:4318", description="OTLP/HTTP listen address HOST:PORT (also /metrics and live demand)."
+        "localhost:4318", description="OTLP/HTTP listen address HOST:PORT (also /metrics and live demand)."
     )
     writer_id: str = Field(
         default_factory=default_writer_id,
@@ -62,7 +64,75 @@ class ReceiverConfig(BaseSettings):
         "process crash or kill -9; only 'always' also survives a power cut.",
     )
     wal_segment_mib: int = Field(64, ge=1, description="WAL segment size before rotation, MiB.")
-    max_recv_msg_mib: int = Field(16, ge=1, le=1024, description="Largest (decompressed) request accepted, MiB.")
+    max_recv_msg_mib: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Largest request accepted, compressed and decompressed, MiB (64: the OTLP spec's "
+        "recommendation; larger is RESOURCE_EXHAUSTED / 413, not retried).",
+    )
+    max_concurrent_requests: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="Export requests in progress at once per transport (gRPC, HTTP), queued included; past it "
+        "UNAVAILABLE + RetryInfo (gRPC) / 429 + Retry-After (HTTP), which OTLP clients retry.",
+    )
+    max_request_memory_mib: int = Field(
+        256,
+        ge=2,
+        description="Request bodies held at once, as received and decompressed, MiB; past it new requests get "
+        "UNAVAILABLE / 503 with a retry delay. At least twice --max-recv-msg-mib.",
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="Open connections per listening port (gRPC, HTTP, KEDA scaler). HTTP: past it the oldest "
+        "connection without a request in progress is closed for the new one; gRPC: new connections wait.",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Longest a connection may take to send a request's headers (HTTP; also idle new "
+        "connections) or to complete its handshake (gRPC, TLS included) before it is closed.",
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a request's body may take to arrive once its headers have (HTTP: 408 and the "
+        "connection closes; gRPC: the call is cancelled and its worker freed).",
+    )
+    grpc_max_concurrent_streams: int = Field(
+        100,
+        ge=1,
+        description="HTTP/2 streams per gRPC connection (SETTINGS_MAX_CONCURRENT_STREAMS). Also the bound of "
+        "grpc core's HTTP/2 rapid-reset protection: reset streams count until they are freed.",
+    )
+    max_attribute_value_chars: int = Field(
+        65536,
+        ge=64,
+        description="Attribute values, span names and status messages longer than this are truncated, with a "
+        "marker giving the original length.",
+    )
+    max_id_chars: int = Field(
+        256,
+        ge=32,
+        description="Ids and names in typed columns (response id, conversation id, models, agent and tool "
+        "names) and attribute keys longer than this are shortened, with a marker and a SHA-256 prefix.",
+    )
+    max_attributes: int = Field(
+        128, ge=1, description="Attributes kept per span, link and resource (the OTel SDK's default limit)."
+    )
+    max_links: int = Field(128, ge=1, description="Links kept per span (the OTel SDK's default limit).")
+    span_max_age_hours: float = Field(
+        168.0,
+        ge=0,
+        description="Spans that started more than this before they were received are rejected (each "
+        "`date=` partition comes from a start time: a bound on what clients can create); 0: no limit.",
+    )
+    span_max_future_minutes: float = Field(
+        60.0, ge=0, description="Spans that start more than this after they were received are rejected; 0: no limit."
+    )
     max_pending_mib: int = Field(
         256, ge=1, description="Bytes held (WAL not yet in Parquet) before new requests get UNAVAILABLE, MiB."
     )
@@ -96,12 +166,25 @@ class ReceiverConfig(BaseSettings):
     tls_cert: Path | None = Field(None, description="PEM server certificate (enables TLS on both endpoints).")
     tls_key: Path | None = Field(None, description="PEM private key of --tls-cert.")
     tls_client_ca: Path | None = Field(None, description="PEM CA bundle; when set, clients must present a cert (mTLS).")
-    bearer_token: str | None = Field(None, description="When set, requests must carry 'authorization: Bearer <token>'.")
+    bearer_token: str | None = Field(
+        None,
+        description="When set, every endpoint but /healthz requires 'authorization: Bearer <token>' (KEDA's "
+        "external scaler, which cannot send headers, passes it as trigger metadata bearerToken[FromEnv]).",
+    )
+    metrics_auth: bool = Field(
+        True, description="With --bearer-token: /metrics requires the token too (--no-metrics-auth: open)."
+    )
     podresources_socket: Path = Field(
         Path("/var/lib/kubelet/pod-resources/kubelet.sock"), description="kubelet PodResources API unix socket."
     )
     podresources_interval_seconds: float = Field(
         10.0, ge=0, description="Poll interval of the PodResources API; 0 switches the poller off."
+    )
+    gpu_drivers: list[str] = Field(
+        default_factory=lambda: ["gpu.nvidia.com"],
+        description="DRA drivers whose claimed devices are GPU slices; claims of other drivers (NVIDIA's "
+        "compute-domain.nvidia.com IMEX channels, NICs) are not recorded. AMD: gpu.amd.com; Intel: gpu.intel.com "
+        "(Gaudi: gaudi.intel.com).",
     )
     node_name: str | None = Field(
         None, description="Node name for GPU allocations (default: $NODE_NAME, else hostname)."
@@ -115,7 +198,7 @@ class ReceiverConfig(BaseSettings):
         description="Metrics kept from OTLP metric exports (all others are dropped).",
     )
     scaler_endpoint: str | None = Field(
-        "0.0.0.0:9090", description="KEDA external scaler gRPC address HOST:PORT; empty switches it off."
+        "localhost:9090", description="KEDA external scaler gRPC address HOST:PORT; empty switches it off."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["json", "console"] = Field("json", description="Structured log rendering.")
@@ -137,6 +220,22 @@ class ReceiverConfig(BaseSettings):
     @classmethod
     def _writer_id(cls, value: str) -> str:
         return check_writer_id(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReceiverConfig:
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError(
+                "--tls-client-ca needs --tls-cert and --tls-key: client certificates cannot be required on a "
+                "plaintext endpoint"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.max_request_memory_mib < 2 * self.max_recv_msg_mib:
+            raise ValueError(
+                f"--max-request-memory-mib ({self.max_request_memory_mib}) must be at least twice "
+                f"--max-recv-msg-mib ({self.max_recv_msg_mib}): one request, compressed and inflated, must fit"
+            )
+        return self
 
     @property
     def wal_path(self) -> Path:

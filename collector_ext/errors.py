@@ -1,88 +1,92 @@
-"""The ONE map from the receiver's internal errors to gRPC status codes and HTTP status codes.
+"""The receiver's error types and their kinds (the OpenTelemetry Collector's `internal/errors` pattern).
 
-Follows the OTLP specification (protocol/otlp.md, "Failures"): bad data is not retryable (gRPC
-INVALID_ARGUMENT, HTTP 400); a request past the size limit is RESOURCE_EXHAUSTED / 413; when the
-receiver cannot take more (pending bytes or free disk past their limits) it answers UNAVAILABLE / 503 with
-a RetryInfo / Retry-After; too many concurrent requests is RESOURCE_EXHAUSTED with RetryInfo / 429;
-a missing or wrong bearer token is UNAUTHENTICATED / 401. Everything unexpected is INTERNAL / 500.
+Every failure the receiver answers is a `ReceiverError` carrying an `ErrorKind`: the kind, and only the
+kind, decides the answer. The ONE table from kind to gRPC status code, HTTP status and retryability lives
+beside the transports (`collector_ext/receiver/status.py`); this module stays free of grpc and HTTP so
+that every part (decode processes, pipeline, GPU metrics) can raise these without importing a transport.
+
+Nothing is classified by class name or message text: code that knows what went wrong raises the
+`ReceiverError` of that kind itself (the pipeline raises OVERLOADED / DISK_FULL for back-pressure), and
+`from_exception` maps the few foreign exceptions that reach a transport by their type and errno alone.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import errno
 
-import grpc
 from google.protobuf.message import DecodeError, Message
 
 
 class ErrorKind(enum.Enum):
-    MALFORMED = "invalid"
-    TOO_LARGE = "too_large"
-    UNSUPPORTED_MEDIA = "unsupported_media"
-    OVERLOADED = "overloaded"
-    BUSY = "busy"
-    DISK_FULL = "disk_full"
-    UNAUTHENTICATED = "unauthenticated"
-    INTERNAL = "internal"
+    """What went wrong, as the client needs to know it. The value is the `outcome` label of
+    `agentmeter_requests`."""
+
+    MALFORMED = "invalid"  # the request as a whole cannot be parsed: permanent
+    TOO_LARGE = "too_large"  # past --max-recv-msg-mib (compressed or inflated): permanent
+    UNSUPPORTED_MEDIA = "unsupported_media"  # HTTP content type / encoding we do not speak: permanent
+    BODY_TIMEOUT = "body_timeout"  # the body (HTTP) or message (gRPC) did not arrive within --body-timeout-seconds
+    OVERLOADED = "overloaded"  # pending data or request memory past its limit: retry later
+    BUSY = "busy"  # our own concurrency limit (--max-concurrent-requests): retry later
+    DISK_FULL = "disk_full"  # below --min-free-disk-mib, or ENOSPC/EDQUOT: retry later
+    STORAGE_UNAVAILABLE = "storage_unavailable"  # the WAL cannot be written (EMFILE, EIO, EROFS...): retry later
+    UNAUTHENTICATED = "unauthenticated"  # missing or wrong bearer token
+    INTERNAL = "internal"  # a bug: logged; the request fails, the receiver goes on
 
 
-@dataclass(frozen=True)
-class StatusPair:
-    grpc_code: grpc.StatusCode
-    http_status: int
-    retryable: bool  # answered with RetryInfo (gRPC) and Retry-After (HTTP)
-
-
-STATUS: dict[ErrorKind, StatusPair] = {
-    ErrorKind.MALFORMED: StatusPair(grpc.StatusCode.INVALID_ARGUMENT, 400, False),
-    ErrorKind.TOO_LARGE: StatusPair(grpc.StatusCode.RESOURCE_EXHAUSTED, 413, False),
-    # gRPC has no content types: the HTTP-only 415 maps to INVALID_ARGUMENT should it ever occur there.
-    ErrorKind.UNSUPPORTED_MEDIA: StatusPair(grpc.StatusCode.INVALID_ARGUMENT, 415, False),
-    ErrorKind.OVERLOADED: StatusPair(grpc.StatusCode.UNAVAILABLE, 503, True),
-    ErrorKind.BUSY: StatusPair(grpc.StatusCode.RESOURCE_EXHAUSTED, 429, True),
-    ErrorKind.DISK_FULL: StatusPair(grpc.StatusCode.UNAVAILABLE, 503, True),
-    ErrorKind.UNAUTHENTICATED: StatusPair(grpc.StatusCode.UNAUTHENTICATED, 401, False),
-    ErrorKind.INTERNAL: StatusPair(grpc.StatusCode.INTERNAL, 500, False),
-}
+# One field violation of a malformed request: (field path, description), as google.rpc.BadRequest has it.
+FieldViolation = tuple[str, str]
 
 
 class ReceiverError(Exception):
-    """An error answered to the client with the status of `kind` (and `retry_after_s` when retryable)."""
+    """An error answered to the client with the status of its kind (receiver/status.py).
 
-    def __init__(self, kind: ErrorKind, message: str, retry_after_s: float | None = None) -> None:
+    `retry_after_s`: the back-off suggested in RetryInfo / Retry-After (retryable kinds; None: the
+    configured --retry-after-seconds). `violations`: for MALFORMED, what is wrong where (BadRequest details).
+    """
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        retry_after_s: float | None = None,
+        violations: tuple[FieldViolation, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retry_after_s = retry_after_s
-
-    @property
-    def status(self) -> StatusPair:
-        return STATUS[self.kind]
+        self.violations = violations
 
 
-def malformed(message: str) -> ReceiverError:
-    return ReceiverError(ErrorKind.MALFORMED, message)
+def malformed(message: str, field: str = "body") -> ReceiverError:
+    """The whole request is unusable; `field` names where (a JSON path, or `body`)."""
+    return ReceiverError(ErrorKind.MALFORMED, message, violations=((field, message),))
 
 
 def too_large(limit_bytes: int) -> ReceiverError:
     return ReceiverError(ErrorKind.TOO_LARGE, f"request larger than the limit of {limit_bytes} bytes")
 
 
-def from_exception(err: BaseException, default_retry_after_s: float) -> ReceiverError:
-    """Translate whatever the pipeline raised into a ReceiverError (the one place this happens)."""
-    import errno
+# errno values of a full disk (a quota counts as full)
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
+
+def from_exception(err: BaseException) -> ReceiverError:
+    """The ReceiverError for whatever reached a transport (the one place this translation happens).
+
+    A ReceiverError is answered as it is. An OSError is storage trouble of the receiver, not bad data:
+    retryable (DISK_FULL for ENOSPC/EDQUOT, STORAGE_UNAVAILABLE otherwise), since the same request will
+    succeed once the disk has room or descriptors are free. Anything else is a bug: INTERNAL.
+    """
     if isinstance(err, ReceiverError):
         return err
-    # pipeline.Overloaded(retry_after, reason): matched by name so this module stays import-light.
-    if type(err).__name__ == "Overloaded":
-        retry = getattr(err, "retry_after", None) or getattr(err, "retry_after_s", None) or default_retry_after_s
-        reason = getattr(err, "reason", None) or str(err) or "receiver overloaded"
-        kind = ErrorKind.DISK_FULL if "disk" in str(reason).lower() else ErrorKind.OVERLOADED
-        return ReceiverError(kind, f"receiver cannot take more data now: {reason}", float(retry))
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ReceiverError(ErrorKind.DISK_FULL, "receiver's disk is full", default_retry_after_s)
+    if isinstance(err, OSError):
+        if err.errno in _DISK_FULL_ERRNOS:
+            return ReceiverError(ErrorKind.DISK_FULL, "receiver's disk is full")
+        return ReceiverError(
+            ErrorKind.STORAGE_UNAVAILABLE, f"receiver cannot write its data now: {err.strerror or err}"
+        )
     return ReceiverError(ErrorKind.INTERNAL, f"internal error: {type(err).__name__}")
 
 

@@ -20,11 +20,13 @@ import grpc
 import uvicorn
 
 from collector_ext.config import ReceiverConfig, parse_endpoint
+from collector_ext.decode.limits import DecodeLimits
 from collector_ext.decode.pool import DecodePool, default_processes
 from collector_ext.gpu.metrics import GpuMetricsReceiver
 from collector_ext.gpu.podresources import PodResourcesPoller
 from collector_ext.keda.scaler import add_scaler_servicer, demand_json
 from collector_ext.receiver.grpc_server import GrpcHandlers, build_grpc_server
+from collector_ext.receiver.http_connections import guarded_protocol
 from collector_ext.receiver.http_server import build_app
 from collector_ext.receiver.ingest import TraceIngest
 from collector_ext.receiver.telemetry import Telemetry
@@ -52,7 +54,9 @@ def _http_server(app: Any, config: ReceiverConfig) -> uvicorn.Server:
         log_level="warning",
         access_log=False,
         lifespan="off",
-        limit_concurrency=256,  # backstop; export requests are bounded lower in http_server
+        # connections and header timeouts in http_connections.py; no limit_concurrency (it answers 503 to
+        # everything, /healthz included, while idle connections stay); exports are bounded in http_server
+        http=guarded_protocol(config.header_timeout_seconds, config.max_connections),
         timeout_graceful_shutdown=GRPC_STOP_GRACE_S,
         **tls,
     )
@@ -89,17 +93,24 @@ class Receiver:
             self.poller.start()
 
         processes = config.decode_processes if config.decode_processes is not None else default_processes()
-        self.decoder = DecodePool(processes)
+        self.decoder = DecodePool(processes, DecodeLimits.from_config(config))
         ingest = TraceIngest(self.pipeline, self.telemetry, config, self.decoder)
+        self.telemetry.request_memory.set_function(lambda: ingest.memory.used)
         handlers = GrpcHandlers(ingest, self.telemetry, config, self.gpu_metrics.export)
-        self.grpc, _ = build_grpc_server(handlers.generic_handlers(), config.grpc_endpoint, config)
+        self.grpc, _ = build_grpc_server(
+            lambda executor: [handlers.generic_handler(executor)], config.grpc_endpoint, config
+        )
         self.grpc.start()
 
         if config.scaler_endpoint:
             self.scaler, _ = build_grpc_server(
-                [], config.scaler_endpoint, config, workers=SCALER_STREAMS, max_concurrent_rpcs=SCALER_STREAMS
+                lambda executor: [],
+                config.scaler_endpoint,
+                config,
+                workers=SCALER_STREAMS,
+                maximum_concurrent_rpcs=SCALER_STREAMS,
             )
-            self.scaler_servicer = add_scaler_servicer(self.scaler, self.live)
+            self.scaler_servicer = add_scaler_servicer(self.scaler, self.live, config.bearer_token)
             self.scaler.start()
 
         def demand(query: dict) -> dict:

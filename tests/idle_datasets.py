@@ -29,6 +29,7 @@ class Run:
     namespace: str = "team-a"
     name: str = "agent.loop"
     category: str | None = "agent"
+    pod: str | None = None
 
 
 def periodic(agent: str, count: int, every_s: float, duration_s: float, **kw: str) -> list[Run]:
@@ -66,6 +67,7 @@ def runs_table(runs: Iterable[Run]) -> pa.Table:
         "end_time": [s + round(r.duration_s * 1e9) for s, r in zip(starts, runs, strict=True)],
         "service_name": [r.service for r in runs],
         "k8s_namespace": [r.namespace for r in runs],
+        "k8s_pod": [r.pod for r in runs],
         "category": [r.category for r in runs],
         "agent_name": [r.agent for r in runs],
     }

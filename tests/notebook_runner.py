@@ -12,9 +12,9 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PLOTLY = "application/vnd.plotly.v1+json"
 
 
-def execute(name: str, cwd: Path) -> nbformat.NotebookNode:
-    """Execute notebooks/<name> in `cwd` with this process's environment; raises on any cell error."""
-    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+def execute(name: str, cwd: Path, folder: Path = NOTEBOOKS) -> nbformat.NotebookNode:
+    """Execute <folder>/<name> in `cwd` with this process's environment; raises on any cell error."""
+    notebook = nbformat.read(folder / name, as_version=4)
     client = NotebookClient(notebook, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(cwd)}})
     client.execute(env=dict(os.environ))
     return notebook
@@ -40,3 +40,10 @@ def figures(notebook: nbformat.NotebookNode) -> list[dict]:
 def text_of(cell: nbformat.NotebookNode) -> str:
     """What a cell printed (stream outputs)."""
     return "".join(output.get("text", "") for output in cell.outputs if output.get("output_type") == "stream")
+
+
+def shown(cell: nbformat.NotebookNode) -> str:
+    """What a cell displayed as its value (text/plain of its execute_result)."""
+    return "".join(
+        output["data"].get("text/plain", "") for output in cell.outputs if output.get("output_type") == "execute_result"
+    )

@@ -35,6 +35,10 @@ TEST_DEFAULTS = {
     "--min-free-disk-mib": "16",
     "--retry-after-seconds": "1",
     "--log-format": "json",
+    # the fixed-date test data (corpus captures, stitching scenarios, hand-built spans of 2023) is older than
+    # the default window; the window itself is tested in test_receiver_limits.py
+    "--span-max-age-hours": "0",
+    "--span-max-future-minutes": "0",
 }
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 60.0

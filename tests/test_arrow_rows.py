@@ -1,4 +1,5 @@
-"""rows_to_table (the receiver's row -> Arrow conversion) gives exactly `Table.from_pylist(rows, schema=SPANS)`."""
+"""rows_to_table (the receiver's row -> Arrow conversion) gives exactly `Table.from_pylist(rows, schema=SPANS)`
+once the Parquet writer has expanded the resource maps, which it holds once per distinct resource."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import pytest
 from conftest import CORPUS
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector_ext.decode.arrow_rows import rows_to_table
+from collector_ext.decode.arrow_rows import DECODED_SPANS, rows_to_table
 from collector_ext.decode.spans import decode_traces
 from collector_ext.schema import SPANS
+from collector_ext.storage.dataset_files import plain_columns
 from collector_ext.traces.stitching import stitch_traces
 
 RECEIVED = 1_800_000_000_000_000_000
@@ -28,7 +30,9 @@ def corpus_rows() -> list[dict]:
 
 def test_corpus_rows_give_the_from_pylist_table() -> None:
     rows = corpus_rows()
-    table = rows_to_table(rows)
+    decoded = rows_to_table(rows)
+    assert decoded.schema == DECODED_SPANS
+    table = plain_columns(decoded)
     assert table.schema == SPANS
     assert table.num_rows == len(rows) == 110
     assert table.equals(pa.Table.from_pylist(rows, schema=SPANS))
@@ -53,7 +57,10 @@ def test_missing_keys_are_null_and_all_null_columns_keep_their_type(tmp_path) ->
         }
         for n in range(4)
     ]
-    table = rows_to_table(rows)
+    decoded = rows_to_table(rows)
+    # two distinct resource maps (one shared by three rows) are stored once each
+    assert len(decoded.column("resource_attributes").chunk(0).dictionary) == 2
+    table = plain_columns(decoded)
     assert table.equals(pa.Table.from_pylist(rows, schema=SPANS))
     assert table.column("input_tokens").to_pylist() == [None, 7, None, None]
     assert table.column("agent_depth").type == pa.int32()
@@ -70,7 +77,8 @@ def test_missing_keys_are_null_and_all_null_columns_keep_their_type(tmp_path) ->
 
 def test_no_rows_is_an_empty_table_of_the_schema() -> None:
     table = rows_to_table([])
-    assert (table.num_rows, table.schema) == (0, SPANS)
+    assert (table.num_rows, table.schema) == (0, DECODED_SPANS)
+    assert plain_columns(table).schema == SPANS
 
 
 def test_a_wrong_value_type_fails_as_from_pylist_does() -> None:

@@ -13,6 +13,7 @@ import pytest
 from stitch_scenarios import BASE_NS, chain_of_three, fan_out_five, tid, write_rows
 
 from analyzer.cli import main
+from analyzer.task_queries import LIST_COLUMNS
 from collector_ext.traces.stitching import stitch_traces
 
 CHAIN, LEAD = tid(1).hex(), tid(10).hex()
@@ -48,9 +49,12 @@ def test_tasks_json(dataset: Path, prices: Path, capsys) -> None:
     rows = json.loads(out)
     assert [r["task_id"] for r in rows] == [CHAIN, LEAD]  # ordered by start
     chain = rows[0]
-    assert {k: v for k, v in chain.items() if k not in ("start", "end", "cost_usd")} == {
+    money = ("token_cost_usd", "inclusive_cost_usd", "direct_cost_usd")
+    assert list(chain) == list(LIST_COLUMNS)
+    assert {k: v for k, v in chain.items() if k not in ("start", "end", *money)} == {
         "task_id": CHAIN,
         "root_agent": "orchestrator",
+        "status": "ok",
         "traces": 3,
         "agent_runs": 3,
         "agents": 3,
@@ -59,14 +63,20 @@ def test_tasks_json(dataset: Path, prices: Path, capsys) -> None:
         "tool_calls": 1,
         "input_tokens": 600,
         "output_tokens": 60,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
         "unpriced_calls": 0,
+        "gpu_busy_cost_usd": 0.0,
+        "reported_cost_usd": None,
         "stitch_state": "ok",
     }
-    assert chain["cost_usd"] == pytest.approx(600 * 1e-6 + 60 * 2e-6, rel=1e-12)
+    assert chain["inclusive_cost_usd"] == chain["token_cost_usd"] == pytest.approx(600e-6 + 60 * 2e-6, rel=1e-12)
+    assert chain["direct_cost_usd"] == pytest.approx(100e-6 + 10 * 2e-6, rel=1e-12)  # the top trace's own call
     assert chain["start"].startswith("2026-11-") and chain["start"] < chain["end"]
     lead = rows[1]
     assert (lead["traces"], lead["agents"], lead["max_depth"], lead["input_tokens"]) == (6, 6, 1, 15)
-    assert lead["cost_usd"] == pytest.approx(15 * 1e-6 + 5 * 2e-6, rel=1e-12)
+    assert lead["inclusive_cost_usd"] == pytest.approx(15 * 1e-6 + 5 * 2e-6, rel=1e-12)
 
 
 def test_tasks_top_lists_the_most_expensive_first(data_dir: Path, prices: Path, capsys) -> None:
@@ -93,7 +103,7 @@ def test_tasks_without_prices_reports_unpriced(dataset: Path, capsys) -> None:
     code, out, _ = run(capsys, "tasks", "--data", str(dataset), "--format", "json")
     rows = json.loads(out)
     assert code == 0
-    assert [(r["cost_usd"], r["unpriced_calls"]) for r in rows] == [(None, 3), (None, 5)]
+    assert [(r["inclusive_cost_usd"], r["unpriced_calls"]) for r in rows] == [(None, 3), (None, 5)]
 
 
 def test_tasks_filters_and_csv(dataset: Path, capsys) -> None:
@@ -112,22 +122,32 @@ def test_tasks_filters_and_csv(dataset: Path, capsys) -> None:
     assert json.loads(out) == []
 
 
-def test_tasks_table(dataset: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setenv("COLUMNS", "250")
-    code, out, _ = run(capsys, "tasks", "--data", str(dataset))
+def test_tasks_table(dataset: Path, capsys) -> None:
+    code, out, _ = run(capsys, "tasks", "--data", str(dataset))  # piped: every column, nothing cut
     lines = out.splitlines()
     assert code == 0 and lines[0].strip() == "Tasks"
-    body = [line for line in lines if line.startswith("│")]
-    assert [line.split("│")[2].strip() for line in body] == ["orchestrator", "lead", ""]
-    assert body[-1].split("│")[1].strip() == "total" and body[-1].split("│")[11].strip() == "615"
-    assert "cost_usd" in lines[2] and body[-1].split("│")[13].strip() == ""  # no cost total when unpriced
+    header = [cell.strip() for cell in lines[2].split("┃")[1:-1]]
+    assert header == list(LIST_COLUMNS)
+    body = [
+        dict(zip(header, (c.strip() for c in line.split("│")[1:-1]), strict=True))
+        for line in lines
+        if line.startswith("│")
+    ]
+    assert [(r["task_id"], r["root_agent"]) for r in body] == [
+        (CHAIN[:16], "orchestrator"),
+        (LEAD[:16], "lead"),
+        ("total", ""),
+    ]
+    assert body[-1]["input_tokens"] == "615"
+    assert body[-1]["inclusive_cost_usd"] == "-"  # unknown (every call unpriced), never a total of 0
+    assert "analyze task` takes them" in out
 
 
 def test_task_json_tree(dataset: Path, prices: Path, capsys) -> None:
     code, out, _ = run(capsys, "task", CHAIN, "--data", str(dataset), "--prices", str(prices), "--format", "json")
     assert code == 0
     doc = json.loads(out)
-    assert (doc["task_id"], doc["stitch_state"]) == (CHAIN, "ok")
+    assert (doc["task_id"], doc["status"], doc["stitch_state"]) == (CHAIN, "ok", "ok")
     root = doc["root"]
     path = [root, root["children"][0], root["children"][0]["children"][0]]
     assert [(n["agent"], n["depth"], n["trace_id"], len(n["children"])) for n in path] == [
@@ -135,7 +155,7 @@ def test_task_json_tree(dataset: Path, prices: Path, capsys) -> None:
         ("researcher", 1, tid(2).hex(), 1),
         ("writer", 2, tid(3).hex(), 0),
     ]
-    assert [(n["llm_calls"], n["tool_calls"]) for n in path] == [(1, 0), (1, 1), (1, 0)]
+    assert [(n["direct"]["llm_calls"], n["direct"]["tool_calls"]) for n in path] == [(1, 0), (1, 1), (1, 0)]
     assert [(n["direct"]["input_tokens"], n["direct"]["output_tokens"]) for n in path] == [
         (100, 10),
         (200, 20),
@@ -146,14 +166,16 @@ def test_task_json_tree(dataset: Path, prices: Path, capsys) -> None:
         (500, 50),
         (300, 30),
     ]
-    assert root["inclusive"]["cost_usd"] == pytest.approx(600e-6 + 120e-6, rel=1e-12)
-    assert root["direct"]["cost_usd"] == pytest.approx(100e-6 + 20e-6, rel=1e-12)
+    assert root["inclusive"]["total_cost_usd"] == pytest.approx(600e-6 + 120e-6, rel=1e-12)
+    assert root["direct"]["total_cost_usd"] == pytest.approx(100e-6 + 20e-6, rel=1e-12)
+    assert doc["inclusive_cost_usd"] == root["inclusive"]["total_cost_usd"]
+    assert doc["direct_cost_usd"] == root["direct"]["total_cost_usd"]  # the top trace holds one agent run
 
 
 def test_task_rich_tree(dataset: Path, capsys) -> None:
     code, out, _ = run(capsys, "task", LEAD.upper(), "--data", str(dataset))
     assert code == 0
-    assert out.splitlines()[0] == f"task {LEAD} (stitch state: ok)"
+    assert out.splitlines()[0] == f"task {LEAD} (ok; stitch state ok): - inclusive, - in its own trace"
     assert out.count("worker") == 5 and "lead depth 0" in out
 
 
@@ -162,7 +184,11 @@ def test_task_rich_tree(dataset: Path, capsys) -> None:
     [
         (["tasks", "--data", "/nonexistent/x"], "error: no dataset at /nonexistent/x"),
         (["task", "zz", "--data", "{data}"], "error: malformed task id 'zz'"),
+        (["task", "a" * 33, "--data", "{data}"], "error: malformed task id"),
         (["task", "ab" * 16, "--data", "{data}"], f"error: unknown task id {'ab' * 16}"),
+        (["task", "0000000000000000", "--data", "{data}"], "error: ambiguous task id '0000000000000000': it starts"),
+        (["task", tid(2).hex(), "--data", "{data}"], f"error: {tid(2).hex()} is not a task id: trace"),
+        (["tasks", "--data", "{data}", "--since", "2026-11-02", "--until", "2026-11-01"], "error: --since 2026-11-02"),
         (["tasks", "--data", "{data}", "--since", "yesterday"], "error: bad time 'yesterday'"),
         (["tasks", "--data", "{data}", "--format", "xml"], "error: Invalid value for '--format'"),
         (["task", CHAIN, "--data", "{data}", "--format", "table"], "error: Invalid value for '--format'"),
@@ -182,7 +208,7 @@ def test_real_process_exit_code(dataset: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == f"error: unknown task id {'00' * 16}: no trace of the dataset belongs to it\n"
+    assert done.stderr == f"error: unknown task id {'00' * 16}: no trace of the dataset starts with it\n"
 
 
 def test_task_whose_top_trace_has_no_agent_run(data_dir: Path, capsys) -> None:
@@ -195,7 +221,7 @@ def test_task_whose_top_trace_has_no_agent_run(data_dir: Path, capsys) -> None:
     code, out, _ = run(capsys, "task", tid(90).hex(), "--data", str(data_dir), "--format", "json")
     root = json.loads(out)["root"]
     assert code == 0
-    assert (root["agent"], root["span_id"], root["depth"], root["llm_calls"]) == (None, None, None, 1)
+    assert (root["agent"], root["span_id"], root["depth"], root["direct"]["llm_calls"]) == (None, None, None, 1)
     assert (root["direct"]["input_tokens"], root["inclusive"]["input_tokens"]) == (5, 8)
     assert [(c["agent"], c["depth"], c["trace_id"]) for c in root["children"]] == [("child", 0, tid(91).hex())]
     code, out, _ = run(capsys, "tasks", "--data", str(data_dir), "--format", "json")

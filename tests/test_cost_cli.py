@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -15,9 +16,11 @@ import pyarrow as pa
 import pytest
 from genai_prices import Usage, calc_price
 
+from analyzer.analysis import Analysis
 from analyzer.cli import main
 from analyzer.cost import METRICS, CostQuery, cost_rows
 from analyzer.dataset import open_dataset
+from analyzer.output import money
 from collector_ext.schema import SPANS
 from collector_ext.storage.dataset_files import DatasetFiles
 
@@ -112,9 +115,11 @@ def _run(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_cost_by_agent_is_decimal_exact(dataset: Path) -> None:
-    rows, prices = cost_rows(open_dataset(dataset), CostQuery(by=["agent"]))
+    result = cost_rows(Analysis.open(dataset), CostQuery(by=["agent"]))
+    rows, prices = result.rows, result.prices
     expected = _expected_by(lambda c: c[4])
-    assert {r["agent"]: r["cost_usd"] for r in rows} == expected
+    assert {r["agent"]: r["token_cost_usd"] for r in rows} == expected
+    assert {r["agent"]: r["total_cost_usd"] for r in rows} == expected  # no GPU: total = tokens
     researcher = next(r for r in rows if r["agent"] == "researcher")
     # the duplicate report counts once; the self-hosted call is counted, unpriced, not zero
     assert researcher["llm_calls"] == 3 and researcher["unpriced_calls"] == 1
@@ -128,13 +133,14 @@ def test_json_by_model_and_day(dataset: Path, capsys) -> None:
     rows = json.loads(out)
     assert all(list(r) == ["model", "day", *METRICS] for r in rows)
     expected = _expected_by(lambda c: (c[6], c[3].date().isoformat()))
-    got = {(r["model"], r["day"]): r["cost_usd"] for r in rows if r["cost_usd"] is not None}
+    got = {(r["model"], r["day"]): r["token_cost_usd"] for r in rows if r["token_cost_usd"] is not None}
     assert got == {k: float(v) for k, v in expected.items()}
-    unpriced = [r for r in rows if r["cost_usd"] is None]
+    assert [r["day"] for r in rows] == sorted(r["day"] for r in rows)  # time order
+    unpriced = [r for r in rows if r["token_cost_usd"] is None]
     assert unpriced == [
         {"model": "acme-coder-13b", "day": "2026-11-03", "llm_calls": 1, "input_tokens": 7000, "output_tokens": 500,
-         "cache_read_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0, "cost_usd": None,
-         "unpriced_calls": 1, "gpu_cost_usd": 0.0, "reported_cost_usd": None}
+         "cache_read_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0, "unpriced_calls": 1,
+         "token_cost_usd": None, "gpu_busy_cost_usd": 0.0, "total_cost_usd": None, "reported_cost_usd": None}
     ]  # fmt: skip
 
 
@@ -149,7 +155,7 @@ def test_csv_shape_and_where_filters(dataset: Path, capsys) -> None:
         ("team-a", "1", "0"),
         ("team-b", "2", "1"),
     ]
-    assert Decimal(rows[0]["cost_usd"]) == Decimal(repr(float(_price(*CALLS[2][5:8], CALLS[2][3]))))
+    assert Decimal(rows[0]["token_cost_usd"]) == Decimal(repr(float(_price(*CALLS[2][5:8], CALLS[2][3]))))
 
 
 def test_since_until_and_top(dataset: Path, capsys) -> None:
@@ -162,23 +168,23 @@ def test_since_until_and_top(dataset: Path, capsys) -> None:
 
 
 def test_task_direct_and_inclusive(dataset: Path) -> None:
-    con = open_dataset(dataset)
-    direct = {r["task"]: r for r in cost_rows(con, CostQuery(by=["task"]))[0]}
-    inclusive = {r["task"]: r for r in cost_rows(open_dataset(dataset), CostQuery(by=["task"], inclusive=True))[0]}
+    analysis = Analysis.open(dataset)
+    direct = {r["task"]: r for r in cost_rows(analysis, CostQuery(by=["task"], direct=True)).rows}
+    inclusive = {r["task"]: r for r in cost_rows(analysis, CostQuery(by=["task"])).rows}  # the default
     a, c = TRACE_A.hex(), TRACE_C.hex()
     own_a = _price(*CALLS[0][5:8], DAY1) + _price(*CALLS[1][5:8], DAY1)
     sub_b = _price(*CALLS[2][5:8], CALLS[2][3])
     assert set(direct) == {a, c} and set(inclusive) == {a, c}  # trace B is a sub-agent of task A, not a task
-    assert direct[a]["cost_usd"] == own_a and direct[a]["llm_calls"] == 2
-    assert inclusive[a]["cost_usd"] == own_a + sub_b and inclusive[a]["llm_calls"] == 3
-    assert direct[c]["cost_usd"] == inclusive[c]["cost_usd"] == _price(*CALLS[3][5:8], DAY2)
+    assert direct[a]["direct_cost_usd"] == own_a and direct[a]["llm_calls"] == 2
+    assert inclusive[a]["inclusive_cost_usd"] == own_a + sub_b and inclusive[a]["llm_calls"] == 3
+    assert direct[c]["direct_cost_usd"] == inclusive[c]["inclusive_cost_usd"] == _price(*CALLS[3][5:8], DAY2)
 
 
 def test_table_has_totals_and_reports_unpriced(dataset: Path, capsys) -> None:
     code, out, _ = _run(capsys, "--data", str(dataset), "--by", "agent")
     assert code == 0
     total = sum(_expected_by(lambda c: c[4]).values())
-    assert "total" in out and f"{total:,.4f}" in out
+    assert "total" in out and money(total) in out
     assert "1 unpriced calls (no price for vllm/acme-coder-13b (unknown provider))" in out
 
 
@@ -199,7 +205,9 @@ def test_price_file_prices_the_self_hosted_model(dataset: Path, tmp_path: Path, 
         "json",
     )
     assert code == 0
-    assert [(r["model"], r["cost_usd"], r["unpriced_calls"]) for r in json.loads(out)] == [("acme-coder-13b", 0.008, 0)]
+    assert [(r["model"], r["token_cost_usd"], r["unpriced_calls"]) for r in json.loads(out)] == [
+        ("acme-coder-13b", 0.008, 0)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -241,10 +249,11 @@ def test_self_hosted_calls_are_priced_by_gpu_time(data_dir: Path, capsys) -> Non
     con = open_dataset(data_dir).con
     install_gpu_costs(con)
     expected = {
-        ns: (round(gpu, 9), unpriced)
+        ns: (gpu or 0.0, unpriced)
         for ns, gpu, unpriced in con.execute(
             """
-            SELECT s.k8s_namespace, sum(g.gpu_cost_usd), count(*) FILTER (WHERE g.span_id IS NULL AND c.counted)
+            SELECT s.k8s_namespace, round(sum(g.gpu_cost_usd)::DOUBLE, 9),
+                   count(*) FILTER (WHERE g.span_id IS NULL AND c.counted)
             FROM counted_spans AS s
             LEFT JOIN span_gpu_costs AS g ON g.trace_id = s.trace_id AND g.span_id = s.span_id
             JOIN counted_spans AS c ON c.trace_id = s.trace_id AND c.span_id = s.span_id
@@ -256,5 +265,46 @@ def test_self_hosted_calls_are_priced_by_gpu_time(data_dir: Path, capsys) -> Non
     code, out, _ = _run(capsys, "--data", str(data_dir), "--by", "namespace", "--format", "json")
     assert code == 0
     rows = json.loads(out)
-    assert {r["namespace"]: (round(r["gpu_cost_usd"], 9), r["unpriced_calls"]) for r in rows} == expected
-    assert all(r["cost_usd"] is None for r in rows) and sum(r["gpu_cost_usd"] for r in rows) > 0
+    assert {r["namespace"]: (round(r["gpu_busy_cost_usd"], 9), r["unpriced_calls"]) for r in rows} == expected
+    assert all(r["token_cost_usd"] is None for r in rows) and sum(r["gpu_busy_cost_usd"] for r in rows) > 0
+    assert all(r["total_cost_usd"] == r["gpu_busy_cost_usd"] for r in rows if r["gpu_busy_cost_usd"])
+
+
+def test_time_buckets_in_time_order_and_labels(tmp_path: Path, capsys) -> None:
+    from analyzer.synthetic import COST_CENTERS, NAMESPACES, TEAMS, generate
+
+    root = tmp_path / "data"
+    generate(root, tasks=200, seed=6, days=70)  # November 2026 into January 2027: weeks and months
+    days = json.loads(_run(capsys, "--data", str(root), "--by", "day", "--format", "json")[1])
+    weeks = json.loads(_run(capsys, "--data", str(root), "--by", "week", "--format", "json")[1])
+    months = json.loads(_run(capsys, "--data", str(root), "--by", "month", "--format", "json")[1])
+    for rows, key, pattern in (
+        (days, "day", r"\d{4}-\d\d-\d\d"),
+        (weeks, "week", r"\d{4}-W\d\d"),
+        (months, "month", r"\d{4}-\d\d"),
+    ):
+        assert [r[key] for r in rows] == sorted(r[key] for r in rows) and len(rows) > 1  # time order, not cost
+        assert all(re.fullmatch(pattern, r[key]) for r in rows)
+        assert sum(r["llm_calls"] for r in rows) == sum(r["llm_calls"] for r in days)
+    assert [m["month"] for m in months] == ["2026-11", "2026-12", "2027-01"]
+    top = json.loads(_run(capsys, "--data", str(root), "--by", "week", "--top", "2", "--format", "json")[1])
+    costliest = sorted(weeks, key=lambda r: -r["total_cost_usd"])[:2]
+    assert top == sorted(costliest, key=lambda r: r["week"])  # the 2 most expensive weeks, in time order
+    # a pod label the Collector added (agent.team), one by its k8sattributes default name (cost-center)
+    teams = json.loads(
+        _run(capsys, "--data", str(root), "--by", "label:team", "--by", "namespace", "--format", "json")[1]
+    )
+    assert {(r["namespace"], r["label:team"]) for r in teams} == set(zip(NAMESPACES, TEAMS, strict=True))
+    centres = json.loads(_run(capsys, "--data", str(root), "--by", "label:cost-center", "--format", "json")[1])
+    assert {r["label:cost-center"] for r in centres} == set(COST_CENTERS)
+    only = json.loads(
+        _run(capsys, "--data", str(root), "--by", "agent", "--where", "label:team=search", "--format", "json")[1]
+    )
+    assert sum(r["llm_calls"] for r in only) == sum(r["llm_calls"] for r in teams if r["label:team"] == "search")
+
+
+def test_a_missing_label_groups_as_null(dataset: Path, capsys) -> None:
+    rows = json.loads(_run(capsys, "--data", str(dataset), "--by", "label:team", "--format", "json")[1])
+    assert [(r["label:team"], r["llm_calls"]) for r in rows] == [(None, 5)]  # 4 calls, the self-hosted one
+    code, _, err = _run(capsys, "--data", str(dataset), "--by", "label:")
+    assert code == 2 and err.startswith("error: bad --by key 'label:': name the attribute, e.g. label:team")

@@ -12,8 +12,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from collector_ext.decode import otlp_json
 from collector_ext.decode.spans import MAX_VALUE_CHARS, SCOPE_NAME_KEY, decode_traces
-from collector_ext.receiver import otlp_json
 from collector_ext.schema import SPANS
 
 CORPUS_FILES = sorted(CORPUS.glob("*.pb"))
@@ -180,7 +180,8 @@ def test_huge_attribute_values_are_capped() -> None:
     assert value == "x" * MAX_VALUE_CHARS + f"...[truncated by agentmeter; original length {len(huge)} chars]"
     assert row["attributes"]["small"] == "ok"
     assert len(row["resource_attributes"]["big"]) == len(value)
-    assert len(row["name"]) == MAX_VALUE_CHARS
+    name_marker = f"...[truncated by agentmeter; original length {MAX_VALUE_CHARS + 10} chars]"
+    assert row["name"] == "n" * MAX_VALUE_CHARS + name_marker
 
 
 def test_empty_request_and_empty_containers() -> None:

@@ -14,6 +14,7 @@ from conftest import CORPUS
 from receiver_process import ReceiverProcess
 
 from collector_ext.decode.batch import decode_request
+from collector_ext.decode.limits import DEFAULT_LIMITS
 from collector_ext.decode.pool import DecodePool, default_processes, usable_cpus
 
 RECEIVED = 1_800_000_000_000_000_000
@@ -69,7 +70,7 @@ def test_a_request_that_kills_every_worker_is_answered_malformed(pool: DecodePoo
     # the receiver's side of a worker that dies on the request: its answer pipe ends
     from collector_ext.decode import pool as decode_pool
 
-    def dies(self, payload: bytes, received_time_ns: int):
+    def dies(self, payload: bytes, received_time_ns: int, encoding):
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.join(10)
         raise decode_pool._WorkerDied("killed")
@@ -141,10 +142,10 @@ def test_a_worker_answers_a_failing_decode_as_internal_and_serves_on(monkeypatch
 
     from collector_ext.decode import pool as decode_pool
 
-    def buggy(payload, received_time_ns):
+    def buggy(payload, received_time_ns, limits, encoding):
         if payload == b"bug":
             raise KeyError("oops")
-        return decode_request(payload, received_time_ns)
+        return decode_request(payload, received_time_ns, limits, encoding)
 
     monkeypatch.setattr(decode_pool, "decode_request", buggy)
     # a thread of this process: leave its signal handlers and collector settings alone
@@ -152,12 +153,14 @@ def test_a_worker_answers_a_failing_decode_as_internal_and_serves_on(monkeypatch
     monkeypatch.setattr(decode_pool, "gc", SimpleNamespace(collect=int, freeze=lambda: None, set_threshold=max))
     requests_read, requests = Pipe(duplex=False)
     answers, answers_write = Pipe(duplex=False)
-    worker = threading.Thread(target=decode_pool._serve, args=(requests_read, answers_write), daemon=True)
+    worker = threading.Thread(
+        target=decode_pool._serve, args=(requests_read, answers_write, DEFAULT_LIMITS), daemon=True
+    )
     worker.start()
     assert answers.recv_bytes() == b"ready"
     payload = sorted(CORPUS.glob("*.pb"))[0].read_bytes()
     for sent, expected_error in ((b"bug", "KeyError: 'oops'"), (payload, None)):
-        requests.send_bytes(RECEIVED.to_bytes(8, "little"))
+        requests.send_bytes(RECEIVED.to_bytes(8, "little") + bytes([0]))  # received time, protobuf
         requests.send_bytes(sent)
         decoded, has_table = pickle.loads(answers.recv_bytes())
         assert decoded.internal_error == expected_error

@@ -16,8 +16,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from collector_ext.decode import otlp_json
 from collector_ext.decode.spans import MAX_VALUE_CHARS, TRUNCATION_MARKER, decode_traces
-from collector_ext.receiver import otlp_json
 from collector_ext.schema import SPANS
 
 RECEIVED = 1_800_000_000_000_000_000

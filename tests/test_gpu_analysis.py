@@ -3,17 +3,21 @@
 The timeline (seconds after T0, all on node-1):
 
 - S1 a 1g.10gb MIG slice (DRA claim a-gpu) held by agents/vllm-a over [0, 3600], then the pod restarts and
-  holds it again over [3700, 7300] (through two containers sharing the claim). GR_ENGINE_ACTIVE every 60 s: 0.5 over [0, 1800), 0 until 3600; 1.0
+  holds it again over [3700, 7300] (through two containers sharing the claim). As dcgm-exporter labels
+  DRA MIG claims (collector_ext/demo/dcgm_exporter.py): its MIG row (GPU-aaaa, GPU_I_ID 1) carries no pod
+  or claim label; the parent GPU's row is copied for the claim (dra_* + dra_mig_* labels) and reads 0.9:
+  the whole GPU's activity, never the slice's. The MIG row's GR_ENGINE_ACTIVE every 60 s: 0.5 over [0, 1800), 0 until 3600; 1.0
   at 3600 and 3640 (in the gap: not allocated, not counted); 0.25 over [3700, 4300), then 0. Every sample
   of the first hour is also written twice (a WAL replay): counted once.
   busy = 30 x 60 x 0.5 + 10 x 60 x 0.25 = 1050 s of 7200 s allocated.
 - S2 a whole GPU (device plugin nvidia.com/gpu GPU-9) held by batch/trainer over [0, 3600]: allocated but
   never busy (GR_ENGINE_ACTIVE 0; a GPU_UTIL of 50 % is ignored when GR_ENGINE_ACTIVE exists).
-- S3 a 3g.40gb slice (DRA) held by agents/vllm-b over [0, 1800], no metrics: busy = the union of its
+- S3 a 3g.40gb slice (DRA) held by agents/vllm-b over [0, 1800], on a GPU no exporter scrapes, so no
+  metrics: busy = the union of its
   inference spans [100, 400] coder, [300, 500] writer, [1000, 1100] coder = 500 s.
 - S4 a whole GPU gpu-1 shared (share ids) by team-b/shared-1 over [0, 2000] and team-b/shared-2 over
-  [1000, 3000]; GR_ENGINE_ACTIVE 0.5 by device label over [0, 3000): each pod gets 1500 s allocated,
-  750 s busy.
+  [1000, 3000]; GR_ENGINE_ACTIVE 0.5 over [0, 3000), the GPU's row copied once per claim holding it at
+  each scrape (one copy, then two, then one): each pod gets 1500 s allocated, 750 s busy.
 Spans on vllm-a: coder [60, 90] and writer [60, 120] share the busy 30 s of window [60, 120) by overlap
 (10 / 20); coder [3700, 3800] covers 60 + 40 s of two windows of 15 busy s each: 30; a span in the gap
 [3610, 3650] gets nothing. Prices: the defaults (1g.10gb 0.57, 3g.40gb 1.71, whole GPU 4.00 per hour).
@@ -76,19 +80,39 @@ def sample(t, value, metric="DCGM_FI_PROF_GR_ENGINE_ACTIVE", **labels):
     return {"time": ns(t), "metric": metric, "value": value, "labels": {}, **labels}
 
 
-S1_LABELS = {
+S1_LABELS = {"uuid": "GPU-aaaa", "gpu": "0", "gpu_i_id": "1", "gpu_i_profile": "1g.10gb", "hostname": "node-1"}
+S1_PARENT_COPY = {  # GPU-aaaa's own row, copied for the MIG claim a-gpu
     "uuid": "GPU-aaaa",
-    "gpu_i_id": "1",
-    "gpu_i_profile": "1g.10gb",
+    "gpu": "0",
+    "hostname": "node-1",
     "pod": "vllm-a",
     "namespace": "agents",
+    "container": "server",
     "dra_claim_name": "a-gpu",
     "dra_claim_namespace": "agents",
     "dra_device_name": "gpu-0-mig-1g10gb-0",
     "dra_pool_name": "node-1",
     "dra_driver_name": "gpu.nvidia.com",
     "dra_mig_profile": "1g.10gb",
+    "labels": {"dra_mig_device_uuid": "MIG-aaaa-1"},
 }
+
+
+def s4_copy(pod: str, claim: str) -> dict:
+    """GPU-bbbb's row as dcgm-exporter copies it for one claim of the whole GPU."""
+    return {
+        "uuid": "GPU-bbbb",
+        "gpu": "1",
+        "hostname": "node-1",
+        "pod": pod,
+        "namespace": "team-b",
+        "container": "app",
+        "dra_claim_name": claim,
+        "dra_claim_namespace": "team-b",
+        "dra_device_name": "gpu-1",
+        "dra_pool_name": "node-1",
+        "dra_driver_name": "gpu.nvidia.com",
+    }
 
 
 def span(trace_id, index, pod, start, end, agent, category="llm", namespace="agents"):
@@ -130,14 +154,19 @@ def build_dataset(root: Path) -> None:
     samples += [sample(3600, 1.0, **S1_LABELS), sample(3640, 1.0, **S1_LABELS)]
     for t in range(3700, 7300, 60):
         samples.append(sample(t, 0.25 if t < 4300 else 0.0, **S1_LABELS))
+    for t in [*range(0, 3600, 60), *range(3720, 7300, 60)]:  # scrapes while the claim is prepared
+        samples.append(sample(t, 0.9, **S1_PARENT_COPY))
     trainer = {"uuid": "GPU-9", "gpu": "3", "pod": "trainer", "namespace": "batch"}
     for t in range(0, 3600, 60):
         samples.append(sample(t, 0.0, **trainer))
         samples.append(sample(t, 50.0, metric="DCGM_FI_DEV_GPU_UTIL", **trainer))
     for t in range(0, 3000, 60):
-        samples.append(sample(t, 0.5, uuid="GPU-bbbb", gpu="1", dra_device_name="gpu-1", dra_pool_name="node-1"))
+        if t < 2000:
+            samples.append(sample(t, 0.5, **s4_copy("shared-1", "d1")))
+        if t >= 1000:
+            samples.append(sample(t, 0.5, **s4_copy("shared-2", "d2")))
     files.write("gpu_metrics", pa.Table.from_pylist(samples, schema=GPU_METRICS))
-    replayed = [s for s in samples if s.get("pod") == "vllm-a" and s["time"] < ns(3600)]
+    replayed = [s for s in samples if s.get("uuid") == "GPU-aaaa" and s["time"] < ns(3600)]
     files.write("gpu_metrics", pa.Table.from_pylist(replayed, schema=GPU_METRICS))  # duplicates of a replay
     spans = [
         span(TRACE_CODER, 0, None, 0, 4000, "coder", category="agent"),
@@ -169,14 +198,19 @@ def expected(allocated_s: float, busy_s: float, price: float) -> dict:
         "busy_slice_hours": round(busy_s / 3600, 6),
         "utilization": round(busy_s / allocated_s, 6),
         "idle_slice_hours": round((allocated_s - busy_s) / 3600, 6),
-        "cost_usd": round(allocated_s * price / 3600, 6),
+        "allocated_cost_usd": round(allocated_s * price / 3600, 6),
         "idle_cost_usd": round((allocated_s - busy_s) * price / 3600, 6),
         "busy_cost_usd": round(busy_s * price / 3600, 6),
     }
 
 
+def usd(value) -> float:
+    """Money is an exact DECIMAL sum (analyzer/sql/gpu_money.sql); the expectations here are to 6 places."""
+    return round(float(value), 6)
+
+
 def figures(row: dict) -> dict:
-    return {k: row[k] for k in expected(1, 0, 0)}
+    return {k: usd(row[k]) if k.endswith("_usd") else row[k] for k in expected(1, 0, 0)}
 
 
 def report(root: Path, by: str, **kwargs) -> dict:
@@ -205,7 +239,7 @@ def test_by_pod_and_namespace_split_a_shared_device(dataset: Path) -> None:
     assert set(namespaces) == {"agents", "batch", "team-b"}
     assert namespaces["agents"]["allocated_slice_hours"] == round(9000 / 3600, 6)
     assert namespaces["agents"]["idle_slice_hours"] == round((9000 - 1550) / 3600, 6)
-    assert namespaces["agents"]["idle_cost_usd"] == round(((7200 - 1050) * P1 + (1800 - 500) * P3) / 3600, 6)
+    assert usd(namespaces["agents"]["idle_cost_usd"]) == round(((7200 - 1050) * P1 + (1800 - 500) * P3) / 3600, 6)
     assert namespaces["agents"]["activity_source"] == "dcgm,spans"
     node = report(dataset, "node")["node-1"]
     assert node["slices"] == 4
@@ -218,9 +252,9 @@ def test_by_agent_and_task_attribute_busy_time_by_span_share(dataset: Path) -> N
     coder_alloc = 3600 * 10 / 900 + 3600 * 30 / 150 + 1800 * 340 / 500
     writer_alloc = 3600 * 20 / 900 + 1800 * 160 / 500
     assert agents["coder"]["busy_slice_hours"] == round(340 / 3600 + 40 / 3600, 6)
-    assert agents["coder"]["busy_cost_usd"] == round((40 * P1 + 340 * P3) / 3600, 6)
+    assert usd(agents["coder"]["busy_cost_usd"]) == round((40 * P1 + 340 * P3) / 3600, 6)
     assert agents["coder"]["allocated_slice_hours"] == round(coder_alloc / 3600, 6)
-    assert agents["coder"]["cost_usd"] == round(((3600 * 10 / 900 + 720) * P1 + 1224 * P3) / 3600, 6)
+    assert usd(agents["coder"]["allocated_cost_usd"]) == round(((3600 * 10 / 900 + 720) * P1 + 1224 * P3) / 3600, 6)
     assert agents["writer"]["busy_slice_hours"] == round(180 / 3600, 6)
     assert agents["writer"]["allocated_slice_hours"] == round(writer_alloc / 3600, 6)
     # busy time no span covers, and idle time of segments nobody used, stay unattributed
@@ -240,7 +274,7 @@ def test_span_gpu_costs_view(dataset: Path) -> None:
     rows = [
         (span_id[-1], cost)
         for span_id, cost in con.execute(
-            "SELECT span_id, round(gpu_cost_usd * 3600, 6) FROM span_gpu_costs ORDER BY trace_id, span_id"
+            "SELECT span_id, round(gpu_cost_usd * 3600, 6)::DOUBLE FROM span_gpu_costs ORDER BY trace_id, span_id"
         ).fetchall()
     ]
     assert rows == [
@@ -276,9 +310,9 @@ def test_price_file_overrides_and_mig_fraction_rule(dataset: Path, tmp_path: Pat
     prices = tmp_path / "prices.yaml"
     prices.write_text("gpu_usd_per_hour: 7.0\nprofiles:\n  1g.10gb: 1.0\n")
     rows = report(dataset, "slice", gpu_prices_file=prices)
-    assert rows[S1]["cost_usd"] == 2.0
-    assert rows[S2]["cost_usd"] == 7.0
-    assert rows[S3]["cost_usd"] == round(0.5 * 7.0 * 3 / 7, 6)  # 3g.* not listed: 3/7 of a whole GPU
+    assert usd(rows[S1]["allocated_cost_usd"]) == 2.0
+    assert usd(rows[S2]["allocated_cost_usd"]) == 7.0
+    assert usd(rows[S3]["allocated_cost_usd"]) == round(0.5 * 7.0 * 3 / 7, 6)  # 3g.* not listed: 3/7 of a whole GPU
 
 
 def test_example_price_file_holds_the_defaults() -> None:
@@ -311,10 +345,10 @@ def test_empty_dataset_reports_nothing(data_dir: Path) -> None:
 
 
 def test_report_sections_for_analyze_report(dataset: Path, data_dir: Path) -> None:
-    from analyzer.gpu import report_sections
+    from analyzer.gpu_charts import gpu_sections as report_sections
 
     sections = dict(report_sections(open_dataset(dataset)))
     assert list(sections) == ["GPU slice utilization", "Idle GPU slice-hours by namespace", "GPU cost by agent"]
     assert len(sections["GPU slice utilization"].data) == 4
     bars = sections["GPU cost by agent"].data[0]
-    assert dict(zip(bars.x, bars.y, strict=True))["writer"] == round((20 * P1 + 160 * P3) / 3600, 6)
+    assert usd(dict(zip(bars.x, bars.y, strict=True))["writer"]) == round((20 * P1 + 160 * P3) / 3600, 6)

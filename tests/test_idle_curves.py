@@ -16,7 +16,8 @@ from test_warm_pool import brute_force_empty
 
 from analyzer.cli import main
 from analyzer.dataset import AnalyzerError, open_dataset
-from analyzer.idle import GRID_S, analyze_idle, report_sections, scale_up_gaps
+from analyzer.idle import GRID_S, analyze_idle, scale_up_gaps
+from analyzer.idle_charts import idle_sections as report_sections
 
 DAY = 86_400
 

@@ -113,6 +113,12 @@ def test_metric_spec_and_values_follow_the_live_state(scaler) -> None:
         ({"agent": "planner", "targetPerReplica": "0"}, "targetPerReplica must be a finite number > 0"),
         ({"agnet": "planner"}, "must name an agent, namespace or service"),
         ({"agent": "planner", "warmfloor": "2"}, "unknown scaler metadata 'warmfloor': did you mean 'warmFloor'?"),
+        ({"agent": "planner", "target": "replicas"}, "target must be inFlight or unclaimedSandboxes, got 'replicas'"),
+        ({"agent": "planner", "target": "unclaimedSandboxes"}, "target unclaimedSandboxes needs startupSeconds"),
+        (
+            {"agent": "planner", "target": "unclaimedSandboxes", "startupSeconds": "8", "rateWindowSeconds": "7200"},
+            "rateWindowSeconds must be a finite number > 0 and <= 3600",
+        ),
     ],
 )
 def test_bad_metadata_is_invalid_argument(scaler, metadata: dict, message: str) -> None:
@@ -129,6 +135,49 @@ def test_bad_metadata_is_invalid_argument(scaler, metadata: dict, message: str) 
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.details().startswith("ScaledObject team-a/planner-scaler: ")
         assert message in caught.value.details()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_warm_pool_target_counts_recent_claims_not_runs_in_flight() -> None:
+    """Pool replicas are unclaimed sandboxes: the target is the claims expected within one start-up time plus
+    the floor, whatever is still running."""
+    clock = Clock()
+    live = LiveState(clock=clock)
+    pool = {"agent": "planner", "target": "unclaimedSandboxes", "startupSeconds": "20", "warmFloor": "1"}
+    assert demand_json(live, pool)["value"] == 1.0  # nothing yet: the floor
+    for trace_number, at in ((1, 1000), (2, 1010), (3, 1020)):  # three runs start; only the third still runs
+        clock.now = at
+        live.spans_seen([span(trace_number, root=False)])
+    live.spans_seen([span(1, root=True), span(2, root=True)])
+    clock.now = 1030
+    answer = demand_json(live, pool)
+    assert (answer["claimsInWindow"], answer["inFlight"], answer["value"]) == (3, 1, 1 + 3 / 60 * 20)
+    clock.now = 1075  # the claims at 1000 and 1010 are older than the 60 s window
+    assert demand_json(live, pool)["claimsInWindow"] == 1
+    clock.now = 1500  # the long run is still in flight: one run, but no claim to get ready for
+    answer = demand_json(live, pool)
+    assert (answer["claimsInWindow"], answer["inFlight"], answer["value"]) == (0, 1, 1.0)
+    assert demand_json(live, {**pool, "rateWindowSeconds": "600"})["claimsInWindow"] == 3
+    assert demand_json(live, {**pool, "agent": "coder"})["value"] == 1.0
+
+
+def test_the_warm_pool_metric_is_served_over_grpc(scaler) -> None:
+    live, stub, _ = scaler
+    pool = ref(agent="planner", target="unclaimedSandboxes", startupSeconds="30", rateWindowSeconds="60")
+    (spec,) = stub.GetMetricSpec(pool, timeout=RPC_TIMEOUT_S).metricSpecs
+    assert spec.metricName == "agentmeter-unclaimed-agent-planner"
+    assert stub.IsActive(pool, timeout=RPC_TIMEOUT_S).result is False
+    live.spans_seen([span(1, root=False), span(1, root=True), span(2, root=False)])  # two claims just now
+    value = metrics(stub, pool, name=spec.metricName)
+    assert (value.metricValue, value.metricValueFloat) == (1, 1.0)  # 2 / 60 s x 30 s
+    assert stub.IsActive(pool, timeout=RPC_TIMEOUT_S).result is True
 
 
 def test_unknown_metric_name_is_not_found(scaler) -> None:
@@ -171,7 +220,9 @@ def test_demand_json() -> None:
         "agent": "planner",
         "namespace": None,
         "service": None,
+        "target": "inFlight",
         "inFlight": 1,
+        "claimsInWindow": None,
         "warmFloor": 2.0,
         "value": 3.0,
     }
@@ -245,8 +296,22 @@ def test_scaler_follows_agent_runs_streamed_by_the_otel_sdk(data_dir: Path) -> N
             status, body = get_json(f"{receiver.http_url}/v1/demand?agent=planner&warmFloor=1")
             assert (status, body) == (
                 200,
-                {"agent": "planner", "namespace": None, "service": None, "inFlight": 2, "warmFloor": 1.0, "value": 3.0},
+                {
+                    "agent": "planner",
+                    "namespace": None,
+                    "service": None,
+                    "target": "inFlight",
+                    "inFlight": 2,
+                    "claimsInWindow": None,
+                    "warmFloor": 1.0,
+                    "value": 3.0,
+                },
             )
+            # a warm pool's target: the 2 claims of the last minute x 30 s start-up / 60 s + the floor of 1
+            status, body = get_json(
+                f"{receiver.http_url}/v1/demand?agent=planner&warmFloor=1&target=unclaimedSandboxes&startupSeconds=30"
+            )
+            assert (status, body["claimsInWindow"], body["value"]) == (200, 2, 2.0)
             status, body = get_json(f"{receiver.http_url}/v1/demand?agent=planner&warmFloor=lots")
             assert status == 400 and "warmFloor must be a number" in body["error"]
 
@@ -270,8 +335,10 @@ def test_the_trigger_metadata_analyze_recommend_emits_is_served(scaler, data_dir
         assert main(["recommend", "--data", str(data_dir), "--agent", "nightly", "--namespace", "team-a"]) == 0
     (scaled_object,) = [d for d in yaml.safe_load_all(out.getvalue()) if d and d["kind"] == "ScaledObject"]
     metadata = scaled_object["spec"]["triggers"][0]["metadata"]
-    assert metadata["warmFloor"] == "1"  # a run every 2 days: a warm floor of one sandbox
+    # a run every 2 days: a warm floor of one sandbox, and the pool's target is the unclaimed sandboxes wanted
+    assert (metadata["warmFloor"], metadata["target"], metadata["startupSeconds"]) == ("1", "unclaimedSandboxes", "8")
     emitted = pb.ScaledObjectRef(name="nightly-scaler", namespace="team-a", scalerMetadata=metadata)
-    live.spans_seen([span(1, root=False, agent="nightly")])
+    assert metrics(stub, emitted).metricValueFloat == 1.0
+    live.spans_seen([span(1, root=False, agent="nightly")])  # a claim: 1 + 1 / 60 s x 8 s
     value = metrics(stub, emitted)
-    assert (value.metricValue, value.metricValueFloat) == (2, 2.0)
+    assert (value.metricValue, value.metricValueFloat) == (2, pytest.approx(1 + 8 / 60))

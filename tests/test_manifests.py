@@ -1,237 +1,598 @@
-"""deploy/: every manifest validated against real Kubernetes JSON schemas, and the pieces agree.
+"""deploy/: every kustomize overlay rendered by a real `kubectl kustomize`, every object validated strictly, every
+pod held to the Pod Security level its namespace enforces, checkov run over it all, and the pieces agree.
 
-Built-in kinds are checked with the schemas `kubernetes-validate` ships (generated from the Kubernetes
-OpenAPI, strict: unknown fields fail), on the oldest and newest versions we support; the KEDA ScaledObject and
-Agent Sandbox SandboxWarmPool with the analyzer's CRD schemas (analyzer/schemas/). Then the cross-references:
-Services select the pods, ports and probes match the receiver config, the DaemonSet mounts the kubelet
-socket read-only with NODE_NAME from the downward API, KEDA points at the scaler port and the warm pool.
+- Kubernetes' own kinds: the OpenAPI schemas kubernetes-validate ships, strict (unknown fields fail), for every
+  version from 1.34 (DRA resource.k8s.io/v1 is GA there) to 1.37; custom resources: the schemas derived from
+  their upstream CRDs (deploy/crd-schemas/, tests/crd_schemas.py), with their CEL rules checked here by hand.
+- Pod Security: the checks of pod-security-admission's policy/ (tests/pod_security.py) at the level and
+  version the pod's namespace enforces; the node DaemonSet, in a `privileged` namespace, fails only the checks
+  its kubelet socket and node WAL need (issue 12, finding 1).
+- checkov (the IaC scanner, from its own venv: make venv) finds nothing; each suppression is an annotation on
+  the object whose text says why.
+- The shared dataset: one group and fsGroup for every writer (finding 2); the warm pool carries no replicas
+  for KEDA to fight over and its ScaledObject asks for unclaimed sandboxes (findings 3 and 4); the Collector
+  gateway runs otel-config/ and reaches the receivers; NetworkPolicy, PodDisruptionBudget, ServiceMonitor and
+  PrometheusRule point at what exists.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from crd_schemas import schemas, validate_custom_resource
+from kubernetes_validate.utils import SchemaNotFoundError, all_versions
+from pod_security import violations
 
+from analyzer.recommend import DEFAULT_SCALER_ADDRESS
 from collector_ext.config import load_config, parse_endpoint
+from collector_ext.keda.scaler import UNCLAIMED, parse_selector
+from collector_ext.receiver.telemetry import PIPELINE_METRICS, Telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-K8S_VERSIONS = ["1.34", "1.37"]  # DRA resource.k8s.io/v1 is GA from 1.34
-CRD_SCHEMAS = {
-    ("keda.sh/v1alpha1", "ScaledObject"): "keda_scaledobject.json",
-    ("extensions.agents.x-k8s.io/v1beta1", "SandboxWarmPool"): "sandboxwarmpool.json",
-}
+OVERLAYS = sorted(p.name for p in (DEPLOY / "overlays").iterdir() if (p / "kustomization.yaml").exists())
+K8S_VERSIONS = ["1.34", "1.35", "1.36", "1.37"]
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
+DATASET_GROUP = 65532
 
 
-def manifests() -> list[tuple[str, dict]]:
-    docs = []
-    for path in sorted(DEPLOY.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc is not None:
-                docs.append((path.name, doc))
-    return docs
+@cache
+def render(overlay: str) -> tuple[dict, ...]:
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(DEPLOY / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return tuple(d for d in yaml.safe_load_all(done.stdout) if d)
 
 
-def find(kind: str, name: str) -> dict:
-    (doc,) = [d for _, d in manifests() if d["kind"] == kind and d["metadata"]["name"] == name]
+def objects() -> Iterator[tuple[str, dict]]:
+    for overlay in OVERLAYS:
+        for doc in render(overlay):
+            yield overlay, doc
+
+
+def find(overlay: str, kind: str, name: str, namespace: str | None = None) -> dict:
+    (doc,) = [
+        d
+        for d in render(overlay)
+        if d["kind"] == kind
+        and d["metadata"]["name"] == name
+        and (namespace is None or d["metadata"].get("namespace") == namespace)
+    ]
     return doc
 
 
+def kinds(overlay: str, kind: str) -> list[dict]:
+    return [d for d in render(overlay) if d["kind"] == kind]
+
+
+def pod_template(workload: dict) -> dict:
+    if workload["kind"] == "Pod":
+        return workload
+    if workload["kind"] == "CronJob":
+        return workload["spec"]["jobTemplate"]["spec"]["template"]
+    return workload["spec"]["template"]
+
+
+def container(workload: dict) -> dict:
+    (found,) = pod_template(workload)["spec"]["containers"]
+    return found
+
+
+def test_every_overlay_renders_the_expected_objects() -> None:
+    assert OVERLAYS == ["default", "gpu", "warm-pool-example"]
+    default = sorted((d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in render("default"))
+    named = [(kind, ns, re.sub(r"-[a-z0-9]{10}$", "-<hash>", name)) for kind, ns, name in default]
+    assert named == [
+        ("ClusterRole", None, "agentmeter-otel-collector"),
+        ("ClusterRoleBinding", None, "agentmeter-otel-collector"),
+        ("ConfigMap", "agentmeter", "agentmeter-receiver-<hash>"),
+        ("ConfigMap", "agentmeter", "otel-collector-config-<hash>"),
+        ("Deployment", "agentmeter", "agentmeter-analyzer"),
+        ("Deployment", "agentmeter", "otel-collector"),
+        ("Namespace", None, "agentmeter"),
+        ("NetworkPolicy", "agentmeter", "agentmeter-analyzer"),
+        ("NetworkPolicy", "agentmeter", "agentmeter-collector-ext"),
+        ("NetworkPolicy", "agentmeter", "default-deny-ingress"),
+        ("NetworkPolicy", "agentmeter", "otel-collector"),
+        ("PersistentVolumeClaim", "agentmeter", "agentmeter-dataset"),
+        ("PodDisruptionBudget", "agentmeter", "agentmeter-collector-ext"),
+        ("PodDisruptionBudget", "agentmeter", "otel-collector"),
+        ("PrometheusRule", "agentmeter", "agentmeter"),
+        ("Role", "agentmeter", "agentmeter-otel-collector-endpoints"),
+        ("RoleBinding", "agentmeter", "agentmeter-otel-collector-endpoints"),
+        ("Service", "agentmeter", "agentmeter-analyzer"),
+        ("Service", "agentmeter", "agentmeter-collector-ext"),
+        ("Service", "agentmeter", "agentmeter-collector-ext-headless"),
+        ("Service", "agentmeter", "otel-collector"),
+        ("ServiceAccount", "agentmeter", "agentmeter-analyzer"),
+        ("ServiceAccount", "agentmeter", "agentmeter-collector-ext"),
+        ("ServiceAccount", "agentmeter", "otel-collector"),
+        ("ServiceMonitor", "agentmeter", "agentmeter-collector-ext"),
+        ("ServiceMonitor", "agentmeter", "otel-collector"),
+        ("StatefulSet", "agentmeter", "agentmeter-collector-ext"),
+    ]
+    gpu_only = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in render("gpu")} - set(
+        default
+    )
+    assert {(kind, ns) for kind, ns, _ in gpu_only} == {
+        ("Namespace", None),
+        ("ServiceAccount", "agentmeter-node"),
+        ("ConfigMap", "agentmeter-node"),
+        ("PersistentVolumeClaim", "agentmeter-node"),
+        ("DaemonSet", "agentmeter-node"),
+        ("Service", "agentmeter-node"),
+        ("NetworkPolicy", "agentmeter-node"),
+        ("ServiceMonitor", "agentmeter-node"),
+        ("PersistentVolume", None),
+    }
+    extra = {(d["kind"], d["metadata"].get("namespace")) for d in render("warm-pool-example")} - {
+        (d["kind"], d["metadata"].get("namespace")) for d in render("default")
+    }
+    assert extra == {("SandboxWarmPool", "research"), ("ScaledObject", "research")}
+
+
 def validate(doc: dict, version: str) -> None:
-    key = (doc["apiVersion"], doc["kind"])
-    if key in CRD_SCHEMAS:
-        schema = json.loads((ROOT / "analyzer" / "schemas" / CRD_SCHEMAS[key]).read_text())
-        jsonschema.Draft202012Validator(schema).validate(doc)
+    if (doc["apiVersion"], doc["kind"]) in schemas():
+        validate_custom_resource(doc)
     else:
         kubernetes_validate.validate(doc, version, strict=True)
 
 
-ALL = manifests()
-
-
-def test_deploy_holds_every_piece():
-    kinds = sorted((doc["kind"], doc["metadata"]["name"]) for _, doc in ALL)
-    assert kinds == [
-        ("ClusterRole", "agentmeter-otel-collector"),
-        ("ClusterRoleBinding", "agentmeter-otel-collector"),
-        ("ConfigMap", "agentmeter-collector-ext"),
-        ("DaemonSet", "agentmeter-collector-ext-node"),
-        ("Namespace", "agentmeter"),
-        ("PersistentVolumeClaim", "agentmeter-dataset"),
-        ("Role", "agentmeter-otel-collector-endpoints"),
-        ("RoleBinding", "agentmeter-otel-collector-endpoints"),
-        ("SandboxWarmPool", "research-planner-pool"),
-        ("ScaledObject", "research-planner-pool"),
-        ("Service", "agentmeter-collector-ext"),
-        ("Service", "agentmeter-collector-ext-headless"),
-        ("ServiceAccount", "agentmeter-collector-ext"),
-        ("ServiceAccount", "otel-collector"),
-        ("StatefulSet", "agentmeter-collector-ext"),
-    ]
+ALL = list(objects())
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize(("filename", "doc"), ALL, ids=[f"{f}:{d['kind']}/{d['metadata']['name']}" for f, d in ALL])
-def test_manifest_is_valid(filename, doc, version):
-    validate(doc, version)
+def test_every_object_is_valid_for_kubernetes(version: str) -> None:
+    for overlay, doc in ALL:
+        try:
+            validate(doc, version)
+        except (jsonschema.ValidationError, SchemaNotFoundError) as err:
+            pytest.fail(f"{overlay}: {doc['kind']}/{doc['metadata']['name']} on {version}: {err.message}")
+
+
+def test_kubernetes_validate_ships_every_version_we_check() -> None:
+    shipped = all_versions()
+    assert set(K8S_VERSIONS) <= {".".join(v.split(".")[:2]) for v in shipped}
 
 
 @pytest.mark.parametrize(
     ("kind", "name", "break_it", "message"),
     [
         ("StatefulSet", "agentmeter-collector-ext", lambda d: d["spec"].update(replicas="two"), "is not of type"),
-        (
-            "Service",
-            "agentmeter-collector-ext",
-            lambda d: d["spec"]["ports"][0].update(portt=4317),
-            "Additional properties",
-        ),
-        ("DaemonSet", "agentmeter-collector-ext-node", lambda d: d["spec"].pop("selector"), "'selector' is a required"),
-        ("ScaledObject", "research-planner-pool", lambda d: d["spec"].update(cooldownPeriod=-1), "less than"),
-        ("SandboxWarmPool", "research-planner-pool", lambda d: d["spec"].pop("sandboxTemplateRef"), "required"),
+        ("Service", "otel-collector", lambda d: d["spec"]["ports"][0].update(portt=4317), "Additional properties"),
+        ("Deployment", "agentmeter-analyzer", lambda d: d["spec"].pop("selector"), "'selector' is a required"),
+        ("ServiceMonitor", "otel-collector", lambda d: d["spec"].update(endpoint=[]), "Additional properties"),
+        ("PrometheusRule", "agentmeter", lambda d: d["spec"]["groups"][0].pop("name"), "'name' is a required"),
+        ("ScaledObject", "research-planner-scaler", lambda d: d["spec"].update(pollingInterval=0), "less than"),
+        ("SandboxWarmPool", "research-planner-warm-pool", lambda d: d["spec"].pop("sandboxTemplateRef"), "required"),
     ],
 )
-def test_the_validators_reject_broken_manifests(kind, name, break_it, message):
-    broken = copy.deepcopy(find(kind, name))
+def test_the_validators_reject_broken_objects(kind, name, break_it, message) -> None:
+    broken = copy.deepcopy(find("warm-pool-example", kind, name))
     break_it(broken)
     with pytest.raises(jsonschema.ValidationError, match=message):
         validate(broken, K8S_VERSIONS[-1])
 
 
-@pytest.fixture(scope="module")
-def receiver_config(tmp_path_factory):
-    """The ConfigMap's receiver.yaml, loaded by the receiver's own config loader (unknown keys fail)."""
-    path = tmp_path_factory.mktemp("config") / "receiver.yaml"
-    path.write_text(find("ConfigMap", "agentmeter-collector-ext")["data"]["receiver.yaml"])
-    return load_config(path, writer_id="agentmeter-collector-ext-0")
+def test_cel_rules_of_the_crds_hold() -> None:
+    """KEDA's CRD: minReplicaCount <= maxReplicaCount (default 100), a CEL rule the derived schema lists."""
+    for _, doc in ALL:
+        if doc["kind"] == "ScaledObject":
+            spec = doc["spec"]
+            assert spec.get("minReplicaCount", 0) <= spec.get("maxReplicaCount", 100)
 
 
-def _container(workload: dict) -> dict:
-    (container,) = workload["spec"]["template"]["spec"]["containers"]
-    return container
+# -- Pod Security -------------------------------------------------------------------------------------------
 
 
-def _ports(container: dict) -> dict[str, int]:
-    return {p["name"]: p["containerPort"] for p in container["ports"]}
+def enforced(overlay: str, namespace: str) -> tuple[str, str]:
+    labels = find(overlay, "Namespace", namespace)["metadata"]["labels"]
+    return labels["pod-security.kubernetes.io/enforce"], labels.get("pod-security.kubernetes.io/enforce-version")
 
 
-@pytest.mark.parametrize(
-    ("kind", "name"), [("StatefulSet", "agentmeter-collector-ext"), ("DaemonSet", "agentmeter-collector-ext-node")]
-)
-def test_workloads_match_the_receiver_config(kind, name, receiver_config):
-    workload = find(kind, name)
-    pod = workload["spec"]["template"]
-    assert workload["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
-    container = _container(workload)
-    assert container["args"] == ["serve", "--config", "/etc/agentmeter/receiver.yaml"]
-    mounts = {m["name"]: m for m in container["volumeMounts"]}
-    assert mounts["config"]["mountPath"] == "/etc/agentmeter" and mounts["config"]["readOnly"] is True
-    assert {v["name"] for v in pod["spec"]["volumes"]} | {"wal"} >= set(mounts)
-    ports = _ports(container)
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_pod_passes_the_pod_security_level_its_namespace_enforces(version: str) -> None:
+    at = tuple(int(part) for part in version.split("."))
+    checked = []
+    for overlay, doc in ALL:
+        if doc["kind"] not in WORKLOADS:
+            continue
+        level, pinned = enforced(overlay, doc["metadata"]["namespace"])
+        assert pinned == "latest"
+        template = pod_template(doc)
+        failed = violations(template["spec"], template.get("metadata") or {}, level, at)
+        assert failed == set(), f"{overlay}: {doc['kind']}/{doc['metadata']['name']} fails {level}: {failed}"
+        checked.append((doc["metadata"]["namespace"], level))
+    assert ("agentmeter", "restricted") in checked and ("agentmeter-node", "privileged") in checked
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_node_daemonset_takes_only_what_it_needs(version: str) -> None:
+    """Baseline forbids its hostPath volumes (pod-security-admission policy/check_hostPathVolumes.go): so its
+    namespace is privileged. Held to restricted, it fails exactly the checks the kubelet's root-only socket and
+    the node's WAL need, nothing more: no privileged, no capability, no host namespace or port."""
+    at = tuple(int(part) for part in version.split("."))
+    daemonset = find("gpu", "DaemonSet", "agentmeter-node")
+    spec = daemonset["spec"]["template"]["spec"]
+    assert violations(spec, {}, "baseline", at) == {"hostPathVolumes"}
+    assert violations(spec, {}, "restricted", at) == {"restrictedVolumes", "runAsNonRoot", "runAsUser"}
+    host_paths = {v["name"]: v["hostPath"] for v in spec["volumes"] if "hostPath" in v}
+    assert host_paths == {
+        "pod-resources": {"path": "/var/lib/kubelet/pod-resources", "type": "Directory"},
+        "wal": {"path": "/var/lib/agentmeter/wal", "type": "DirectoryOrCreate"},
+    }
+    mounts = {m["name"]: m for m in container(daemonset)["volumeMounts"]}
+    assert mounts["pod-resources"] == {
+        "name": "pod-resources",
+        "mountPath": "/var/lib/kubelet/pod-resources",
+        "readOnly": True,
+    }
+    assert enforced("gpu", "agentmeter-node")[0] == "privileged"
+    namespaces = {d["metadata"].get("namespace") for d in render("gpu") if d["kind"] in WORKLOADS}
+    assert namespaces == {"agentmeter", "agentmeter-node"}
+    node_workloads = [
+        d for d in render("gpu") if d["kind"] in WORKLOADS and d["metadata"]["namespace"] == "agentmeter-node"
+    ]
+    assert [d["kind"] for d in node_workloads] == ["DaemonSet"]  # nothing else shares its namespace
+
+
+def test_the_pod_security_checks_catch_what_they_name() -> None:
+    """Each check on a pod built to fail it (and the old deploy/'s DaemonSet under baseline)."""
+    at = (1, 37)
+    good = copy.deepcopy(find("default", "StatefulSet", "agentmeter-collector-ext")["spec"]["template"]["spec"])
+    assert violations(good, {}, "restricted", at) == set()
+    cases = {
+        "hostNamespaces": lambda s: s.update(hostNetwork=True),
+        "privileged": lambda s: s["containers"][0]["securityContext"].update(privileged=True),
+        "capabilities_restricted": lambda s: s["containers"][0]["securityContext"]["capabilities"].update(add=["NET_RAW"]),
+        "restrictedVolumes": lambda s: s["volumes"].append({"name": "x", "hostPath": {"path": "/"}}),
+        "hostPorts": lambda s: s["containers"][0]["ports"][0].update(hostPort=4317),
+        "allowPrivilegeEscalation": lambda s: s["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+        "runAsNonRoot": lambda s: s["securityContext"].pop("runAsNonRoot"),
+        "runAsUser": lambda s: s["containers"][0]["securityContext"].update(runAsUser=0),
+        "seccompProfile_restricted": lambda s: s["securityContext"].pop("seccompProfile"),
+        "sysctls": lambda s: s["securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "1"}]),
+        "hostProbesAndHostLifecycle": lambda s: s["containers"][0]["livenessProbe"]["httpGet"].update(host="10.0.0.1"),
+        "seLinuxOptions": lambda s: s["securityContext"].update(seLinuxOptions={"type": "spc_t"}),
+        "procMount_restricted": lambda s: s["containers"][0]["securityContext"].update(procMount="Unmasked"),
+        "windowsHostProcess": lambda s: s["securityContext"].update(windowsOptions={"hostProcess": True}),
+        "appArmorProfile": lambda s: s["securityContext"].update(appArmorProfile={"type": "Unconfined"}),
+    }  # fmt: skip
+    for check, break_it in cases.items():
+        spec = copy.deepcopy(good)
+        break_it(spec)
+        assert check in violations(spec, {}, "restricted", at), check
+    # the DaemonSet as issue 12 found it, in a namespace enforcing baseline: its pods were never created
+    old = copy.deepcopy(find("gpu", "DaemonSet", "agentmeter-node")["spec"]["template"]["spec"])
+    assert violations(old, {}, "baseline", at) == {"hostPathVolumes"}
+    # a user namespace relaxes runAsNonRoot / runAsUser from 1.35 on, not before
+    userns = copy.deepcopy(old) | {"hostUsers": False}
+    assert violations(userns, {}, "restricted", (1, 34)) == {"restrictedVolumes", "runAsNonRoot", "runAsUser"}
+    assert violations(userns, {}, "restricted", (1, 35)) == {"restrictedVolumes"}
+
+
+# -- checkov ------------------------------------------------------------------------------------------------
+
+
+def checkov_binary() -> str:
+    for candidate in (os.environ.get("CHECKOV"), str(ROOT / ".venv" / "tools" / "checkov" / "bin" / "checkov")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    found = shutil.which("checkov")
+    assert found, "checkov not found: `make venv` installs it in .venv/tools/checkov (or set CHECKOV)"
+    return found
+
+
+def test_checkov_finds_nothing_and_every_suppression_says_why(tmp_path: Path) -> None:
+    for overlay in OVERLAYS:
+        (tmp_path / f"{overlay}.yaml").write_text(yaml.safe_dump_all(render(overlay), sort_keys=False))
+    done = subprocess.run(
+        [checkov_binary(), "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download", "--quiet",
+         "--compact", "-o", "json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    (results,) = report if isinstance(report, list) else [report]
+    assert results["summary"]["parsing_errors"] == 0
+    failed = [(f["check_id"], f["resource"]) for f in results["results"]["failed_checks"]]
+    assert failed == []
+    assert results["summary"]["passed"] > 100 and results["summary"]["skipped"] > 0
+    # every suppression is an annotation `checkov.io/skipN: CHECK_ID=<why>` with a real reason
+    for _, doc in ALL:
+        for key, value in (doc["metadata"].get("annotations") or {}).items():
+            if key.startswith("checkov.io/skip"):
+                check, _, reason = value.partition("=")
+                assert re.fullmatch(r"CKV2?_K8S_\d+", check) and len(reason.split()) >= 8, (key, value)
+
+
+# -- the receivers and the shared dataset ------------------------------------------------------------------
+
+
+def receiver_config(overlay: str, namespace: str, tmp_path: Path, **env: str):
+    (configmap,) = [
+        d
+        for d in kinds(overlay, "ConfigMap")
+        if d["metadata"]["namespace"] == namespace and d["metadata"]["name"].startswith("agentmeter-receiver-")
+    ]
+    path = tmp_path / f"{namespace}.yaml"
+    path.write_text(configmap["data"]["receiver.yaml"])
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        return load_config(path, writer_id="agentmeter-0"), configmap["metadata"]["name"]
+
+
+def test_receivers_match_their_config(tmp_path: Path) -> None:
+    config, configmap = receiver_config("default", "agentmeter", tmp_path)
+    statefulset = find("default", "StatefulSet", "agentmeter-collector-ext")
+    pod = statefulset["spec"]["template"]
+    assert statefulset["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    receiver = container(statefulset)
+    assert receiver["args"] == ["serve", "--config", "/etc/agentmeter/receiver.yaml"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == configmap  # kustomize's hashed name, referenced
+    ports = {p["name"]: p["containerPort"] for p in receiver["ports"]}
+    # the pod's addresses, not the receiver's loopback defaults
+    assert [parse_endpoint(e)[0] for e in (config.grpc_endpoint, config.http_endpoint, config.scaler_endpoint)] == [
+        "0.0.0.0"
+    ] * 3
     assert ports == {
-        "otlp-grpc": parse_endpoint(receiver_config.grpc_endpoint)[1],
-        "otlp-http": parse_endpoint(receiver_config.http_endpoint)[1],
-        "keda-scaler": parse_endpoint(receiver_config.scaler_endpoint)[1],
+        "otlp-grpc": parse_endpoint(config.grpc_endpoint)[1],
+        "otlp-http": parse_endpoint(config.http_endpoint)[1],
+        "keda-scaler": parse_endpoint(config.scaler_endpoint)[1],
     }
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "otlp-http"}
-    assert str(receiver_config.data_dir).startswith(mounts["dataset"]["mountPath"] + "/")
-    assert mounts["wal"]["mountPath"] == "/wal" and str(receiver_config.wal_path) == "/wal"
-    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    security = container["securityContext"]
-    assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
-    assert security["capabilities"]["drop"] == ["ALL"]
-    assert pod["spec"]["serviceAccountName"] == "agentmeter-collector-ext"
-    find("ServiceAccount", "agentmeter-collector-ext")
-
-
-def test_statefulset_runs_non_root_with_a_wal_volume_per_pod():
-    workload = find("StatefulSet", "agentmeter-collector-ext")
-    assert workload["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
-    (claim,) = workload["spec"]["volumeClaimTemplates"]
+        assert receiver[probe]["httpGet"] == {"path": "/healthz", "port": "otlp-http"}
+    mounts = {m["name"]: m["mountPath"] for m in receiver["volumeMounts"]}
+    assert str(config.data_dir).startswith(mounts["dataset"] + "/") and str(config.wal_path) == mounts["wal"]
+    assert config.max_recv_msg_mib == 64 and config.gpu_drivers == ["gpu.nvidia.com"]
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "wal" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-    assert workload["spec"]["serviceName"] == "agentmeter-collector-ext-headless"
 
 
-def test_daemonset_reads_the_kubelet_socket_read_only_with_node_name(receiver_config):
-    workload = find("DaemonSet", "agentmeter-collector-ext-node")
-    container = _container(workload)
-    env = {e["name"]: e for e in container["env"]}
+def test_the_node_receiver_polls_the_kubelet_and_listens_only_where_it_must(tmp_path: Path) -> None:
+    daemonset = find("gpu", "DaemonSet", "agentmeter-node")
+    receiver = container(daemonset)
+    env = {e["name"]: e for e in receiver["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert env["AGENTMETER_WRITER_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    assert float(env["AGENTMETER_PODRESOURCES_INTERVAL_SECONDS"]["value"]) > 0
-    socket = Path(env["AGENTMETER_PODRESOURCES_SOCKET"]["value"])
-    assert socket == receiver_config.podresources_socket  # the config default is the kubelet's path
-    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "pod-resources"]
-    assert mount == {"name": "pod-resources", "mountPath": str(socket.parent), "readOnly": True}
-    (volume,) = [v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == "pod-resources"]
-    assert volume["hostPath"] == {"path": "/var/lib/kubelet/pod-resources", "type": "Directory"}
-
-
-def test_services_select_the_receivers_and_expose_its_ports():
-    statefulset = find("StatefulSet", "agentmeter-collector-ext")
-    labels = statefulset["spec"]["template"]["metadata"]["labels"]
-    container_ports = _ports(_container(statefulset))
-    service = find("Service", "agentmeter-collector-ext")
-    assert service["spec"]["selector"].items() <= labels.items()
-    assert {p["name"]: (p["port"], container_ports[p["targetPort"]]) for p in service["spec"]["ports"]} == {
-        "otlp-grpc": (4317, 4317),
-        "otlp-http": (4318, 4318),
-        "keda-scaler": (9090, 9090),
+    values = {name: e["value"] for name, e in env.items() if "value" in e}
+    config, configmap = receiver_config("gpu", "agentmeter-node", tmp_path, **values)
+    assert (
+        configmap
+        == {v["name"]: v for v in daemonset["spec"]["template"]["spec"]["volumes"]}["config"]["configMap"]["name"]
+    )
+    assert config.podresources_interval_seconds == 10
+    assert config.podresources_socket == Path("/var/lib/kubelet/pod-resources/kubelet.sock")
+    assert parse_endpoint(config.grpc_endpoint)[0] == "127.0.0.1" and config.scaler_endpoint is None
+    assert {p["name"]: p["containerPort"] for p in receiver["ports"]} == {
+        "http": parse_endpoint(config.http_endpoint)[1]
     }
-    headless = find("Service", "agentmeter-collector-ext-headless")
-    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["selector"].items() <= labels.items()
-    # the Collector's loadbalancing exporter resolves exactly this Service, on its OTLP port
-    collector = yaml.safe_load((ROOT / "otel-config" / "collector.yaml").read_text())
-    resolver = collector["exporters"]["loadbalancing"]["resolver"]["k8s"]
+    assert str(config.wal_path) == "/wal"
+
+
+def test_every_writer_of_the_shared_dataset_has_its_group() -> None:
+    """Finding 2: one gid and fsGroup for every writer (the node one is uid 0, the others 65532), so the
+    group-writable directories the writers create (collector_ext/storage/dataset_files.py) admit them all."""
+    writers = []
+    for overlay in OVERLAYS:
+        for doc in render(overlay):
+            if doc["kind"] not in WORKLOADS:
+                continue
+            spec = pod_template(doc)["spec"]
+            claims = [v["persistentVolumeClaim"] for v in spec["volumes"] if "persistentVolumeClaim" in v]
+            if not any(c["claimName"] == "agentmeter-dataset" for c in claims):
+                continue
+            security = spec["securityContext"]
+            assert (security["runAsGroup"], security["fsGroup"]) == (DATASET_GROUP, DATASET_GROUP), doc["metadata"]
+            read_only = all(c.get("readOnly") for c in claims if c["claimName"] == "agentmeter-dataset")
+            writers.append((doc["metadata"]["name"], security["runAsUser"], read_only))
+    assert set(writers) == {
+        ("agentmeter-collector-ext", 65532, False),
+        ("agentmeter-analyzer", 65532, True),
+        ("agentmeter-node", 0, False),
+    }
+
+
+def test_both_namespaces_claim_one_share_in_the_gpu_overlay() -> None:
+    volumes = {d["metadata"]["name"]: d for d in kinds("gpu", "PersistentVolume")}
+    claims = {d["metadata"]["namespace"]: d for d in kinds("gpu", "PersistentVolumeClaim")}
+    assert set(claims) == {"agentmeter", "agentmeter-node"}
+    shares = set()
+    for namespace, claim in claims.items():
+        volume = volumes[claim["spec"]["volumeName"]]
+        assert volume["spec"]["claimRef"] == {"namespace": namespace, "name": claim["metadata"]["name"]}
+        assert claim["spec"]["storageClassName"] == volume["spec"]["storageClassName"] == ""
+        assert volume["spec"]["accessModes"] == claim["spec"]["accessModes"] == ["ReadWriteMany"]
+        shares.add(json.dumps(volume["spec"]["nfs"], sort_keys=True))
+    assert len(shares) == 1
+
+
+# -- Services, the Collector, KEDA -------------------------------------------------------------------------
+
+
+def selected(overlay: str, namespace: str, selector: dict) -> list[dict]:
+    return [
+        d
+        for d in render(overlay)
+        if d["kind"] in WORKLOADS
+        and d["metadata"]["namespace"] == namespace
+        and selector.items() <= pod_template(d)["metadata"]["labels"].items()
+    ]
+
+
+def test_every_service_selects_a_workload_with_its_target_ports() -> None:
+    for overlay in OVERLAYS:
+        for service in kinds(overlay, "Service"):
+            (workload,) = selected(overlay, service["metadata"]["namespace"], service["spec"]["selector"])
+            names = {p["name"] for p in container(workload)["ports"]}
+            assert {p["targetPort"] for p in service["spec"]["ports"]} <= names, service["metadata"]["name"]
+
+
+def test_the_collector_gateway_runs_otel_config_and_reaches_the_receivers() -> None:
+    collector = find("default", "Deployment", "otel-collector")
+    image = container(collector)["image"]
+    assert image.startswith("otel/opentelemetry-collector-contrib:")
+    (configmap,) = [
+        d for d in kinds("default", "ConfigMap") if d["metadata"]["name"].startswith("otel-collector-config-")
+    ]
+    assert configmap["data"]["collector.yaml"] == (ROOT / "otel-config" / "collector.yaml").read_text()
+    volumes = {v["name"]: v for v in collector["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert container(collector)["args"] == ["--config=/conf/collector.yaml"]
+    config = yaml.safe_load(configmap["data"]["collector.yaml"])
+    headless = find("default", "Service", "agentmeter-collector-ext-headless")
+    resolver = config["exporters"]["load_balancing"]["resolver"]["k8s"]
     assert resolver["service"] == f"{headless['metadata']['name']}.{headless['metadata']['namespace']}"
     assert resolver["ports"] == [p["port"] for p in headless["spec"]["ports"]]
+    service = find("default", "Service", "agentmeter-collector-ext")
+    endpoint = config["exporters"]["otlp_grpc/agentmeter-metrics"]["endpoint"]
+    assert endpoint == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:4317"
+    # the ports the Collector listens on are the ones its container and Service expose
+    ports = {p["name"]: p["containerPort"] for p in container(collector)["ports"]}
+    receivers = config["receivers"]["otlp"]["protocols"]
+    assert parse_endpoint(receivers["grpc"]["endpoint"])[1] == ports["otlp-grpc"]
+    assert parse_endpoint(receivers["http"]["endpoint"])[1] == ports["otlp-http"]
+    assert parse_endpoint(config["extensions"]["health_check"]["endpoint"])[1] == ports["health"]
+    telemetry = config["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]
+    assert telemetry["port"] == ports["metrics"]
+    role = find("default", "ClusterRole", "agentmeter-otel-collector")
+    granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert {("", "pods"), ("", "namespaces"), ("", "nodes"), ("apps", "replicasets")} <= granted
+    endpoints = find("default", "Role", "agentmeter-otel-collector-endpoints")
+    assert {r for rule in endpoints["rules"] for r in rule["resources"]} == {"endpoints", "endpointslices"}
+    for binding in (
+        find("default", "ClusterRoleBinding", "agentmeter-otel-collector"),
+        find("default", "RoleBinding", "agentmeter-otel-collector-endpoints"),
+    ):
+        (subject,) = binding["subjects"]
+        assert find("default", "ServiceAccount", subject["name"], subject["namespace"])
 
 
-def test_keda_scales_the_warm_pool_through_the_external_scaler():
-    scaled = find("ScaledObject", "research-planner-pool")
-    pool = find("SandboxWarmPool", "research-planner-pool")
+def test_the_analyzer_serves_the_dataset_read_only() -> None:
+    analyzer = find("default", "Deployment", "agentmeter-analyzer")
+    main = container(analyzer)
+    assert main["command"] == ["analyze"] and main["args"][:3] == ["serve", "--data", "/data/dataset"]
+    port = int(main["args"][main["args"].index("--port") + 1])
+    assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"http": port}
+    assert main["args"][main["args"].index("--host") + 1] == "0.0.0.0"
+    assert {m["name"]: m.get("readOnly", False) for m in main["volumeMounts"]} == {"dataset": True, "tmp": False}
+
+
+def test_keda_scales_a_pool_without_replicas_on_unclaimed_sandboxes() -> None:
+    """Findings 3 and 4: the ScaledObject owns the pool's spec.replicas (no replicas in the pool), and asks
+    agentmeter's scaler for the unclaimed sandboxes wanted, a metric the scaler accepts."""
+    scaled = find("warm-pool-example", "ScaledObject", "research-planner-scaler")
     target = scaled["spec"]["scaleTargetRef"]
-    assert (target["apiVersion"], target["kind"], target["name"]) == (
-        pool["apiVersion"],
-        pool["kind"],
-        pool["metadata"]["name"],
-    )
-    assert scaled["metadata"]["namespace"] == pool["metadata"]["namespace"]
+    pool = find("warm-pool-example", target["kind"], target["name"], scaled["metadata"]["namespace"])
+    assert target["apiVersion"] == pool["apiVersion"] and "replicas" not in pool["spec"]
     (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "external"
-    service = find("Service", "agentmeter-collector-ext")
+    assert (trigger["type"], trigger["metricType"]) == ("external", "AverageValue")
+    selector = parse_selector(trigger["metadata"])
+    assert (selector.target, selector.warm_floor) == (UNCLAIMED, scaled["spec"]["minReplicaCount"])
+    assert selector.agent == pool["metadata"]["labels"]["agentmeter.io/agent"]
+    service = find("warm-pool-example", "Service", "agentmeter-collector-ext")
     host, port = parse_endpoint(trigger["metadata"]["scalerAddress"])
     assert host == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
     assert port == next(p["port"] for p in service["spec"]["ports"] if p["name"] == "keda-scaler")
-    assert trigger["metadata"]["agent"] == pool["metadata"]["labels"]["agentmeter.io/agent"]
+    assert trigger["metadata"]["scalerAddress"] == DEFAULT_SCALER_ADDRESS  # what `analyze recommend` emits
 
 
-def test_collector_rbac_covers_k8sattributes_and_the_resolver():
-    role = find("ClusterRole", "agentmeter-otel-collector")
-    granted = {
-        (group, resource) for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]
+# -- NetworkPolicy, PodDisruptionBudget, ServiceMonitor, PrometheusRule ------------------------------------
+
+
+def allowed_ingress(overlay: str, workload: dict) -> set[tuple[str, str]]:
+    """(from, port name) pairs the NetworkPolicies of its namespace let in."""
+    labels = pod_template(workload)["metadata"]["labels"]
+    allowed = set()
+    for policy in kinds(overlay, "NetworkPolicy"):
+        if policy["metadata"]["namespace"] != workload["metadata"]["namespace"]:
+            continue
+        if not (policy["spec"]["podSelector"].get("matchLabels") or {}).items() <= labels.items():
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            for peer in rule["from"]:
+                if "podSelector" in peer:
+                    who = "pods:" + peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                else:
+                    match = peer["namespaceSelector"].get("matchLabels") or {}
+                    who = "namespace:" + (next(iter(match.values())) if match else "*")
+                allowed |= {(who, p["port"]) for p in rule["ports"]}
+    return allowed
+
+
+def test_network_policies_deny_by_default_and_let_in_only_the_peers() -> None:
+    for overlay in OVERLAYS:
+        for namespace in {d["metadata"]["namespace"] for d in render(overlay) if d["kind"] in WORKLOADS}:
+            deny = find(overlay, "NetworkPolicy", "default-deny-ingress", namespace)
+            assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    receivers = find("gpu", "StatefulSet", "agentmeter-collector-ext")
+    assert allowed_ingress("gpu", receivers) == {
+        ("pods:otel-collector", "otlp-grpc"),
+        ("pods:otel-collector", "otlp-http"),
+        ("namespace:keda", "keda-scaler"),
+        ("namespace:monitoring", "otlp-http"),
     }
-    assert {("", "pods"), ("", "namespaces"), ("", "nodes"), ("apps", "replicasets")} <= granted
-    endpoints = find("Role", "agentmeter-otel-collector-endpoints")
-    assert {r for rule in endpoints["rules"] for r in rule["resources"]} == {"endpoints", "endpointslices"}
-    for binding in (
-        find("ClusterRoleBinding", "agentmeter-otel-collector"),
-        find("RoleBinding", "agentmeter-otel-collector-endpoints"),
-    ):
-        (subject,) = binding["subjects"]
-        assert find("ServiceAccount", subject["name"])["metadata"]["namespace"] == subject["namespace"]
+    assert allowed_ingress("gpu", find("gpu", "Deployment", "otel-collector")) == {
+        ("namespace:*", "otlp-grpc"),
+        ("namespace:*", "otlp-http"),
+        ("namespace:monitoring", "metrics"),
+    }
+    assert allowed_ingress("gpu", find("gpu", "Deployment", "agentmeter-analyzer")) == {("namespace:true", "http")}
+    assert allowed_ingress("gpu", find("gpu", "DaemonSet", "agentmeter-node")) == {("namespace:monitoring", "http")}
+    for overlay in OVERLAYS:  # every port a policy names is a port of the pods it selects
+        for workload in (d for d in render(overlay) if d["kind"] in WORKLOADS):
+            names = {p["name"] for p in container(workload)["ports"]}
+            assert {port for _, port in allowed_ingress(overlay, workload)} <= names
 
 
-def test_recommend_default_scaler_address_is_this_service():
-    """`analyze recommend` emits ScaledObjects whose default scalerAddress must reach the deployed scaler."""
-    from analyzer.recommend import DEFAULT_SCALER_ADDRESS
+def test_disruption_budgets_select_the_workloads() -> None:
+    for budget in kinds("default", "PodDisruptionBudget"):
+        (workload,) = selected("default", "agentmeter", budget["spec"]["selector"]["matchLabels"])
+        if budget["spec"].get("minAvailable") is not None:
+            assert budget["spec"]["minAvailable"] < workload["spec"]["replicas"]  # a drain can proceed
+        else:
+            assert budget["spec"]["maxUnavailable"] == 1
 
-    (trigger,) = find("ScaledObject", "research-planner-pool")["spec"]["triggers"]
-    assert trigger["metadata"]["scalerAddress"] == DEFAULT_SCALER_ADDRESS
+
+def test_service_monitors_scrape_existing_ports() -> None:
+    for monitor in kinds("gpu", "ServiceMonitor"):
+        services = [
+            s
+            for s in kinds("gpu", "Service")
+            if s["metadata"]["namespace"] == monitor["metadata"]["namespace"]
+            and monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        ]
+        assert len(services) == 1, monitor["metadata"]["name"]  # each pod scraped once
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert all(endpoint["port"] in {p["name"] for p in s["spec"]["ports"]} for s in services)
+
+
+def test_alerts_use_metrics_the_receiver_exports() -> None:
+    telemetry = Telemetry()
+    telemetry.requests.labels("grpc", "traces", "ok").inc()
+    telemetry.watch_pipeline(lambda: dict.fromkeys(PIPELINE_METRICS, 1))
+    text, _ = telemetry.render()
+    exported = {re.split(r"[{ ]", line)[0] for line in text.decode().splitlines() if not line.startswith("#")}
+    (rule,) = kinds("default", "PrometheusRule")
+    used = {
+        m for group in rule["spec"]["groups"] for r in group["rules"] for m in re.findall(r"agentmeter_\w+", r["expr"])
+    }
+    assert used and used <= exported, used - exported

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 from notebook_runner import committed_without_outputs, execute, figures, text_of
 
+from analyzer.dataset import open_dataset
+from analyzer.gpu import gpu_report, gpu_timeline
+from analyzer.gpu_charts import timeline_step_seconds
 from analyzer.gpu_synthetic import AGENTS, DAY, NAMESPACES, RESTART_GAP, synthetic_gpu
 
 NOTEBOOK = "gpu_slices.ipynb"
@@ -32,7 +35,13 @@ def test_notebook_draws_timeline_idle_hours_and_agent_cost(
     timeline, namespaces, agents = figures(nb)
     assert len(timeline["data"]) == 6
     assert all(0 <= y <= 1 for trace in timeline["data"] for y in trace["y"])
-    assert len(timeline["data"][0]["x"]) == 48  # 48 hours, each with allocated time
+    # the buckets the report draws too: about 100 over the allocations' two days (29 min each)
+    con = open_dataset(data_dir).con
+    gpu_report(con, "slice")
+    step = timeline_step_seconds(open_dataset(data_dir))
+    first = sorted({r["slice_id"] for r in gpu_timeline(con, step)})[0]
+    expected = [r["time"].isoformat() for r in gpu_timeline(con, step) if r["slice_id"] == first]
+    assert timeline["data"][0]["x"] == expected and 90 <= len(expected) <= 110
     idle, busy = namespaces["data"]
     assert sorted(idle["x"]) == sorted(NAMESPACES)
     assert sum(idle["y"]) + sum(busy["y"]) == pytest.approx(allocated_hours, abs=1e-4)

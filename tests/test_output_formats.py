@@ -23,13 +23,13 @@ def reference(rows: list[dict], fmt: OutputFormat, columns: list[str]) -> str:
     """The formats as the standard library writes them (what output.py wrote before it streamed)."""
     buffer = io.StringIO()
     if fmt is OutputFormat.json:
-        json.dump([{c: output._plain(r.get(c)) for c in columns} for r in rows], buffer, indent=2)
+        json.dump([{c: output.plain(r.get(c)) for c in columns} for r in rows], buffer, indent=2)
         buffer.write("\n")
     else:
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({c: output._plain(row.get(c)) for c in columns})
+            writer.writerow({c: output.plain(row.get(c)) for c in columns})
     return buffer.getvalue()
 
 

@@ -12,7 +12,17 @@ import pytest
 from structlog.testing import capture_logs
 
 from collector_ext.config import ReceiverConfig
-from collector_ext.demo.fake_kubelet import Claim, Container, FakeKubelet, Pod
+from collector_ext.demo.fake_kubelet import (
+    KUBELET_1_20,
+    KUBELET_1_26,
+    KUBELET_1_30,
+    KUBELET_1_34,
+    NVIDIA_COMPUTE_DOMAIN_DRIVER,
+    Claim,
+    Container,
+    FakeKubelet,
+    Pod,
+)
 from collector_ext.gpu.podresources import PodResourcesPoller
 from collector_ext.storage.dataset_files import DatasetFiles
 
@@ -40,14 +50,14 @@ POD_E = Pod(
     (Container("server", devices=(("nvidia.com/mig-1g.10gb", ("MIG-abc",)),), claims=(Claim("e-gpu", "gpu-2"),)),),
 )
 
-# (time s, pods, legacy kubelet without DRA)
+# (time s, pods, the kubelet's release)
 SCRIPT = [
-    (1000, [POD_A, POD_B, POD_C, POD_D1, POD_D2], False),
-    (1010, [POD_A, POD_B, POD_C, POD_D1, POD_D2], False),
-    (1020, [POD_B, POD_C, POD_D1, POD_D2, POD_E], False),  # A gone, E arrives
-    (1030, [POD_A, POD_B, POD_C, POD_D1, POD_D2, POD_E], False),  # A restarted
-    (1040, [POD_A, POD_B, POD_C, POD_D1, POD_D2, POD_E], True),  # an older kubelet: no dynamic_resources
-    (1050, [POD_B, POD_C, POD_E], False),
+    (1000, [POD_A, POD_B, POD_C, POD_D1, POD_D2], KUBELET_1_34),
+    (1010, [POD_A, POD_B, POD_C, POD_D1, POD_D2], KUBELET_1_34),
+    (1020, [POD_B, POD_C, POD_D1, POD_D2, POD_E], KUBELET_1_34),  # A gone, E arrives
+    (1030, [POD_A, POD_B, POD_C, POD_D1, POD_D2, POD_E], KUBELET_1_34),  # A restarted
+    (1040, [POD_A, POD_B, POD_C, POD_D1, POD_D2, POD_E], KUBELET_1_20),  # no Get, no dynamic_resources
+    (1050, [POD_B, POD_C, POD_E], KUBELET_1_34),
 ]
 
 
@@ -86,7 +96,7 @@ def intervals(data_dir: Path) -> list[tuple]:
                epoch(first_seen)::BIGINT, epoch(max(last_seen))::BIGINT, node
         FROM read_parquet($glob)
         GROUP BY ALL
-        ORDER BY pod, container, source, 14
+        ORDER BY pod, container, source, 14, driver
     """
     return duckdb.execute(sql, {"glob": str(data_dir / "gpu_allocations" / "*" / "*.parquet")}).fetchall()
 
@@ -121,8 +131,8 @@ def test_changing_cluster_gives_exact_intervals(socket_dir: Path, data_dir: Path
     clock = Clock(0)
     with FakeKubelet(socket) as kubelet, capture_logs() as logs:
         poller = make_poller(socket, data_dir, clock)
-        for at, pods, legacy in SCRIPT:
-            kubelet.set_pods(pods, legacy=legacy)
+        for at, pods, features in SCRIPT:
+            kubelet.set_pods(pods, features=features)
             clock.now = at
             assert poller.poll_once() is True
         clock.now = 1060
@@ -139,8 +149,8 @@ def test_changing_cluster_gives_exact_intervals(socket_dir: Path, data_dir: Path
     assert raw == 8 + 8 + 5
     events = sorted(entry["event"] for entry in logs if entry["log_level"] == "warning")
     assert len(events) == 2
-    assert events[0].startswith("kubelet PodResources API has no Get/dynamic_resources")
-    assert events[1].startswith("kubelet does not serve GetAllocatableResources")
+    assert events[0].startswith("kubelet does not serve GetAllocatableResources")
+    assert events[1].startswith("this kubelet is older than 1.27 and has no PodResources Get")
 
 
 def test_legacy_kubelet_is_reported_once_and_device_plugin_gpus_still_recorded(
@@ -148,7 +158,7 @@ def test_legacy_kubelet_is_reported_once_and_device_plugin_gpus_still_recorded(
 ) -> None:
     socket = socket_dir / "kubelet.sock"
     clock = Clock(2000)
-    with FakeKubelet(socket, [POD_A, POD_B], legacy=True), capture_logs() as logs:
+    with FakeKubelet(socket, [POD_A, POD_B], features=KUBELET_1_20), capture_logs() as logs:
         poller = make_poller(socket, data_dir, clock)
         for at in (2000, 2010, 2020):
             clock.now = at
@@ -159,8 +169,8 @@ def test_legacy_kubelet_is_reported_once_and_device_plugin_gpus_still_recorded(
     ]
     events = sorted(entry["event"] for entry in logs if entry["log_level"] == "warning")
     assert len(events) == 2
-    assert events[0].startswith("kubelet PodResources API has no Get/dynamic_resources")
-    assert events[1].startswith("kubelet does not serve GetAllocatableResources")
+    assert events[0].startswith("kubelet does not serve GetAllocatableResources")
+    assert events[1].startswith("this kubelet is older than 1.27 and has no PodResources Get")
 
 
 def test_missing_socket_is_reported_once_then_recovers(socket_dir: Path, data_dir: Path) -> None:
@@ -218,3 +228,92 @@ def test_background_thread_polls_and_stop_writes_open_intervals(socket_dir: Path
     got = intervals(data_dir)
     assert [(r[1], r[2]) for r in got] == [("multi", "main"), ("multi", "sidecar"), ("vllm-a", "server")]
     assert all(r[-2] >= r[-3] for r in got)
+
+
+def test_only_claims_of_gpu_drivers_are_gpu_slices(socket_dir: Path, data_dir: Path) -> None:
+    """An IMEX channel (compute-domain.nvidia.com) and a NIC are DRA claims, not GPUs; AMD's driver counts
+    once it is named in --gpu-drivers."""
+    socket = socket_dir / "kubelet.sock"
+    pod = Pod(
+        "agents",
+        "trainer",
+        (
+            Container(
+                "main",
+                claims=(
+                    Claim("gpu", "gpu-0"),
+                    Claim("imex", "channel-0", driver=NVIDIA_COMPUTE_DOMAIN_DRIVER),
+                    Claim("nic", "eth1", driver="sriovnetwork.k8snetworkplumbingwg.io"),
+                    Claim("amd", "gpu-3", driver="gpu.amd.com"),
+                ),
+            ),
+        ),
+    )
+    recorded = {}
+    for name, drivers in (("default", {}), ("with AMD", {"gpu_drivers": ["gpu.nvidia.com", "gpu.amd.com"]})):
+        root = data_dir / name
+        with FakeKubelet(socket, [pod]):
+            config = ReceiverConfig(data_dir=root, writer_id="w1", podresources_socket=socket, **drivers)
+            poller = PodResourcesPoller(config, DatasetFiles(root, "w1"), clock=Clock(5000))
+            assert poller.poll_once() is True
+            poller.stop()
+        recorded[name] = [(row[6], row[8]) for row in intervals(root)]
+    assert recorded == {
+        "default": [("gpu.nvidia.com", "gpu-0")],
+        "with AMD": [("gpu.amd.com", "gpu-3"), ("gpu.nvidia.com", "gpu-0")],
+    }
+
+
+def test_answers_up_to_16_mib_are_read(socket_dir: Path, data_dir: Path) -> None:
+    """A big node's List answer passes gRPC's default 4 MiB; the kubelet's own client accepts 16 MiB."""
+    socket = socket_dir / "kubelet.sock"
+    filler = [Pod("batch", f"job-{i:05d}-" + "x" * 200, (Container("c" * 60),)) for i in range(20_000)]
+    with FakeKubelet(socket, [*filler, POD_A]):
+        poller = make_poller(socket, data_dir, Clock(6000))
+        assert poller.poll_once() is True
+        poller.stop()
+    assert [row[:-1] for row in intervals(data_dir)] == [
+        dra("agents", "vllm-a", "server", "a-gpu", "gpu-0-mig-1g10gb-0", 6000, 6000)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("features", "code", "why"),
+    [
+        (KUBELET_1_30, "UNKNOWN", "this kubelet's PodResources Get is disabled (feature gate KubeletPodResourcesGet"),
+        (KUBELET_1_26, "UNIMPLEMENTED", "this kubelet is older than 1.27 and has no PodResources Get"),
+    ],
+)
+def test_a_kubelet_without_get_is_named_with_its_feature_gates(socket_dir, data_dir, features, code, why) -> None:
+    socket = socket_dir / "kubelet.sock"
+    clock = Clock(7000)
+    with FakeKubelet(socket, [POD_A, POD_B], features=features), capture_logs() as logs:
+        poller = make_poller(socket, data_dir, clock)
+        for at in (7000, 7010):
+            clock.now = at
+            assert poller.poll_once() is True
+        poller.stop()
+    (warning,) = [e for e in logs if e["log_level"] == "warning"]
+    assert warning["event"].startswith(why)
+    assert "KubeletPodResourcesDynamicResources and KubeletPodResourcesGet" in warning["event"]
+    assert warning["code"] == code
+    # the device-plugin GPU is still recorded; the DRA claim is invisible to this kubelet's List
+    assert [row[3] for row in intervals(data_dir)] == ["device_plugin"]
+
+
+def test_get_of_a_pod_that_ended_is_not_taken_for_a_missing_feature(socket_dir: Path, data_dir: Path) -> None:
+    """The kubelet answers Get of an unknown pod with UNKNOWN too (pkg/kubelet/apis/podresources/server_v1.go):
+    that says nothing about its features, so no warning, and the next poll asks again."""
+    socket = socket_dir / "kubelet.sock"
+    clock = Clock(8000)
+    with (
+        FakeKubelet(socket, [POD_B], features=KUBELET_1_34, pods_end_after_list=True) as kubelet,
+        capture_logs() as logs,
+    ):
+        poller = make_poller(socket, data_dir, clock)
+        for at in (8000, 8010):
+            clock.now = at
+            assert poller.poll_once() is True
+        poller.stop()
+        assert kubelet.calls["Get"] == 2
+    assert [e for e in logs if e["log_level"] == "warning"] == []

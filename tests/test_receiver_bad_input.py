@@ -201,29 +201,3 @@ def test_bearer_token(data_dir: Path) -> None:
 
 def test_empty_request_parses() -> None:
     assert ExportTraceServiceRequest.FromString(b"") == ExportTraceServiceRequest()
-
-
-def test_the_one_error_map() -> None:
-    import errno
-
-    from collector_ext.errors import STATUS, ErrorKind, from_exception
-    from collector_ext.traces.pipeline import Overloaded
-
-    assert {kind: (pair.grpc_code.name, pair.http_status) for kind, pair in STATUS.items()} == {
-        ErrorKind.MALFORMED: ("INVALID_ARGUMENT", 400),
-        ErrorKind.TOO_LARGE: ("RESOURCE_EXHAUSTED", 413),
-        ErrorKind.UNSUPPORTED_MEDIA: ("INVALID_ARGUMENT", 415),
-        ErrorKind.OVERLOADED: ("UNAVAILABLE", 503),
-        ErrorKind.BUSY: ("RESOURCE_EXHAUSTED", 429),
-        ErrorKind.DISK_FULL: ("UNAVAILABLE", 503),
-        ErrorKind.UNAUTHENTICATED: ("UNAUTHENTICATED", 401),
-        ErrorKind.INTERNAL: ("INTERNAL", 500),
-    }
-    overloaded = from_exception(Overloaded(7.0, "receiver is behind: 300 MiB not yet written"), 5.0)
-    assert (overloaded.kind, overloaded.retry_after_s) == (ErrorKind.OVERLOADED, 7.0)
-    disk = from_exception(Overloaded(2.0, "disk almost full: not accepting data"), 5.0)
-    assert (disk.kind, disk.retry_after_s) == (ErrorKind.DISK_FULL, 2.0)
-    enospc = from_exception(OSError(errno.ENOSPC, "No space left on device"), 5.0)
-    assert (enospc.kind, enospc.retry_after_s) == (ErrorKind.DISK_FULL, 5.0)
-    internal = from_exception(KeyError("x"), 5.0)
-    assert (internal.kind, internal.message) == (ErrorKind.INTERNAL, "internal error: KeyError")

@@ -24,7 +24,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberData
 from receiver_process import ReceiverProcess
 from test_decode import CORPUS, TRACE, request_of, span
 
-from collector_ext.receiver import otlp_json
+from collector_ext.decode import otlp_json
 
 pytestmark = pytest.mark.slow
 
@@ -168,6 +168,9 @@ def test_json_request_equals_protobuf_request_end_to_end(tmp_path: Path) -> None
 
 
 def test_too_many_concurrent_requests_is_429_with_retry_after(tmp_path: Path) -> None:
+    """One export in progress (its WAL write held) and --max-concurrent-requests 1: the next is 429."""
+    import threading
+
     from fastapi.testclient import TestClient
 
     from collector_ext.config import ReceiverConfig
@@ -176,13 +179,33 @@ def test_too_many_concurrent_requests_is_429_with_retry_after(tmp_path: Path) ->
     from collector_ext.receiver.ingest import TraceIngest
     from collector_ext.receiver.telemetry import Telemetry
 
-    config = ReceiverConfig(data_dir=tmp_path, retry_after_seconds=1.5)
+    entered, release = threading.Event(), threading.Event()
+
+    class HeldPipeline:
+        def accept(self, payload, decoded, received_time_ns) -> None:
+            entered.set()
+            assert release.wait(20)
+
+    config = ReceiverConfig(data_dir=tmp_path, retry_after_seconds=1.5, max_concurrent_requests=1)
     telemetry = Telemetry()
-    app = build_app(TraceIngest(None, telemetry, config, DecodePool(0)), telemetry, config, max_in_flight=0)
-    response = TestClient(app).post("/v1/traces", content=b"", headers=PROTOBUF)
+    app = build_app(TraceIngest(HeldPipeline(), telemetry, config, DecodePool(0)), telemetry, config)
+    body = request_of(span(1)).SerializeToString()
+    first: list[int] = []
+    worker = threading.Thread(
+        target=lambda: first.append(TestClient(app).post("/v1/traces", content=body, headers=PROTOBUF).status_code)
+    )
+    worker.start()
+    try:
+        assert entered.wait(20)
+        response = TestClient(app).post("/v1/traces", content=body, headers=PROTOBUF)
+    finally:
+        release.set()
+        worker.join(20)
     assert response.status_code == 429
     assert response.headers["retry-after"] == "2"
-    assert status_pb2.Status.FromString(response.content).message == "too many concurrent requests"
+    status = status_pb2.Status.FromString(response.content)
+    assert (status.code, status.message) == (14, "too many concurrent requests (limit 1)")  # UNAVAILABLE
+    assert first == [200]
 
 
 def test_metrics_endpoint_reports_the_pipeline(data_dir: Path) -> None:

@@ -22,8 +22,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from receiver_process import ReceiverProcess
 
-from analyzer.cli_tasks import list_tasks, prepare, task_tree
+from analyzer.analysis import Analysis
 from analyzer.dataset import open_dataset
+from analyzer.task_queries import TaskQuery, list_tasks, task_tree
 
 pytestmark = pytest.mark.slow
 
@@ -115,15 +116,14 @@ def tid(trace_id: int) -> bytes:
     return trace_id.to_bytes(16, "big")
 
 
-def analyzed(data_dir: Path) -> tuple[duckdb.DuckDBPyConnection, dict[bytes, dict]]:
-    con = open_dataset(data_dir).con
-    prepare(con, None)
-    tasks = {bytes.fromhex(row["task_id"]): row for row in list_tasks(con)}
-    return con, tasks
+def analyzed(data_dir: Path) -> tuple[Analysis, dict[bytes, dict]]:
+    analysis = Analysis(open_dataset(data_dir))
+    tasks = {bytes.fromhex(row["task_id"]): row for row in list_tasks(analysis, TaskQuery())}
+    return analysis, tasks
 
 
-def trace_task(con: duckdb.DuckDBPyConnection, trace_id: int) -> tuple[bytes, int, str]:
-    return con.execute(
+def trace_task(analysis: Analysis, trace_id: int) -> tuple[bytes, int, str]:
+    return analysis.con.execute(
         "SELECT task_id, depth, stitch_state FROM trace_tasks WHERE trace_id = ?", [tid(trace_id)]
     ).fetchone()
 
@@ -166,9 +166,9 @@ def test_scenarios_through_a_real_receiver(data_dir: Path) -> None:
     with ReceiverProcess(data_dir) as receiver:
         send(receiver, work.take(slow), per_request=1)  # written after its grace period, not at shutdown
         send(receiver, work.take())
-    con, tasks = analyzed(data_dir)
+    analysis, tasks = analyzed(data_dir)
 
-    assert {t: trace_task(con, t)[:2] for t in (orch, researcher, writer)} == {
+    assert {t: trace_task(analysis, t)[:2] for t in (orch, researcher, writer)} == {
         orch: (tid(orch), 0),
         researcher: (tid(orch), 1),
         writer: (tid(orch), 2),
@@ -178,21 +178,21 @@ def test_scenarios_through_a_real_receiver(data_dir: Path) -> None:
     assert (chain["llm_calls"], chain["input_tokens"], chain["output_tokens"]) == (3, 600, 60)
     fan = tasks[tid(lead)]
     assert (fan["traces"], fan["agents"], fan["max_depth"], fan["input_tokens"]) == (6, 6, 1, 15)
-    assert {trace_task(con, w) for w in workers} == {(tid(lead), 1, "ok")}
-    nested = task_tree(con, tid(boss))["root"]
+    assert {trace_task(analysis, w) for w in workers} == {(tid(lead), 1, "ok")}
+    nested = task_tree(analysis, tid(boss))["root"]
     assert (nested["agent"], nested["direct"]["input_tokens"], nested["inclusive"]["input_tokens"]) == ("boss", 50, 90)
     assert [(c["agent"], c["depth"], c["direct"]["output_tokens"]) for c in nested["children"]] == [("planner", 1, 4)]
     # fan-in: the smallest (trace id, span id) among the parents is the parent
     first_parent = min((alpha, da.span_id), (beta, db.span_id))[0]
-    assert trace_task(con, merger) == (tid(first_parent), 1, "multi_parent")
+    assert trace_task(analysis, merger) == (tid(first_parent), 1, "multi_parent")
     top = min(ping_id, pong_id)
-    assert {trace_task(con, t) for t in (ping_id, pong_id)} == {(tid(top), 0, "cycle"), (tid(top), 1, "cycle")}
-    assert trace_task(con, narcissus.get_span_context().trace_id) == (
+    assert {trace_task(analysis, t) for t in (ping_id, pong_id)} == {(tid(top), 0, "cycle"), (tid(top), 1, "cycle")}
+    assert trace_task(analysis, narcissus.get_span_context().trace_id) == (
         tid(narcissus.get_span_context().trace_id),
         0,
         "self_link",
     )
-    assert trace_task(con, orphan) == (tid(orphan), 0, "missing_parent")
+    assert trace_task(analysis, orphan) == (tid(orphan), 0, "missing_parent")
     slow_task = tasks[tid(slow)]
     assert (slow_task["traces"], slow_task["llm_calls"], slow_task["input_tokens"], slow_task["stitch_state"]) == (
         1,
@@ -201,7 +201,7 @@ def test_scenarios_through_a_real_receiver(data_dir: Path) -> None:
         "ok",
     )
     # the receiver wrote the in-trace attribution on every span
-    rows = con.execute(
+    rows = analysis.con.execute(
         "SELECT name, agent_name, agent_depth, parent_agent_name FROM spans WHERE trace_id = ? ORDER BY name",
         [tid(boss)],
     ).fetchall()
@@ -223,13 +223,13 @@ def test_sub_agent_before_restart_then_parent(data_dir: Path) -> None:
     with ReceiverProcess(data_dir) as receiver:  # a restart: its memory of the researcher trace is gone
         send(receiver, work.take(orch))
         send(receiver, work.take(writer))
-    con, tasks = analyzed(data_dir)
-    hints = con.execute(
+    analysis, tasks = analyzed(data_dir)
+    hints = analysis.con.execute(
         "SELECT DISTINCT trace_id, task_id, stitch_state FROM spans WHERE trace_id IN (?, ?)",
         [tid(researcher), tid(writer)],
     ).fetchall()
     assert sorted(hints) == sorted([(tid(researcher), None, "pending_parent"), (tid(writer), None, "pending_parent")])
-    assert [trace_task(con, t) for t in (orch, researcher, writer)] == [
+    assert [trace_task(analysis, t) for t in (orch, researcher, writer)] == [
         (tid(orch), 0, "ok"),
         (tid(orch), 1, "ok"),
         (tid(orch), 2, "ok"),
@@ -246,11 +246,11 @@ def test_one_task_across_two_receivers(data_dir: Path) -> None:
         send(a, work.take(lead))
     writers = {p.name.split("-0")[0] for p in (data_dir / "spans").glob("date=*/*.parquet")}
     assert writers == {"receiver-a", "receiver-b"}
-    con, tasks = analyzed(data_dir)
+    analysis, tasks = analyzed(data_dir)
     assert list(tasks) == [tid(lead)]
     task = tasks[tid(lead)]
     assert (task["traces"], task["agent_runs"], task["input_tokens"], task["output_tokens"]) == (6, 6, 1015, 105)
-    tree = task_tree(con, tid(lead))["root"]
+    tree = task_tree(analysis, tid(lead))["root"]
     assert sorted(c["agent"] for c in tree["children"]) == [f"worker{i}" for i in range(1, 6)]
     assert (tree["direct"]["input_tokens"], tree["inclusive"]["input_tokens"]) == (1000, 1015)
 
@@ -263,14 +263,20 @@ def test_memory_limit_writes_early_and_the_analyzer_still_resolves(data_dir: Pat
         # 10 spans one by one: past 3 held, the trace is written early, in parts
         send(receiver, work.take(orch), per_request=1, wait=False)
         send(receiver, work.take(sub), per_request=1, wait=False)
-    con, tasks = analyzed(data_dir)
+    analysis, tasks = analyzed(data_dir)
     states = dict(
-        con.execute("SELECT stitch_state, count(*) FROM spans WHERE trace_id = ? GROUP BY 1", [tid(orch)]).fetchall()
+        analysis.con.execute(
+            "SELECT stitch_state, count(*) FROM spans WHERE trace_id = ? GROUP BY 1", [tid(orch)]
+        ).fetchall()
     )
     assert states.get("early_flush", 0) >= 1 and sum(states.values()) == 10
-    assert [trace_task(con, t)[:2] for t in (orch, sub)] == [(tid(orch), 0), (tid(orch), 1)]
+    assert [trace_task(analysis, t)[:2] for t in (orch, sub)] == [(tid(orch), 0), (tid(orch), 1)]
     task = tasks[tid(orch)]
     assert (task["input_tokens"], task["output_tokens"], task["agent_runs"]) == (36 + 100, 8 + 10, 2)
     assert "early_flush" in task["stitch_state"].split(",")
-    root = task_tree(con, tid(orch))["root"]
-    assert (root["agent"], root["llm_calls"], [c["agent"] for c in root["children"]]) == ("orchestrator", 8, ["helper"])
+    root = task_tree(analysis, tid(orch))["root"]
+    assert (root["agent"], root["direct"]["llm_calls"], [c["agent"] for c in root["children"]]) == (
+        "orchestrator",
+        8,
+        ["helper"],
+    )

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.warm_pool import NS, replay, sizes_curve
+from analyzer.warm_pool import NS, KedaPlan, PlanResult, peak_wanted, replay, replay_plan, sizes_curve
 
 
 def brute_force_empty(arrivals_ns: list[int], size: int, cold_start_s: float) -> int:
@@ -88,3 +88,46 @@ def test_replay_equals_brute_force_on_any_sequence(gaps: list[int], size: int, c
         t += gap
         arrivals.append(t * NS)
     assert replay(arrivals, size, cold_start).empty_claims == brute_force_empty(arrivals, size, cold_start)
+
+
+# -- a pool scaled by KEDA on the unclaimed sandboxes wanted ----------------------------------------------
+
+PLAN = KedaPlan(
+    warm_floor=0, cooldown_s=300, startup_s=10, rate_window_s=60, polling_s=10, stabilization_s=300, max_replicas=5
+)
+
+
+def test_hand_worked_scale_to_zero_plan() -> None:
+    """Claims at 0 (drives the pool, not scored), 100, 200, 1000, 5000. The claim at 0 finds the pool at zero;
+    the poll at 0 asks for ceil(1/60 x 10) = 1 sandbox (ready at 10). The window empties at the poll at 60,
+    so the metric last read > 0 at 50: the claims at 100 and 200 find the sandbox (each replaced at once) and
+    keep it wanted, last > 0 at 250; KEDA scales to zero at the poll at 550 (250 + 300). 1000 and 5000 are
+    cold, and 1000's sandbox lives until 1350. Unclaimed: [0, 550) + [1000, 1350) = 900 s."""
+    result = replay_plan(seconds(0, 100, 200, 1000, 5000), PLAN)
+    assert result == PlanResult(claims=4, empty_claims=2, unclaimed_s=900.0, window_s=5000.0, peak_replicas=1)
+    assert result.empty_fraction == 0.5
+
+
+def test_hand_worked_floor_plan() -> None:
+    """Floor 1: each claim asks for 1 + 1/6 -> 2 sandboxes, and the HPA keeps 2 for the 300 s scale-down window
+    after the last such request: 2 over [0, 500) and [1000, 1300), else 1; every claim finds one ready."""
+    plan = KedaPlan(**{**vars(PLAN), "warm_floor": 1})
+    result = replay_plan(seconds(0, 100, 200, 1000, 5000), plan)
+    unclaimed = 2 * 500 + 1 * 500 + 2 * 300 + 1 * (5000 - 1300)
+    assert result == PlanResult(claims=4, empty_claims=0, unclaimed_s=unclaimed, window_s=5000.0, peak_replicas=2)
+
+
+def test_a_burst_faster_than_a_start_up_is_served_by_what_is_ready() -> None:
+    """4 claims 1 s apart, 10 s start-up: the claims term asks for more, but they are ready only after the burst."""
+    arrivals = seconds(0, 1000, 1001, 1002, 1003)
+    assert replay_plan(arrivals, KedaPlan(**{**vars(PLAN), "warm_floor": 2})).empty_claims == 2
+    assert replay_plan(arrivals, KedaPlan(**{**vars(PLAN), "warm_floor": 4})).empty_claims == 0
+    # the most the metric asks for: a floor of 2 plus 4 claims in 60 s x 10 s
+    assert peak_wanted(arrivals, 60, 10, 2) == 3
+
+
+def test_the_replay_and_the_live_scaler_share_one_target() -> None:
+    from analyzer import warm_pool
+    from collector_ext.keda import scaler
+
+    assert warm_pool.unclaimed_wanted is scaler.unclaimed_wanted

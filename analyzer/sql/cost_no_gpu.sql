@@ -1,4 +1,4 @@
--- Without analyzer/gpu.py there is no GPU cost per span: an empty view keeps the cost query valid.
-CREATE OR REPLACE TEMP VIEW span_gpu_costs AS
-SELECT NULL::BLOB AS trace_id, NULL::BLOB AS span_id, NULL::DOUBLE AS gpu_cost_usd
+-- A dataset without GPU allocations has no GPU cost per span: an empty view keeps the figures valid.
+CREATE OR REPLACE TEMP TABLE span_gpu_costs AS
+SELECT NULL::BLOB AS trace_id, NULL::BLOB AS span_id, NULL::DECIMAL(38, 24) AS gpu_cost_usd
 WHERE false;

@@ -7,6 +7,7 @@ CREATE OR REPLACE VIEW span_costs AS
 WITH calls AS (
     SELECT trace_id, span_id, start_time, reported_cost_usd, category, task_id, agent_name, service_name,
            k8s_namespace, conversation_id, request_model, response_model, provider AS span_provider,
+           attributes, resource_attributes,
            (epoch_ns(start_time) // 1000) % 86400000000 AS time_of_day_us,
            coalesce(provider, '') AS provider,
            coalesce(response_model, request_model) AS model,
@@ -18,7 +19,8 @@ WITH calls AS (
     FROM counted_calls
 )
 SELECT c.trace_id, c.span_id, c.start_time, c.category, c.task_id, c.agent_name, c.service_name, c.k8s_namespace,
-       c.conversation_id, c.request_model, c.response_model, c.span_provider AS provider,
+       c.conversation_id, c.request_model, c.response_model, c.span_provider AS provider, c.model,
+       c.attributes, c.resource_attributes,
        c.input_tokens, c.output_tokens, c.cache_read_tokens, c.cache_write_tokens, c.reasoning_tokens,
        c.input_tokens * p.c_input + c.output_tokens * p.c_output
          + c.cache_read_tokens * p.c_cache_read + c.cache_write_tokens * p.c_cache_write

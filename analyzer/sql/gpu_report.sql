@@ -23,10 +23,12 @@ SELECT grp,
        round(sum(busy_s) / 3600, 6) AS busy_slice_hours,
        round(sum(busy_s) / nullif(sum(allocated_s), 0), 6) AS utilization,
        round(sum(allocated_s - busy_s) / 3600, 6) AS idle_slice_hours,
-       round(sum(allocated_s * usd_per_hour) / 3600, 6) AS cost_usd,
-       round(sum((allocated_s - busy_s) * usd_per_hour) / 3600, 6) AS idle_cost_usd,
-       round(sum(busy_s * usd_per_hour) / 3600, 6) AS busy_cost_usd,
+       -- money as exact DECIMAL sums of per-piece costs (gpu_piece_cost): busy + idle = allocated exactly,
+       -- and busy_cost_usd by agent / task equals the sum of span_gpu_costs (analyze cost) for it
+       sum(gpu_piece_cost(allocated_s, usd_per_hour)) AS allocated_cost_usd,
+       sum(gpu_piece_cost(allocated_s, usd_per_hour) - gpu_piece_cost(busy_s, usd_per_hour)) AS idle_cost_usd,
+       sum(gpu_piece_cost(busy_s, usd_per_hour)) AS busy_cost_usd,
        string_agg(DISTINCT activity_source, ',' ORDER BY activity_source) AS activity_source
 FROM facts
 GROUP BY grp
-ORDER BY cost_usd DESC, grp NULLS LAST;
+ORDER BY allocated_cost_usd DESC, grp NULLS LAST;

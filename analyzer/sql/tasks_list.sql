@@ -1,6 +1,9 @@
--- `analyze tasks`: one row per task. Bound: $since, $until (NULL: open; on the task's start) and $agent
--- (NULL: any; else tasks with an agent run of that name). The task's stitch_state lists every state other
--- than 'ok' met in it: the link states of its traces and the receiver's early-write states.
+-- `analyze tasks` / GET /api/tasks: one row per task. Bound: $since, $until (NULL: open; on the task's
+-- start), $agent (NULL: any; else tasks with an agent run of that name), $status (NULL: any; 'failed' or
+-- 'ok'), $cost_order (most expensive first, else by start), $limit, $offset. The figures (the fixed list
+-- of analyzer/figures.py, filled in by analyzer/task_queries.py) sum the task's spans, all its traces (inclusive);
+-- direct_cost_usd is the same total over the task's own (top) trace only. The task's stitch_state lists
+-- every state other than 'ok' met in it: the link states of its traces and the receiver's early writes.
 WITH trace_counts AS (
     SELECT task_id, count(*) AS traces FROM trace_tasks GROUP BY task_id
 ),
@@ -8,12 +11,10 @@ span_totals AS (
     SELECT task_id,
            min(start_time) AS start_time,
            max(end_time) AS end_time,
-           count(*) FILTER (WHERE is_llm_call) AS llm_calls,
+           bool_or(failed_root) AS failed,
            count(*) FILTER (WHERE is_tool_call) AS tool_calls,
-           sum(input_tokens) AS input_tokens,
-           sum(output_tokens) AS output_tokens,
-           sum(cost_usd) AS cost_usd,
-           count(*) FILTER (WHERE unpriced) AS unpriced_calls
+           {figures},
+           sum(total_cost_usd) FILTER (WHERE trace_id = task_id) AS direct_cost_usd
     FROM task_span_nodes
     GROUP BY task_id
 ),
@@ -48,35 +49,39 @@ states AS (
         WHERE stitch_state IN ('early_flush', 'shutdown_flush', 'no_root')
     )
     GROUP BY task_id
+),
+listed AS (
+    SELECT lower(hex(s.task_id)) AS task_id,
+           coalesce(r.root_agent, ts.service_name) AS root_agent,
+           CASE WHEN s.failed THEN 'failed' ELSE 'ok' END AS status,
+           -- ISO text in UTC: converting 100 k timestamps to Python datetimes costs more than the query
+           strftime(timezone('UTC', s.start_time), '%Y-%m-%dT%H:%M:%S.%fZ') AS "start",
+           strftime(timezone('UTC', s.end_time), '%Y-%m-%dT%H:%M:%S.%fZ') AS "end",
+           tc.traces,
+           coalesce(rt.agent_runs, 0) AS agent_runs,
+           coalesce(rt.agents, 0) AS agents,
+           coalesce(rt.max_depth, 0) AS max_depth,
+           s.tool_calls,
+           {figure_names},
+           s.direct_cost_usd,
+           coalesce(st.odd_states, 'ok') AS stitch_state,
+           s.start_time AS _start_time, s.task_id AS _task_id
+    FROM span_totals AS s
+    JOIN trace_counts AS tc USING (task_id)
+    LEFT JOIN run_totals AS rt USING (task_id)
+    LEFT JOIN roots AS r USING (task_id)
+    LEFT JOIN top_services AS ts USING (task_id)
+    LEFT JOIN states AS st USING (task_id)
+    WHERE ($since::TIMESTAMPTZ IS NULL OR s.start_time >= $since::TIMESTAMPTZ)
+      AND ($until::TIMESTAMPTZ IS NULL OR s.start_time < $until::TIMESTAMPTZ)
+      AND ($agent::VARCHAR IS NULL OR coalesce(rt.has_agent, false))
+      AND ($status::VARCHAR IS NULL OR $status::VARCHAR = CASE WHEN s.failed THEN 'failed' ELSE 'ok' END)
 )
-SELECT lower(hex(s.task_id)) AS task_id,
-       coalesce(r.root_agent, ts.service_name) AS root_agent,
-       tc.traces,
-       coalesce(rt.agent_runs, 0) AS agent_runs,
-       coalesce(rt.agents, 0) AS agents,
-       coalesce(rt.max_depth, 0) AS max_depth,
-       -- ISO text in UTC: converting 100 k timestamps to Python datetimes costs more than the query
-       strftime(timezone('UTC', s.start_time), '%Y-%m-%dT%H:%M:%S.%fZ') AS "start",
-       strftime(timezone('UTC', s.end_time), '%Y-%m-%dT%H:%M:%S.%fZ') AS "end",
-       s.llm_calls,
-       s.tool_calls,
-       s.input_tokens,
-       s.output_tokens,
-       s.cost_usd::DOUBLE AS cost_usd,
-       s.unpriced_calls,
-       coalesce(st.odd_states, 'ok') AS stitch_state
-FROM span_totals AS s
-JOIN trace_counts AS tc USING (task_id)
-LEFT JOIN run_totals AS rt USING (task_id)
-LEFT JOIN roots AS r USING (task_id)
-LEFT JOIN top_services AS ts USING (task_id)
-LEFT JOIN states AS st USING (task_id)
-WHERE ($since::TIMESTAMPTZ IS NULL OR s.start_time >= $since::TIMESTAMPTZ)
-  AND ($until::TIMESTAMPTZ IS NULL OR s.start_time < $until::TIMESTAMPTZ)
-  AND ($agent::VARCHAR IS NULL OR coalesce(rt.has_agent, false))
+SELECT {columns}
+FROM listed
 ORDER BY
-    -- with $top: most expensive first (unpriced tasks by their tokens after the priced ones)
-    CASE WHEN $top::INTEGER IS NOT NULL THEN -coalesce(s.cost_usd, -1) END,
-    CASE WHEN $top::INTEGER IS NOT NULL THEN -(s.input_tokens + s.output_tokens) END,
-    s.start_time, s.task_id
-LIMIT $top::INTEGER;
+    -- most expensive first (unknown cost by tokens after the priced ones), else by start
+    CASE WHEN $cost_order THEN -coalesce(inclusive_cost_usd, -1) END,
+    CASE WHEN $cost_order THEN -(input_tokens + output_tokens) END,
+    _start_time, _task_id
+LIMIT $limit OFFSET $offset;

@@ -1,14 +1,8 @@
--- `analyze task`: direct totals per tree node (agent run) of one task ($task_id); NULL node: the root.
+-- `analyze task`: the direct figures (analyzer/figures.py) per tree node (agent run) of one task
+-- ($task_id); NULL node: the root. The figure list is filled in by analyzer/task_queries.py.
 SELECT node_trace_id, node_span_id,
-       count(*) FILTER (WHERE is_llm_call) AS llm_calls,
        count(*) FILTER (WHERE is_tool_call) AS tool_calls,
-       sum(input_tokens) AS input_tokens,
-       sum(output_tokens) AS output_tokens,
-       sum(cache_read_tokens) AS cache_read_tokens,
-       sum(cache_write_tokens) AS cache_write_tokens,
-       sum(reasoning_tokens) AS reasoning_tokens,
-       sum(cost_usd)::DOUBLE AS cost_usd,
-       count(*) FILTER (WHERE unpriced) AS unpriced_calls
+       {figures}
 FROM task_span_nodes
 WHERE task_id = $task_id
 GROUP BY node_trace_id, node_span_id;

@@ -36,6 +36,8 @@ def _unwrap_optional(annotation: Any) -> Any:
 def _option(name: str, field: pydantic.fields.FieldInfo) -> inspect.Parameter:
     annotation = _unwrap_optional(field.annotation)
     flag = "--" + name.replace("_", "-")
+    if annotation is bool:  # an on/off switch: --metrics-auth / --no-metrics-auth
+        flag = f"{flag}/--no-{flag[2:]}"
     if field.default_factory is not None:
         shown: Any = "hostname" if name == "writer_id" else field.default_factory()
     else:
@@ -58,7 +60,10 @@ def _one_line(err: pydantic.ValidationError) -> str:
     problems = []
     for item in err.errors():
         where = "--" + "-".join(str(p) for p in item["loc"]).replace("_", "-") if item["loc"] else "config"
-        problems.append(f"{where}: {item['msg']}")
+        if item["loc"]:
+            problems.append(f"{where}: {item['msg']}")
+        else:  # a rule between options (config.py `_consistent`): its message names them
+            problems.append(item["msg"].removeprefix("Value error, "))
     return "; ".join(problems)
 
 

@@ -114,6 +114,9 @@ def _shown(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_MAX_COUNT_DIGITS = len(str(INT64_MAX))
+
+
 def _tokens(key: str, value: object) -> int | None:
     kind = type(value)
     if kind is int:
@@ -127,6 +130,9 @@ def _tokens(key: str, value: object) -> int | None:
         digits = text[1:] if text[:1] == "-" else text
         if not (digits.isascii() and digits.isdigit()):
             raise InvalidSpan(f"{key}={_shown(value)}: token count is not an integer")
+        if len(digits) > _MAX_COUNT_DIGITS and len(digits.lstrip("0")) > _MAX_COUNT_DIGITS:
+            # before int(): past 4300 digits it raises ValueError, and a long string costs quadratic time
+            raise InvalidSpan(f"{key}={_shown(value)}: token count is out of range")
         count = int(text)
     elif value is None:
         return None

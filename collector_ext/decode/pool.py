@@ -2,14 +2,19 @@
 
 One Python process decodes ~50 k spans/s (bench/bench_ingest.py); the receiver's other work (gRPC, WAL,
 trace buffer, stitching, Parquet) needs a fraction of that again. `--decode-processes N` runs the decoding
-(`span_batch.decode_request`) in N worker processes, so a 2-core sidecar uses both cores. With 0 the
+(`decode/batch.py: decode_request`) in N worker processes, so a 2-core sidecar uses both cores. With 0 the
 receiver decodes in its own process (one core, fewest processes: tiny pods).
 
 Each worker has two pipes of its own: request bytes go in as they came (no pickling, no helper threads:
-the calling gRPC thread writes and reads, releasing the GIL while it waits), the answer comes back as a
-small pickled header and the accepted spans as one Arrow IPC stream, which the receiver reads without
-copying. A thread takes an idle worker from a queue, so at most N requests decode at once and the others
-wait their turn (bounded by the gRPC server's own limits).
+the calling gRPC thread writes and reads, releasing the GIL while it waits), after a 9-byte header (received
+time, encoding); the answer comes back as a small pickled header and the accepted spans as one Arrow IPC
+stream, which the receiver reads without copying. A thread takes an idle worker from a queue, so at most N
+requests decode at once and the others wait their turn (bounded by the transports' concurrency limits).
+Workers get the decode limits (`DecodeLimits`, from the configuration) when they start.
+
+Memory is bounded by configuration: OTLP/JSON costs ~6x its size to parse (decode/otlp_json.py), so one
+JSON request is decoded at a time, whichever worker takes it; without workers at most two requests decode
+in the receiver process at once (one CPU: more would only share it).
 
 Workers are stateless, and nothing is acknowledged before the receiver has written the request to its WAL,
 so a dying worker loses nothing: it is replaced and the request tried once more; a request that kills two
@@ -36,7 +41,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from collector_ext.decode.batch import DecodedBatch, decode_request
+from collector_ext.decode.batch import DecodedBatch, Encoding, decode_request
+from collector_ext.decode.limits import DEFAULT_LIMITS, DecodeLimits
 from collector_ext.errors import ErrorKind, ReceiverError
 
 GC_GEN0_THRESHOLD = 10_000
@@ -47,8 +53,10 @@ DECODE_TIMEOUT_S = 120.0  # a decode never takes this long; past it the worker i
 STOP_TIMEOUT_S = 5.0
 RETRY_WHILE_STOPPING_S = 1.0
 PIPE_BYTES = 1 << 20  # a whole request or answer fits: one write, not a ping-pong of 64 KiB pieces
-_PRELOAD = ["collector_ext.span_batch"]
+_PRELOAD = ["collector_ext.decode.batch"]
 _READY = b"ready"
+_ENCODINGS = tuple(Encoding)  # the header's encoding byte is an index into this
+LOCAL_DECODES = 2  # requests decoded at once in the receiver process when there are no workers
 
 
 def usable_cpus(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
@@ -79,7 +87,7 @@ def _widen(connection: Connection) -> None:
 
 
 # -- the worker process -------------------------------------------------------------------------------------
-def _serve(requests: Connection, answers: Connection) -> None:
+def _serve(requests: Connection, answers: Connection, limits: DecodeLimits) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # decoding makes dicts by the hundred thousand, none cyclic: collect less often (as the receiver does)
     gc.collect()
@@ -88,12 +96,14 @@ def _serve(requests: Connection, answers: Connection) -> None:
     answers.send_bytes(_READY)
     while True:
         try:
-            received_time_ns = int.from_bytes(requests.recv_bytes(), "little")
+            header = requests.recv_bytes()
             payload = requests.recv_bytes()
         except (EOFError, OSError):  # the receiver closed the pipe, or is gone
             return
+        received_time_ns = int.from_bytes(header[:8], "little")
+        encoding = _ENCODINGS[header[8]]
         try:
-            decoded = decode_request(payload, received_time_ns)
+            decoded = decode_request(payload, received_time_ns, limits, encoding)
         except Exception as err:  # a bug in decoding: this request fails, the worker goes on
             decoded = DecodedBatch(internal_error=f"{type(err).__name__}: {err}")
         table, decoded.table = decoded.table, None
@@ -111,11 +121,11 @@ class _WorkerDied(Exception):
 
 
 class _Worker:
-    def __init__(self, context: multiprocessing.context.BaseContext) -> None:
+    def __init__(self, context: multiprocessing.context.BaseContext, limits: DecodeLimits) -> None:
         requests_read, self.requests = context.Pipe(duplex=False)
         self.answers, answers_write = context.Pipe(duplex=False)
         self.process = context.Process(
-            target=_serve, args=(requests_read, answers_write), name="agentmeter-decode", daemon=True
+            target=_serve, args=(requests_read, answers_write, limits), name="agentmeter-decode", daemon=True
         )
         self.process.start()
         requests_read.close()  # only the worker holds these ends: its death (or ours) closes the pipes
@@ -126,10 +136,11 @@ class _Worker:
             self.stop()
             raise RuntimeError("a decode process did not start")
 
-    def decode(self, payload: bytes, received_time_ns: int) -> DecodedBatch:
+    def decode(self, payload: bytes, received_time_ns: int, encoding: Encoding) -> DecodedBatch:
         try:
-            self.requests.send_bytes(received_time_ns.to_bytes(8, "little"))
-            self.requests.send_bytes(payload)  # as it came: no copy to prepend the time
+            header = received_time_ns.to_bytes(8, "little") + bytes([_ENCODINGS.index(encoding)])
+            self.requests.send_bytes(header)
+            self.requests.send_bytes(payload)  # as it came: no copy to prepend the header
             if not self.answers.poll(DECODE_TIMEOUT_S):
                 raise _WorkerDied("no answer")
             decoded, has_table = pickle.loads(self.answers.recv_bytes())
@@ -149,15 +160,22 @@ class _Worker:
 
 
 class DecodePool:
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, limits: DecodeLimits = DEFAULT_LIMITS) -> None:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(_PRELOAD)
+        self.limits = limits
         self._lock = threading.Lock()
+        self._json = threading.Lock()  # one OTLP/JSON request decodes at a time (see the module docstring)
+        self._local = threading.BoundedSemaphore(LOCAL_DECODES)
         self._closed = False
-        self._workers: list[_Worker] = [_Worker(self._context) for _ in range(processes)]
+        self._workers: list[_Worker] = [_Worker(self._context, limits) for _ in range(processes)]
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         for worker in self._workers:
             self._idle.put(worker)
+
+    def json_slot(self) -> threading.Lock:
+        """Held while an OTLP/JSON body is parsed in the receiver process (metrics): one at a time, as traces."""
+        return self._json
 
     @property
     def pids(self) -> list[int]:
@@ -165,14 +183,21 @@ class DecodePool:
         with self._lock:
             return [worker.process.pid for worker in self._workers]
 
-    def decode(self, payload: bytes, received_time_ns: int) -> DecodedBatch:
+    def decode(self, payload: bytes, received_time_ns: int, encoding: Encoding = Encoding.PROTOBUF) -> DecodedBatch:
         """Decode one request (blocks the calling thread, not the GIL, while a worker decodes)."""
+        if encoding is Encoding.JSON:
+            with self._json:
+                return self._decode(payload, received_time_ns, encoding)
+        return self._decode(payload, received_time_ns, encoding)
+
+    def _decode(self, payload: bytes, received_time_ns: int, encoding: Encoding) -> DecodedBatch:
         if not self._workers:
-            return decode_request(payload, received_time_ns)
+            with self._local:
+                return decode_request(payload, received_time_ns, self.limits, encoding)
         for _attempt in range(2):
             worker = self._idle.get()
             try:
-                decoded = worker.decode(payload, received_time_ns)
+                decoded = worker.decode(payload, received_time_ns, encoding)
             except _WorkerDied:
                 worker = self._replace(worker)
                 if worker is None:
@@ -190,7 +215,7 @@ class DecodePool:
         with self._lock:
             if self._closed:
                 return None
-            fresh = _Worker(self._context)
+            fresh = _Worker(self._context, self.limits)
             self._workers[self._workers.index(dead)] = fresh
             return fresh
 

@@ -1,7 +1,24 @@
 """A fake kubelet: a real gRPC server on a unix socket speaking PodResources v1, serving a scripted cluster.
 
+It answers as the kubelet's server does (kubernetes pkg/kubelet/apis/podresources/server_v1.go), by release
+and feature gates (`KubeletFeatures`):
+
+- `List` gives every pod's containers; `dynamic_resources` only with the gate
+  KubeletPodResourcesDynamicResources (`getContainerResources`).
+- `Get` exists from 1.27; with the gate KubeletPodResourcesGet off it fails with a plain Go error, which
+  gRPC sends as UNKNOWN "PodResources API Get method disabled"; a pod it does not know is also a plain
+  error: UNKNOWN "pod NAME in namespace NS not found" (not NOT_FOUND).
+- Both gates: alpha and off by default from 1.27, beta and on from 1.34 (pkg/features/kube_features.go).
+- A method the kubelet does not have at all is UNIMPLEMENTED (gRPC's answer for an unknown method).
+
+Device names follow NVIDIA's DRA driver (NVIDIA/k8s-dra-driver-gpu cmd/gpu-kubelet-plugin): a whole GPU is
+`gpu-<minor>` (deviceinfo.go), a MIG device `gpu-<minor>-mig-<profile without dots>-<profile id>-<placement
+start>` (mig.go `ToCanonicalName`), the pool is the node, and each device's CDI name is
+`k8s.gpu.nvidia.com/claim=<claim uid>-<device>` (cdi.go `GetClaimDeviceName`; the claim's name stands for
+its uid here).
+
 Used by the tests (a changing cluster: MIG claims coming and going, device-plugin GPUs, a shared device
-with a share_id, a pod with two containers, an older kubelet without DRA) and by `make demo`:
+with a share_id, a pod with two containers, kubelets of older releases) and by `make demo`:
 
     python -m collector_ext.demo.fake_kubelet --socket /tmp/kubelet.sock --pod agents/vllm-0 --pod agents/vllm-1
 
@@ -25,6 +42,24 @@ from collector_ext.gpu import podresources_pb2 as pb
 from collector_ext.gpu import podresources_pb2_grpc as pb_grpc
 
 NVIDIA_DRA_DRIVER = "gpu.nvidia.com"
+# NVIDIA's IMEX channels are DRA claims too, but not GPUs (k8s-dra-driver-gpu cmd/compute-domain-kubelet-plugin)
+NVIDIA_COMPUTE_DOMAIN_DRIVER = "compute-domain.nvidia.com"
+
+
+@dataclass(frozen=True)
+class KubeletFeatures:
+    """What one kubelet's PodResources v1 server offers (see the module doc)."""
+
+    get_method: bool = True  # Get exists (1.27+)
+    get_enabled: bool = True  # gate KubeletPodResourcesGet
+    dynamic_resources: bool = True  # gate KubeletPodResourcesDynamicResources
+    allocatable: bool = True  # GetAllocatableResources (1.21+, GA 1.28)
+
+
+KUBELET_1_34 = KubeletFeatures()  # both gates beta, on by default
+KUBELET_1_30 = KubeletFeatures(get_enabled=False, dynamic_resources=False)  # both gates alpha, off by default
+KUBELET_1_26 = KubeletFeatures(get_method=False, get_enabled=False, dynamic_resources=False)
+KUBELET_1_20 = KubeletFeatures(get_method=False, get_enabled=False, dynamic_resources=False, allocatable=False)
 
 
 @dataclass(frozen=True)
@@ -55,6 +90,7 @@ class Pod:
 
 
 def pod_message(pod: Pod, with_dra: bool = True) -> pb.PodResources:
+    """The pod as the kubelet lists it; `with_dra`: the KubeletPodResourcesDynamicResources gate."""
     message = pb.PodResources(name=pod.name, namespace=pod.namespace)
     for container in pod.containers:
         resources = message.containers.add(name=container.name)
@@ -80,28 +116,31 @@ class _Lister(pb_grpc.PodResourcesListerServicer):
         self.kubelet = kubelet
 
     def List(self, request, context):  # noqa: N802 (gRPC method name)
-        pods, legacy = self.kubelet.state()
+        pods, features = self.kubelet.state()
         self.kubelet.calls["List"] += 1
-        return pb.ListPodResourcesResponse(pod_resources=[pod_message(p, with_dra=not legacy) for p in pods])
+        with_dra = features.dynamic_resources
+        return pb.ListPodResourcesResponse(pod_resources=[pod_message(p, with_dra=with_dra) for p in pods])
 
     def GetAllocatableResources(self, request, context):  # noqa: N802
-        pods, legacy = self.kubelet.state()
+        pods, features = self.kubelet.state()
         self.kubelet.calls["GetAllocatableResources"] += 1
-        if legacy:
+        if not features.allocatable:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method GetAllocatableResources")
         return pb.AllocatableResourcesResponse(
             devices=[pb.ContainerDevices(resource_name=r, device_ids=list(ids)) for r, ids in self.kubelet.allocatable]
         )
 
     def Get(self, request, context):  # noqa: N802
-        pods, legacy = self.kubelet.state()
+        pods, features = self.kubelet.state()
         self.kubelet.calls["Get"] += 1
-        if legacy:
+        if not features.get_method:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method Get")
-        for pod in pods:
+        if not features.get_enabled:  # server_v1.go: fmt.Errorf -> UNKNOWN
+            context.abort(grpc.StatusCode.UNKNOWN, "PodResources API Get method disabled")
+        for pod in pods if not self.kubelet.pods_end_after_list else ():
             if (pod.namespace, pod.name) == (request.pod_namespace, request.pod_name):
-                return pb.GetPodResourcesResponse(pod_resources=pod_message(pod))
-        context.abort(grpc.StatusCode.NOT_FOUND, f"pod {request.pod_namespace}/{request.pod_name} not found")
+                return pb.GetPodResourcesResponse(pod_resources=pod_message(pod, with_dra=features.dynamic_resources))
+        context.abort(grpc.StatusCode.UNKNOWN, f"pod {request.pod_name} in namespace {request.pod_namespace} not found")
 
 
 class FakeKubelet:
@@ -112,26 +151,29 @@ class FakeKubelet:
         socket_path: Path,
         pods: list[Pod] | None = None,
         *,
-        legacy: bool = False,
+        features: KubeletFeatures = KUBELET_1_34,
         allocatable: list[tuple[str, tuple[str, ...]]] | None = None,
+        pods_end_after_list: bool = False,
     ) -> None:
+        """`pods_end_after_list`: every pod a `List` gave has ended by the time a client asks `Get` about it."""
         self.socket_path = Path(socket_path)
+        self.pods_end_after_list = pods_end_after_list
         self.allocatable = allocatable or [("nvidia.com/gpu", ("GPU-0", "GPU-1"))]
         self.calls = {"List": 0, "GetAllocatableResources": 0, "Get": 0}
         self._pods = list(pods or [])
-        self._legacy = legacy
+        self._features = features
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
 
-    def state(self) -> tuple[list[Pod], bool]:
+    def state(self) -> tuple[list[Pod], KubeletFeatures]:
         with self._lock:
-            return list(self._pods), self._legacy
+            return list(self._pods), self._features
 
-    def set_pods(self, pods: list[Pod], *, legacy: bool | None = None) -> None:
+    def set_pods(self, pods: list[Pod], *, features: KubeletFeatures | None = None) -> None:
         with self._lock:
             self._pods = list(pods)
-            if legacy is not None:
-                self._legacy = legacy
+            if features is not None:
+                self._features = features
 
     def start(self) -> FakeKubelet:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,17 +198,21 @@ class FakeKubelet:
         self.stop()
 
 
-def demo_cluster(pods: list[tuple[str, str]]) -> list[Pod]:
-    """Each (namespace, pod) holds a 1g.10gb MIG slice through a DRA claim; plus one device-plugin GPU pod."""
+def demo_mig_device(index: int) -> str:
+    """The demo's index-th MIG slice: a 1g.10gb instance (NVML profile id 19) at placement 0 of GPU `index`."""
+    return f"gpu-{index}-mig-1g10gb-19-0"
+
+
+def demo_cluster(pods: list[tuple[str, str]], node: str = "gpu-node-1") -> list[Pod]:
+    """Each (namespace, pod) holds a 1g.10gb MIG slice of its own GPU through a DRA claim (the pool is the
+    node); plus one device-plugin GPU pod and one pod holding an IMEX channel (a DRA claim, not a GPU)."""
     cluster = [
-        Pod(
-            namespace,
-            name,
-            (Container("server", claims=(Claim(f"{name}-gpu", f"gpu-0-mig-1g10gb-{i}", pool="demo-node"),)),),
-        )
+        Pod(namespace, name, (Container("server", claims=(Claim(f"{name}-gpu", demo_mig_device(i), pool=node),)),))
         for i, (namespace, name) in enumerate(pods)
     ]
     cluster.append(Pod("batch", "trainer-0", (Container("trainer", devices=(("nvidia.com/gpu", ("GPU-1",)),)),)))
+    imex = Claim("trainer-imex", "channel-0", pool=node, driver=NVIDIA_COMPUTE_DOMAIN_DRIVER)
+    cluster.append(Pod("batch", "trainer-1", (Container("trainer", claims=(imex,)),)))
     return cluster
 
 
@@ -188,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    print(f"fake kubelet serving {len(pods) + 1} pods on unix://{args.socket}", flush=True)
+    print(f"fake kubelet serving {len(pods) + 2} pods on unix://{args.socket}", flush=True)
     done.wait()
     kubelet.stop()
     return 0

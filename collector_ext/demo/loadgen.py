@@ -35,6 +35,7 @@ from opentelemetry.semconv.attributes import service_attributes
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, Tracer, set_span_in_context
 
 from collector_ext.config import parse_endpoint
+from collector_ext.demo.fake_kubelet import demo_mig_device
 
 Protocol = Literal["grpc", "http/protobuf"]
 NS_PER_S = 1_000_000_000
@@ -62,8 +63,10 @@ class GpuSlice:
     pool: str
     device: str
     mig_profile: str
+    gpu_minor: int
     gpu_uuid: str
-    gpu_instance_id: str
+    gpu_instance_id: int
+    mig_uuid: str
 
 
 @dataclass(frozen=True)
@@ -118,18 +121,21 @@ CLASSIFIER_PODS = (
     Pod("ticket-classifier-1", "support", "gpu-node-1", "ticket-classifier", "server"),
 )
 
-# One 1g.10gb MIG slice per classifier pod through a DRA claim: the same claims the demo's fake kubelet
-# (collector_ext.demo.fake_kubelet.demo_cluster) serves for these pods.
+# One 1g.10gb MIG slice per classifier pod through a DRA claim, each on its own GPU (so dcgm-exporter's MIG
+# rows can be told apart: collector_ext/demo/dcgm_exporter.py): the same claims the demo's fake kubelet
+# (collector_ext.demo.fake_kubelet.demo_cluster) serves for these pods, named as NVIDIA's DRA driver names them.
 GPU_SLICES = tuple(
     GpuSlice(
         pod,
         claim_name=f"{pod.name}-gpu",
         driver="gpu.nvidia.com",
-        pool="demo-node",
-        device=f"gpu-0-mig-1g10gb-{index}",
+        pool=pod.node,
+        device=demo_mig_device(index),
         mig_profile="1g.10gb",
-        gpu_uuid="GPU-5f1e2b7c-0d1a-4c59-9a8e-3b6f0e2d4a11",
-        gpu_instance_id=str(index + 7),
+        gpu_minor=index,
+        gpu_uuid=f"GPU-5f1e2b7c-0d1a-4c59-9a8e-3b6f0e2d4a1{index}",
+        gpu_instance_id=7,
+        mig_uuid=f"MIG-9c3f6d2a-41e7-5b08-8d9c-2e7a1f4b6c0{index}",
     )
     for index, pod in enumerate(CLASSIFIER_PODS)
 )

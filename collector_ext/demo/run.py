@@ -12,7 +12,9 @@
 5. runs the analyzer: `analyze cost --by agent`, `analyze tasks`, `analyze gpu --by agent`, `analyze idle`,
    and writes `analyze report` to demo-data/report.html.
 
-Everything started here is stopped here, by pid, also on Ctrl-C or an error.
+Everything started here is stopped here, by pid, also on Ctrl-C or an error. Ctrl-C (or SIGTERM) stops
+the whole demo at once: the workload's exporters stop sending (no retries into a receiver that is going
+away: `WorkloadStop`), the receiver gets SIGTERM and writes what it holds, the fake kubelet stops.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,10 +38,11 @@ from pathlib import Path
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from collector_ext.config import free_loopback_port
+from collector_ext.demo.dcgm_exporter import ExporterConfig, Gpu, Holder, MigInstance, otlp_request, scrape
 from collector_ext.demo.fake_kubelet import FakeKubelet, demo_cluster
 from collector_ext.demo.loadgen import GPU_SLICES, NS_PER_S, GpuSlice, WorkloadResult, WorkloadSpec, make_exporter
 from collector_ext.demo.loadgen import run_workload as send_workload
@@ -57,6 +61,90 @@ def say(message: str) -> None:
 
 class DemoError(Exception):
     """A step of the demo failed: printed on one line, exit code 1."""
+
+
+# --- stopping the workload at once ----------------------------------------------------------------------
+
+
+class WorkloadStop:
+    """Stops every exporter of the workload at once. Without it, Ctrl-C leaves the OTel SDK flushing its
+    queues into a receiver that is going away, each batch retried with backoff for up to its timeout
+    (`opentelemetry/exporter/otlp/proto/grpc/exporter.py`, `_export`): over a minute of a dead demo.
+    `stop()` makes every export fail at once without sending, and shuts the real exporters down, which wakes
+    an export sleeping between retries (`_shutdown_in_progress`) and closes its channel (cancelling a call
+    in flight)."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.exporters: list[StoppableExporter] = []
+        self._lock = threading.Lock()
+
+    def wrap(self, exporter: SpanExporter) -> StoppableExporter:
+        wrapped = StoppableExporter(exporter, self.stopping)
+        with self._lock:
+            self.exporters.append(wrapped)
+        return wrapped
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self._lock:
+            exporters = list(self.exporters)
+        for exporter in exporters:
+            exporter.shutdown()
+
+    @property
+    def dropped(self) -> int:
+        return sum(e.dropped for e in self.exporters)
+
+
+class StoppableExporter(SpanExporter):
+    """A real exporter that, once the demo is stopping, drops what it is given instead of sending it."""
+
+    def __init__(self, inner: SpanExporter, stopping: threading.Event) -> None:
+        self.inner = inner
+        self.stopping = stopping
+        self.dropped = 0
+        self._shut = threading.Lock()
+        self._is_shut = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.stopping.is_set():
+            self.dropped += len(spans)
+            return SpanExportResult.FAILURE
+        return self.inner.export(spans)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True if self.stopping.is_set() else self.inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        with self._shut:
+            if self._is_shut:
+                return
+            self._is_shut = True
+        self.inner.shutdown()
+
+
+class HeldSignals:
+    """Within `with`: SIGINT / SIGTERM stop the workload and are noted, not raised; on leaving, a noted one
+    is raised as KeyboardInterrupt. The clean-up (stopping the receiver, the kubelet) runs to its end."""
+
+    def __init__(self, stop: WorkloadStop) -> None:
+        self.stop = stop
+        self.noted = False
+
+    def __enter__(self) -> HeldSignals:
+        def note(signum: int, frame: object) -> None:
+            self.noted = True
+            self.stop.stop()
+
+        self.previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if self.noted and exc[0] is None:
+            raise KeyboardInterrupt
 
 
 # --- the pieces we start ---------------------------------------------------------------------------------
@@ -121,53 +209,40 @@ class Receiver:
 
 def start_fake_kubelet(socket_path: Path) -> FakeKubelet:
     """The fake kubelet, in this process, serving the DRA claims of the workload's GPU pods."""
-    return FakeKubelet(socket_path, demo_cluster([(s.pod.namespace, s.pod.name) for s in GPU_SLICES])).start()
+    return FakeKubelet(socket_path, demo_cluster([(s.pod.namespace, s.pod.name) for s in GPU_SLICES], GPU_NODE)).start()
 
 
 # --- dcgm-exporter metrics, as the Collector's prometheus receiver forwards them --------------------------
 
 
-def _kv(key: str, value: str) -> KeyValue:
-    return KeyValue(key=key, value=AnyValue(string_value=value))
-
-
 def dcgm_request(
     slices: Sequence[GpuSlice], busy: dict[str, list[tuple[int, int]]], start_ns: int, end_ns: int, step_s: float = 1.0
 ) -> metrics_service_pb2.ExportMetricsServiceRequest:
-    """DCGM_FI_PROF_GR_ENGINE_ACTIVE (0..1) per slice every `step_s`: high while its pod serves inference."""
+    """DCGM_FI_PROF_GR_ENGINE_ACTIVE every `step_s`, labelled as dcgm-exporter (--kubernetes
+    --kubernetes-enable-dra) labels it (collector_ext/demo/dcgm_exporter.py): a slice's MIG row reads 0.9 of
+    the time its pod serves inference (plus a 0.02 floor), its parent GPU's row (copied for the claim) a
+    seventh of that."""
     step_ns = int(step_s * NS_PER_S)
-    gauge = metrics_pb2.Gauge()
-    for gpu in slices:
-        labels = [
-            _kv("gpu", "0"),
-            _kv("UUID", gpu.gpu_uuid),
-            _kv("GPU_I_ID", gpu.gpu_instance_id),
-            _kv("GPU_I_PROFILE", gpu.mig_profile),
-            _kv("Hostname", gpu.pod.node),
-            _kv("modelName", "NVIDIA A100-SXM4-80GB"),
-            _kv("pod", gpu.pod.name),
-            _kv("namespace", gpu.pod.namespace),
-            _kv("container", gpu.pod.container),
-            _kv("dra_claim_name", gpu.claim_name),
-            _kv("dra_claim_namespace", gpu.pod.namespace),
-            _kv("dra_driver_name", gpu.driver),
-            _kv("dra_pool_name", gpu.pool),
-            _kv("dra_device_name", gpu.device),
-            _kv("dra_mig_profile", gpu.mig_profile),
-        ]
-        for t in range(start_ns, end_ns + 1, step_ns):
-            window_busy = sum(max(0, min(e, t + step_ns) - max(s, t)) for s, e in busy.get(gpu.pod.name, []))
+    gpus = [
+        Gpu(s.gpu_minor, s.gpu_uuid, mig=(MigInstance(s.gpu_instance_id, s.mig_profile, 19, 0, s.mig_uuid),))
+        for s in slices
+    ]
+    holders = [
+        Holder(s.pod.namespace, s.pod.name, s.pod.container, s.claim_name, s.pod.namespace, s.driver, s.pool, s.device)
+        for s in slices
+    ]
+    rows = scrape(GPU_NODE, gpus, holders, ExporterConfig())
+    pod_of_gpu = {s.gpu_uuid: s.pod.name for s in slices}
+    samples = []
+    for t in range(start_ns, end_ns + 1, step_ns):
+        for row in rows:
+            intervals = busy.get(pod_of_gpu[row.entity.gpu_uuid], [])
+            window_busy = sum(max(0, min(e, t + step_ns) - max(s, t)) for s, e in intervals)
             value = min(1.0, 0.02 + 0.9 * window_busy / step_ns)
-            gauge.data_points.add(time_unix_nano=t, as_double=round(value, 4), attributes=labels)
-    metric = metrics_pb2.Metric(name="DCGM_FI_PROF_GR_ENGINE_ACTIVE", description="Ratio of time the graphics engine is active.", gauge=gauge)  # fmt: skip
-    return metrics_service_pb2.ExportMetricsServiceRequest(
-        resource_metrics=[
-            metrics_pb2.ResourceMetrics(
-                resource={"attributes": [_kv("service.name", "dcgm-exporter"), _kv("k8s.node.name", GPU_NODE)]},
-                scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metric])],
-            )
-        ]
-    )
+            if row.entity.gpu_instance_id is None:
+                value /= 7  # the whole GPU: one of its seven compute slices is this instance
+            samples.append((t, row, round(value, 4)))
+    return otlp_request("DCGM_FI_PROF_GR_ENGINE_ACTIVE", samples)
 
 
 def send_dcgm(endpoint: str, request: metrics_service_pb2.ExportMetricsServiceRequest) -> str:
@@ -238,28 +313,52 @@ ANALYZER_COMMANDS: list[tuple[str, list[str]]] = [
 
 
 # printed at the end for the user to try (tests run each of them)
-TRY_NEXT: list[list[str]] = [
-    ["cost", "--by", "agent", "--by", "model"],
-    ["cost", "--by", "task", "--inclusive", "--top", "5"],
-    ["tasks", "--agent", "research-planner"],
-    ["gpu", "--by", "slice"],
-    ["recommend", "--agent", "research-planner", "--emit", "all"],
+TRY_NEXT: list[tuple[list[str], str]] = [
+    (["cost", "--by", "agent", "--by", "model"], "tokens + GPU time, by any of agent task model provider ..."),
+    (["cost", "--by", "week", "--by", "namespace"], "day / week / month in time order; label:KEY for labels"),
+    (["cost", "--by", "task", "--top", "5"], "a task inclusive of every sub-agent (--direct: its own trace)"),
+    (["tasks", "--by", "agent"], "cost per task (mean, p50, p95) and failed tasks, per agent"),
+    (["tasks", "--agent", "research-planner"], "one row per task; --format json|csv for machines"),
+    (["gpu", "--by", "slice"], "allocated / busy / idle slice-hours and their cost"),
+    (["recommend", "--agent", "research-planner", "--emit", "all"], "KEDA ScaledObject + SandboxWarmPool YAML"),
 ]
+
+
+def most_expensive_task(data_dir: Path) -> str | None:
+    """The short id of the dataset's most expensive task, as `analyze tasks --top 1` lists it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "analyzer.cli", "tasks", "--top", "1", "--format", "json", "--data", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+    rows = json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else []
+    return rows[0]["task_id"][:16] if rows else None
+
+
+def try_next(data_dir: Path) -> list[tuple[str, str]]:
+    """The commands the demo ends with, each with what it shows (the tests run every `analyze` one)."""
+    hints = [(f"analyze {args[0]} --data {data_dir} {' '.join(args[1:])}", why) for args, why in TRY_NEXT]
+    task = most_expensive_task(data_dir)
+    if task:
+        hints.append((f"analyze task {task} --data {data_dir}", "the most expensive task as a tree of agent runs"))
+    hints += [
+        (f"analyze serve --data {data_dir}", "the HTTP API (its docs at /docs) and the report, until Ctrl-C"),
+        (f"AGENTMETER_DATA={data_dir} .venv/bin/jupyter lab notebooks/", "the notebooks (pip install jupyterlab)"),
+        ("collector-ext loadgen --endpoint HOST:4317 --tasks 100 --seed 3", "this workload against your receiver"),
+    ]
+    return hints
 
 
 def run_analyze(data_dir: Path, args: list[str], *, show: bool = True) -> tuple[int, str]:
     """`analyze ...` as a subprocess; its output goes to ours. Returns (exit code, its stderr)."""
     command = [sys.executable, "-m", "analyzer.cli", *args, "--data", str(data_dir)]
-    env = dict(os.environ)
-    if not sys.stdout.isatty():  # piped (CI, tests): do not squeeze the tables into 80 columns
-        env.setdefault("COLUMNS", "200")
-    done = subprocess.run(
+    done = subprocess.run(  # tables fit the terminal, or are whole when piped: the analyzer decides
         command,
         stdout=sys.stdout if show else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         timeout=COMMAND_TIMEOUT_S,
-        env=env,
     )
     return done.returncode, done.stderr.strip()
 
@@ -278,8 +377,9 @@ def prepare(data_dir: Path) -> None:
     data_dir.mkdir(parents=True)
 
 
-def run_demo(data_dir: Path, tasks: int, seed: int) -> int:
+def run_demo(data_dir: Path, tasks: int, seed: int, stop: WorkloadStop | None = None) -> int:
     started = time.monotonic()
+    stop = stop or WorkloadStop()
     prepare(data_dir)
     socket_dir = Path(tempfile.mkdtemp(prefix="agentmeter-demo-"))  # short path: unix sockets max ~107 bytes
     kubelet = None
@@ -293,8 +393,8 @@ def run_demo(data_dir: Path, tasks: int, seed: int) -> int:
         receiver = Receiver(data_dir, kubelet.socket_path, data_dir / "receiver.log").start()
         say(f"receiver pid {receiver.process.pid} on {receiver.grpc_endpoint} (gRPC), {receiver.http_url} (HTTP)")
 
-        def exporter():
-            return make_exporter(receiver.grpc_endpoint, "grpc", gzip=True)
+        def exporter() -> SpanExporter:
+            return stop.wrap(make_exporter(receiver.grpc_endpoint, "grpc", gzip=True))
 
         say(f"sending {tasks} tasks of history (simulated days of bursts and idle gaps) through the OTel SDK")
         history = send_workload(WorkloadSpec(tasks=tasks, seed=seed, max_seconds=30), exporter)
@@ -337,11 +437,12 @@ def run_demo(data_dir: Path, tasks: int, seed: int) -> int:
         )
         failed_commands = analyze(data_dir)
     finally:
-        if receiver is not None:
-            receiver.stop()
-        if kubelet is not None:
-            kubelet.stop()
-        shutil.rmtree(socket_dir, ignore_errors=True)
+        with HeldSignals(stop):  # a Ctrl-C now waits until everything started here is stopped
+            if receiver is not None:
+                receiver.stop()
+            if kubelet is not None:
+                kubelet.stop()
+            shutil.rmtree(socket_dir, ignore_errors=True)
 
     report = data_dir / "report.html"
     say(f"done in {time.monotonic() - started:.0f} s")
@@ -350,10 +451,11 @@ def run_demo(data_dir: Path, tasks: int, seed: int) -> int:
         print(f"    report:   {report.resolve()}  (open it in a browser)")
     for name, why in failed_commands:
         print(f"    FAILED:   analyze {name} ({why})")
-    print("    try next:")
-    for args in TRY_NEXT:
-        print(f"      analyze {args[0]} --data {data_dir} {' '.join(args[1:])}")
-    print("      collector-ext loadgen --endpoint HOST:4317 --tasks 100 --seed 3   # your own receiver")
+    print("    try next (. .venv/bin/activate first):")
+    hints = try_next(data_dir)
+    width = max(len(command) for command, _ in hints)
+    for command, why in hints:
+        print(f"      {command:<{width}}   # {why}")
     return 1 if problems or failed_commands else 0
 
 
@@ -378,8 +480,16 @@ def _summary(result: WorkloadResult) -> str:
     )
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _stop_on_signal(stop: WorkloadStop) -> None:
+    """Ctrl-C and SIGTERM: stop the workload's exporters at once, then unwind (the finally blocks stop the
+    receiver and the kubelet, holding further signals until they are done: `HeldSignals`)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        stop.stop()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,15 +506,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.tasks < 1:
         print("error: --tasks must be at least 1", file=sys.stderr)
         return 2
-    # SIGTERM to the demo unwinds like Ctrl-C, so the finally blocks stop the receiver and the kubelet
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop = WorkloadStop()
+    _stop_on_signal(stop)
     try:
-        return run_demo(args.data_dir, args.tasks, args.seed)
+        return run_demo(args.data_dir, args.tasks, args.seed, stop)
     except DemoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: everything the demo started is stopped", file=sys.stderr)
+        print(
+            f"interrupted: everything the demo started is stopped ({stop.dropped:,} spans of the workload not sent)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -35,17 +35,20 @@ log = structlog.get_logger("agentmeter.gpu_metrics")
 TABLE = "gpu_metrics"
 NO_RECORDED_VALUE = DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 
-# Column <- label names, first present wins (dcgm-exporter's own labels, then the Prometheus receiver's
-# `exported_*` renames, then Kubernetes resource attributes set by k8sattributes).
+# Column <- label names, first present wins: dcgm-exporter's own labels (`uuid`, `pod_name`, `pod_namespace`,
+# `container_name` with its --use-old-namespace: internal/pkg/collector/gpu_collector.go,
+# internal/pkg/transformation/const.go; `Hostname` before its commit d5e5f51, `hostname` from it), then the
+# Prometheus receiver's `exported_*` renames, then Kubernetes resource attributes set by k8sattributes.
+# `dra_mig_device_uuid` stays in `labels` (the analyzer's DCGM join reads it there).
 LABEL_COLUMNS: dict[str, tuple[str, ...]] = {
     "gpu": ("gpu",),
     "uuid": ("UUID", "uuid"),
     "gpu_i_id": ("GPU_I_ID",),
     "gpu_i_profile": ("GPU_I_PROFILE",),
     "hostname": ("Hostname", "hostname", "k8s.node.name"),
-    "pod": ("pod", "exported_pod", "k8s.pod.name"),
-    "namespace": ("namespace", "exported_namespace", "k8s.namespace.name"),
-    "container": ("container", "exported_container", "k8s.container.name"),
+    "pod": ("pod", "pod_name", "exported_pod", "k8s.pod.name"),
+    "namespace": ("namespace", "pod_namespace", "exported_namespace", "k8s.namespace.name"),
+    "container": ("container", "container_name", "exported_container", "k8s.container.name"),
     "dra_claim_name": ("dra_claim_name",),
     "dra_claim_namespace": ("dra_claim_namespace",),
     "dra_driver_name": ("dra_driver_name",),

@@ -7,8 +7,19 @@ resource of a container) is open from the first snapshot that shows it (`first_s
 `FLUSH_SECONDS` with their current `last_seen`, and again when they close or the poller stops: the
 analyzer takes max(last_seen) per (allocation, first_seen), so re-written open intervals never count twice.
 
-A missing socket or an older kubelet (no `Get`, no `dynamic_resources`) is logged once, clearly; the
-poller keeps retrying quietly and the receiver keeps serving traces.
+Only GPU claims are GPU slices: a DRA claim counts when its driver is in `gpu_drivers` (default
+`gpu.nvidia.com`, as dcgm-exporter keeps only that driver: NVIDIA/dcgm-exporter
+internal/pkg/transformation/kubernetes.go `toDeviceToPodsDRA`, const.go `DRAGPUDriverName`); NVIDIA's
+`compute-domain.nvidia.com` IMEX channels and NIC drivers are not GPUs.
+
+What the kubelet answers (kubernetes pkg/kubelet/apis/podresources/server_v1.go): `dynamic_resources` only
+with the feature gate KubeletPodResourcesDynamicResources, `Get` only with KubeletPodResourcesGet (both
+alpha and off from 1.27, beta and on from 1.34); a disabled `Get` is a plain error, so gRPC status UNKNOWN
+("PodResources API Get method disabled"), and so is `Get` of a pod that is gone; a kubelet older than 1.27
+has no `Get` at all: UNIMPLEMENTED. A missing socket or such a kubelet is logged once, naming the gate; the
+poller keeps retrying quietly and the receiver keeps serving traces. Answers may exceed gRPC's default
+4 MiB: the client accepts 16 MiB, as the kubelet's own client does (kubernetes test/e2e_node/util.go
+`defaultPodResourcesMaxSize`).
 """
 
 from __future__ import annotations
@@ -35,6 +46,10 @@ log = structlog.get_logger("agentmeter.podresources")
 TABLE = "gpu_allocations"
 FLUSH_SECONDS = 300.0  # open intervals are re-written this often (bounds what a crash can lose)
 RPC_TIMEOUT_SECONDS = 5.0
+# The largest answer accepted (kubernetes test/e2e_node/util.go: defaultPodResourcesMaxSize = 16 MiB).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+# The kubelet's error text when its KubeletPodResourcesGet gate is off (podresources/server_v1.go `Get`).
+GET_DISABLED_TEXT = "Get method disabled"
 # Device-plugin resources that are GPUs (or GPU slices such as nvidia.com/mig-1g.10gb).
 GPU_RESOURCE_PREFIXES = ("nvidia.com/", "amd.com/gpu", "gpu.intel.com/")
 # After this many missed intervals without a snapshot, open intervals are closed at their last_seen:
@@ -67,8 +82,11 @@ class Snapshot:
     has_dynamic_resources: bool = False
 
 
-def allocations_of(response: pb.ListPodResourcesResponse, node: str) -> Snapshot:
-    """The GPU allocations of one `List` answer, keyed by their identity."""
+def allocations_of(
+    response: pb.ListPodResourcesResponse, node: str, gpu_drivers: frozenset[str] | set[str]
+) -> Snapshot:
+    """The GPU allocations of one `List` answer, keyed by their identity: DRA claims of `gpu_drivers` and
+    device-plugin GPU resources."""
     snapshot = Snapshot()
     for pod in response.pod_resources:
         for container in pod.containers:
@@ -76,6 +94,8 @@ def allocations_of(response: pb.ListPodResourcesResponse, node: str) -> Snapshot
             for dynamic in container.dynamic_resources:
                 snapshot.has_dynamic_resources = True
                 for claimed in dynamic.claim_resources:
+                    if claimed.driver_name not in gpu_drivers:
+                        continue  # an IMEX channel, a NIC, ...: not a GPU slice
                     row = {
                         **base,
                         "source": "dra",
@@ -130,6 +150,7 @@ class PodResourcesPoller:
         self.flush_seconds = flush_seconds
         self.node = node_name(config)
         self.target = f"unix://{config.podresources_socket}"
+        self.gpu_drivers = frozenset(config.gpu_drivers)
         self.allocatable: list[tuple[str, list[str]]] = []  # device-plugin resources the node offers
         self._open: dict[AllocationKey, Interval] = {}
         self._closed: list[Interval] = []
@@ -201,14 +222,16 @@ class PodResourcesPoller:
             log.info("kubelet PodResources API reachable", socket=str(self.config.podresources_socket))
             self._unreachable.clear()
         self._read_allocatable(stub)
-        snapshot = allocations_of(listed, self.node)
+        snapshot = allocations_of(listed, self.node, self.gpu_drivers)
         self._check_dra_support(stub, listed, snapshot)
         self.apply(snapshot, now)
         return True
 
     def _connect(self) -> pb_grpc.PodResourcesListerStub:
         if self._stub is None:
-            self._channel = grpc.insecure_channel(self.target)
+            self._channel = grpc.insecure_channel(
+                self.target, options=[("grpc.max_receive_message_length", MAX_ANSWER_BYTES)]
+            )
             self._stub = pb_grpc.PodResourcesListerStub(self._channel)
         return self._stub
 
@@ -227,7 +250,9 @@ class PodResourcesPoller:
     def _check_dra_support(
         self, stub: pb_grpc.PodResourcesListerStub, listed: pb.ListPodResourcesResponse, snapshot: Snapshot
     ) -> None:
-        """An older kubelet has neither `Get` nor `dynamic_resources`: say once that DRA claims are unseen."""
+        """With pods but no `dynamic_resources` at all, ask `Get` once: a kubelet whose `Get` is missing or
+        disabled predates 1.34's defaults, and then most likely does not list DRA claims either: say so
+        once, naming the feature gates (see the module doc)."""
         if snapshot.has_dynamic_resources or self._get_checked or not listed.pod_resources:
             return
         pod = listed.pod_resources[0]
@@ -236,15 +261,25 @@ class PodResourcesPoller:
                 pb.GetPodResourcesRequest(pod_name=pod.name, pod_namespace=pod.namespace), timeout=RPC_TIMEOUT_SECONDS
             )
         except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
-                self._get_checked = True
-                self._report_once(
-                    "no_dra",
-                    "kubelet PodResources API has no Get/dynamic_resources (older kubelet or the "
-                    "KubeletPodResourcesDynamicResources feature gate is off): DRA GPU claims are not seen, "
-                    "only device-plugin GPUs",
-                )
-                return
+            code, details = err.code(), err.details() or ""
+            if code == grpc.StatusCode.UNKNOWN and GET_DISABLED_TEXT not in details:
+                return  # e.g. the pod is gone since List: ask again at the next poll
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                why = "this kubelet is older than 1.27 and has no PodResources Get"
+            elif code == grpc.StatusCode.UNKNOWN:
+                why = "this kubelet's PodResources Get is disabled (feature gate KubeletPodResourcesGet is off)"
+            else:
+                return  # unavailable, timed out, rate-limited: not an answer about the kubelet's features
+            self._get_checked = True
+            self._report_once(
+                "no_dra",
+                f"{why}, and it lists no dynamic_resources: DRA GPU claims are probably not seen, only "
+                "device-plugin GPUs; enable the kubelet feature gates KubeletPodResourcesDynamicResources and "
+                "KubeletPodResourcesGet (beta and on by default from Kubernetes 1.34)",
+                code=code.name,
+                details=details,
+            )
+            return
         self._get_checked = True
 
     def apply(self, snapshot: Snapshot, now: int) -> None:

@@ -1,26 +1,35 @@
 """The live demand signal for KEDA: the external scaler gRPC service and the `metrics-api` JSON.
 
-The figure served is one number per scale target::
+Two figures, chosen by the trigger metadata's `target`:
 
-    value = in-flight agent runs (LiveState, matching the selector) + warmFloor
+    unclaimedSandboxes  for a ScaledObject that scales an Agent Sandbox SandboxWarmPool (what `analyze
+                        recommend` emits): the unclaimed sandboxes wanted now (collector_ext/keda/target.py),
+                        warmFloor + claims in the last rateWindowSeconds / rateWindowSeconds x startupSeconds.
+                        Pool replicas are unclaimed sandboxes (a claimed one leaves the pool and is replaced),
+                        so runs in flight would keep one idle sandbox too many per run.
+    inFlight (default)  for a Deployment of agent workers: in-flight agent runs (LiveState) + warmFloor.
 
-The ScaledObject's trigger metadata picks the selector and the floor (`analyze recommend` emits it, so the
-receiver never queries the analyzer):
+The ScaledObject's trigger metadata picks the selector and the parameters (the receiver never queries the
+analyzer):
 
     agent / namespace / service   at least one; several narrow the selection (all must match)
-    warmFloor                     optional, >= 0 (default 0): sandboxes kept warm on top of the demand
-    targetPerReplica              optional, > 0 (default 1): in-flight runs one replica serves (HPA target)
+    target                        inFlight (default) or unclaimedSandboxes
+    warmFloor                     optional, >= 0 (default 0): kept on top of the demand
+    targetPerReplica              optional, > 0 (default 1): units one replica serves (HPA AverageValue target)
+    startupSeconds                unclaimedSandboxes only, required, > 0: a sandbox's start-up time
+    rateWindowSeconds             unclaimedSandboxes only, optional, 1..3600 (default 60): the claim-rate window
 
-Errors KEDA sees (gRPC status): metadata naming no selector, a non-numeric / negative / non-finite
-`warmFloor` or `targetPerReplica`, or a known key in the wrong case (`warmfloor`) -> INVALID_ARGUMENT with a
-message naming the key; GetMetrics for a metric name that is not this trigger's -> NOT_FOUND. Other keys
-are ignored: KEDA passes the whole trigger metadata, `scalerAddress` included.
+Errors KEDA sees (gRPC status): metadata naming no selector, a non-numeric / negative / non-finite number,
+an unknown `target`, a known key in the wrong case (`warmfloor`) -> INVALID_ARGUMENT with a message naming
+the key; GetMetrics for a metric name that is not this trigger's -> NOT_FOUND. Other keys are ignored: KEDA
+passes the whole trigger metadata, `scalerAddress` included.
 
-An agent never seen is NOT an error: it has 0 runs in flight and the value is its warm floor. The live
-state forgets an agent as soon as nothing of it is in flight and starts empty after every receiver
-restart, so "never seen" and "idle" cannot be told apart; an error would make KEDA keep the replicas it
-has (or apply `fallback`) instead of scaling the idle agent down. Typos show up as a metric that stays at
-the floor: the JSON route and GetMetrics both echo the selector they matched.
+An agent never seen is NOT an error: it has 0 runs in flight and no claims, and the value is its warm
+floor. The live state forgets an agent as soon as nothing of it is in flight (and its claims after an
+hour) and starts empty after every receiver restart, so "never seen" and "idle" cannot be told apart; an
+error would make KEDA keep the replicas it has (or apply `fallback`) instead of scaling the idle agent
+down. Typos show up as a metric that stays at the floor: the JSON route and GetMetrics both echo the
+selector they matched.
 
 IsActive is `value > 0` (a warm floor keeps the target active, as minReplicaCount would).
 StreamIsActive sends the current answer at once and then a new message each time the answer flips:
@@ -28,16 +37,25 @@ KEDA uses pushes only to wake its scale loop between polls (the replica count fo
 pushing every change of the count would only add load. It ends when the client cancels or the server
 stops; each open stream holds one worker thread of the scaler's gRPC server.
 
+Authentication: with `--bearer-token` every method requires the token. KEDA's external scaler client sends
+no call credentials (it offers only TLS / mTLS, kedacore/keda `pkg/scalers/external_scaler.go`), but it
+passes the trigger metadata to the scaler, resolving `<key>FromEnv` values from the scale target's
+environment: so the token is accepted as trigger metadata `bearerTokenFromEnv: <ENV VAR>` (the variable
+set from a Secret; preferred) or `bearerToken`, or as an `authorization: Bearer <token>` header from other
+clients; compared in constant time; anything else is UNAUTHENTICATED. For transport security use TLS
+(`--tls-cert`, `--tls-key`, `--tls-client-ca`; KEDA's `caCert` / `tlsClientCert` / `tlsClientKey`).
+
 `metricValue` (int64, older KEDA) carries the value rounded up, so a fractional floor never reads as 0;
 `metricValueFloat` carries it exactly (KEDA reads the float only when it is > 0).
 
-`metrics-api` trigger: `GET /v1/demand?agent=NAME[&warmFloor=N]` (mounted by the receiver's HTTP server)
-answers `{"agent": ..., "namespace": ..., "service": ..., "inFlight": n, "warmFloor": f, "value": v}`;
-use `valueLocation: value`.
+`metrics-api` trigger: `GET /v1/demand?agent=NAME[&warmFloor=N][&target=unclaimedSandboxes&startupSeconds=S]`
+(mounted by the receiver's HTTP server) answers `{"agent": ..., "namespace": ..., "service": ..., "target":
+..., "inFlight": n, "claimsInWindow": c, "warmFloor": f, "value": v}`; use `valueLocation: value`.
 """
 
 from __future__ import annotations
 
+import hmac
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -48,10 +66,16 @@ import grpc
 
 from collector_ext.keda import externalscaler_pb2 as pb
 from collector_ext.keda import externalscaler_pb2_grpc as pb_grpc
+from collector_ext.keda.target import DEFAULT_RATE_WINDOW_S, MAX_RATE_WINDOW_S, unclaimed_wanted
 
 DEMAND_PATH = "/v1/demand"
 SELECTOR_KEYS = ("agent", "namespace", "service")
-KNOWN_KEYS = frozenset((*SELECTOR_KEYS, "warmFloor", "targetPerReplica"))
+TOKEN_KEYS = ("bearerTokenFromEnv", "bearerToken")  # trigger metadata carrying --bearer-token (see above)
+IN_FLIGHT, UNCLAIMED = "inFlight", "unclaimedSandboxes"
+TARGETS = (IN_FLIGHT, UNCLAIMED)
+KNOWN_KEYS = frozenset(
+    (*SELECTOR_KEYS, "target", "warmFloor", "targetPerReplica", "startupSeconds", "rateWindowSeconds", *TOKEN_KEYS)
+)
 # How long a StreamIsActive worker waits for a change before checking that its client is still there.
 STREAM_WAKE_SECONDS = 0.5
 # KEDA prefixes the trigger index ("s0-") to metric names in the HPA and may hand it back.
@@ -62,6 +86,10 @@ class LiveDemand(Protocol):
     """What the scaler needs of `collector_ext.traces.live_state.LiveState`."""
 
     def in_flight(self, agent: str | None = None, namespace: str | None = None, service: str | None = None) -> int: ...
+
+    def claims_in_window(
+        self, window_s: float, agent: str | None = None, namespace: str | None = None, service: str | None = None
+    ) -> int: ...
 
     def wait_changed(self, version: int, timeout: float) -> int: ...
 
@@ -75,16 +103,27 @@ class Selector:
     agent: str | None
     namespace: str | None
     service: str | None
+    target: str
     warm_floor: float
     target_per_replica: float
+    startup_s: float | None = None  # unclaimedSandboxes only
+    rate_window_s: float = DEFAULT_RATE_WINDOW_S
 
     @property
     def metric_name(self) -> str:
         parts = [f"{key}-{_slug(value)}" for key, value in zip(SELECTOR_KEYS, self._values(), strict=True) if value]
-        return "agentmeter-in-flight-" + "-".join(parts)
+        kind = "unclaimed" if self.target == UNCLAIMED else "in-flight"
+        return f"agentmeter-{kind}-" + "-".join(parts)
 
     def _values(self) -> tuple[str | None, str | None, str | None]:
         return (self.agent, self.namespace, self.service)
+
+
+@dataclass(frozen=True)
+class Demand:
+    in_flight: int
+    claims_in_window: int | None  # unclaimedSandboxes only
+    value: float
 
 
 def _slug(value: str) -> str:
@@ -92,7 +131,9 @@ def _slug(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")[:40] or "x"
 
 
-def _number(metadata: Mapping[str, str], key: str, default: float, *, positive: bool) -> float:
+def _number(
+    metadata: Mapping[str, str], key: str, default: float | None, *, positive: bool, at_most: float | None = None
+) -> float | None:
     text = metadata.get(key)
     if text is None or str(text).strip() == "":
         return default
@@ -100,8 +141,9 @@ def _number(metadata: Mapping[str, str], key: str, default: float, *, positive: 
         value = float(str(text).strip())
     except ValueError:
         raise BadScalerMetadata(f"{key} must be a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+    if not math.isfinite(value) or value < 0 or (positive and value == 0) or (at_most is not None and value > at_most):
         bound = "> 0" if positive else ">= 0"
+        bound += f" and <= {at_most:g}" if at_most is not None else ""
         raise BadScalerMetadata(f"{key} must be a finite number {bound}, got {text!r}")
     return value
 
@@ -118,41 +160,68 @@ def parse_selector(metadata: Mapping[str, str]) -> Selector:
     values = {key: (str(metadata[key]).strip() or None) if key in metadata else None for key in SELECTOR_KEYS}
     if not any(values.values()):
         raise BadScalerMetadata("scaler metadata must name an agent, namespace or service (e.g. agent: planner)")
+    target = str(metadata.get("target") or IN_FLIGHT).strip()
+    if target not in TARGETS:
+        raise BadScalerMetadata(f"target must be {IN_FLIGHT} or {UNCLAIMED}, got {target!r}")
+    startup_s = _number(metadata, "startupSeconds", None, positive=True)
+    if target == UNCLAIMED and startup_s is None:
+        raise BadScalerMetadata(f"target {UNCLAIMED} needs startupSeconds (a sandbox's start-up time, > 0)")
+    window = _number(metadata, "rateWindowSeconds", DEFAULT_RATE_WINDOW_S, positive=True, at_most=MAX_RATE_WINDOW_S)
     return Selector(
         agent=values["agent"],
         namespace=values["namespace"],
         service=values["service"],
+        target=target,
         warm_floor=_number(metadata, "warmFloor", 0.0, positive=False),
         target_per_replica=_number(metadata, "targetPerReplica", 1.0, positive=True),
+        startup_s=startup_s,
+        rate_window_s=window,
     )
 
 
-def current_demand(live: LiveDemand, selector: Selector) -> tuple[int, float]:
-    """(in-flight runs, value = in-flight + warm floor) for one selector."""
-    in_flight = live.in_flight(agent=selector.agent, namespace=selector.namespace, service=selector.service)
-    return in_flight, in_flight + selector.warm_floor
+def current_demand(live: LiveDemand, selector: Selector) -> Demand:
+    """The figure served for one selector (see the module doc)."""
+    who = {"agent": selector.agent, "namespace": selector.namespace, "service": selector.service}
+    in_flight = live.in_flight(**who)
+    if selector.target == IN_FLIGHT:
+        return Demand(in_flight=in_flight, claims_in_window=None, value=in_flight + selector.warm_floor)
+    claims = live.claims_in_window(selector.rate_window_s, **who)
+    value = unclaimed_wanted(claims, selector.rate_window_s, selector.startup_s, selector.warm_floor)
+    return Demand(in_flight=in_flight, claims_in_window=claims, value=value)
 
 
 def demand_json(live: LiveDemand, query: Mapping[str, Any]) -> dict[str, Any]:
     """The `metrics-api` answer for `GET /v1/demand?agent=...`; raises BadScalerMetadata (-> HTTP 400)."""
     flat = {key: (value[-1] if isinstance(value, list | tuple) else value) for key, value in query.items()}
     selector = parse_selector({key: str(value) for key, value in flat.items() if value is not None})
-    in_flight, value = current_demand(live, selector)
+    demand = current_demand(live, selector)
     return {
         "agent": selector.agent,
         "namespace": selector.namespace,
         "service": selector.service,
-        "inFlight": in_flight,
+        "target": selector.target,
+        "inFlight": demand.in_flight,
+        "claimsInWindow": demand.claims_in_window,
         "warmFloor": selector.warm_floor,
-        "value": value,
+        "value": demand.value,
     }
 
 
-class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
-    """`externalscaler.ExternalScaler` over a LiveState."""
+def token_given(metadata: Mapping[str, str], headers: Any, token: str) -> bool:
+    """Whether the trigger metadata or an `authorization` header carries `token` (constant-time compares)."""
+    given = [f"Bearer {metadata[key]}" for key in TOKEN_KEYS if key in metadata]
+    given += [value for key, value in headers or () if key == "authorization" and isinstance(value, str)]
+    expected = f"Bearer {token}".encode()
+    # compare every candidate (no early exit), so the time does not depend on which one matched
+    return sum(hmac.compare_digest(candidate.encode(), expected) for candidate in given) > 0
 
-    def __init__(self, live: LiveDemand) -> None:
+
+class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
+    """`externalscaler.ExternalScaler` over a LiveState; with a token, every method requires it."""
+
+    def __init__(self, live: LiveDemand, token: str | None = None) -> None:
         self._live = live
+        self._token = token
         self._stopping = False
 
     def stop(self) -> None:
@@ -160,27 +229,32 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         self._stopping = True
 
     def _selector(self, ref: pb.ScaledObjectRef, context: grpc.ServicerContext) -> Selector:
+        metadata = dict(ref.scalerMetadata)
+        if self._token and not token_given(metadata, context.invocation_metadata(), self._token):
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or wrong token: set trigger metadata bearerTokenFromEnv (or an authorization header)",
+            )
         try:
-            return parse_selector(dict(ref.scalerMetadata))
+            return parse_selector(metadata)
         except BadScalerMetadata as err:
             where = f"ScaledObject {ref.namespace}/{ref.name}: " if ref.name else ""
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, where + str(err))
             raise  # abort raises; this line keeps type checkers content
 
     def IsActive(self, request: pb.ScaledObjectRef, context: grpc.ServicerContext) -> pb.IsActiveResponse:  # noqa: N802
-        _, value = current_demand(self._live, self._selector(request, context))
-        return pb.IsActiveResponse(result=value > 0)
+        return pb.IsActiveResponse(result=current_demand(self._live, self._selector(request, context)).value > 0)
 
     def StreamIsActive(  # noqa: N802
         self, request: pb.ScaledObjectRef, context: grpc.ServicerContext
     ) -> Iterator[pb.IsActiveResponse]:
         selector = self._selector(request, context)
         version = self._live.wait_changed(-1, 0)
-        active = current_demand(self._live, selector)[1] > 0
+        active = current_demand(self._live, selector).value > 0
         yield pb.IsActiveResponse(result=active)
         while context.is_active() and not self._stopping:
             version = self._live.wait_changed(version, STREAM_WAKE_SECONDS)
-            now_active = current_demand(self._live, selector)[1] > 0
+            now_active = current_demand(self._live, selector).value > 0
             if now_active != active:
                 active = now_active
                 yield pb.IsActiveResponse(result=active)
@@ -204,13 +278,13 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
                 grpc.StatusCode.NOT_FOUND,
                 f"unknown metric {request.metricName!r}: this trigger serves {selector.metric_name!r}",
             )
-        _, value = current_demand(self._live, selector)
+        value = current_demand(self._live, selector).value
         metric = pb.MetricValue(metricName=selector.metric_name, metricValue=math.ceil(value), metricValueFloat=value)
         return pb.GetMetricsResponse(metricValues=[metric])
 
 
-def add_scaler_servicer(server: grpc.Server, live: LiveDemand) -> ExternalScalerServicer:
+def add_scaler_servicer(server: grpc.Server, live: LiveDemand, token: str | None = None) -> ExternalScalerServicer:
     """Register the external scaler on `server` (the receiver's scaler endpoint); returns the servicer."""
-    servicer = ExternalScalerServicer(live)
+    servicer = ExternalScalerServicer(live, token)
     pb_grpc.add_ExternalScalerServicer_to_server(servicer, server)
     return servicer

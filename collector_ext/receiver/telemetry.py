@@ -3,7 +3,8 @@
 The metrics live in a registry owned by one `Telemetry` object (not prometheus_client's global one), so
 tests and several receivers in one process never collide. Parts of the receiver update them directly:
 
-- the transports (grpc_server, http_server): `requests`, `spans_received`, `spans_rejected`, `export_latency`
+- the transports (grpc_server, http_server): `requests`, `spans_received`, `spans_rejected` (by the typed
+  reason decode gives each rejected span), `export_latency`, `request_memory` (read at scrape time)
 - the pipeline's own counters (`Pipeline.snapshot()`: spans written and dropped, WAL bytes, traces and
   spans held, ...) are read at scrape time through `watch_pipeline`, so the hot path pays nothing for them.
 """
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -47,6 +48,11 @@ class Telemetry:
             "Time from a request's arrival to its acknowledgement (decode + WAL).",
             ["transport", "signal"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.request_memory = Gauge(
+            "agentmeter_request_memory_bytes",
+            "Request bodies held now (received and inflated), of --max-request-memory-mib.",
             registry=r,
         )
         self.log = configure_logging(log_level, log_format)

@@ -4,6 +4,12 @@ Every file is written under a temporary name, fsynced and renamed: a reader neve
 Names are `<writer-id>-<seq>.parquet`, seq increasing per writer across restarts, so several receivers
 can share one dataset directory. Partition values come from our own date formatting of the table's
 timestamp column, never from attribute text.
+
+A dataset is shared by receivers that may run as different users (deploy/: the node DaemonSet must be
+uid 0 for the kubelet's socket, the StatefulSet is uid 65532) but always with the dataset's group
+(runAsGroup and fsGroup 65532). So every directory a writer creates is group-writable and setgid (2775:
+new entries keep the dataset's group) and every file is 0664, whatever the process umask: any writer can
+add files to a partition another one created.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from collector_ext.schema import DICTIONARY_COLUMNS, TABLES, write_schema_file
 
 WRITER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ROW_GROUP_ROWS = 65_536
+SHARED_DIR_MODE = 0o2775
+SHARED_FILE_MODE = 0o664
 
 
 def check_writer_id(writer_id: str) -> str:
@@ -29,6 +37,33 @@ def check_writer_id(writer_id: str) -> str:
             f"invalid writer id {writer_id!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return writer_id
+
+
+def plain_columns(table: pa.Table) -> pa.Table:
+    """The table with every dictionary-encoded column expanded to its value type: Parquet cannot store a
+    dictionary of maps, which is how decoding holds `resource_attributes` (decode/arrow_rows.py)."""
+    for position, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            column = table.column(position)
+            chunks = [chunk.dictionary.take(chunk.indices) for chunk in column.chunks]
+            plain = pa.chunked_array(chunks, type=field.type.value_type)
+            table = table.set_column(position, pa.field(field.name, field.type.value_type, field.nullable), plain)
+    return table
+
+
+def make_shared_dirs(path: Path) -> None:
+    """Create `path` and its missing parents as group-writable setgid directories (see the module doc).
+
+    Only directories this call creates are chmod-ed: one another writer created is left as it is (changing
+    a directory owned by another user would fail, and it already has the mode)."""
+    if path.is_dir():
+        return
+    make_shared_dirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return  # another writer created it meanwhile
+    os.chmod(path, SHARED_DIR_MODE)  # mkdir's mode is masked by the umask; chmod is not
 
 
 def fsync_dir(path: Path) -> None:
@@ -47,7 +82,8 @@ class DatasetFiles:
         self.root = Path(root)
         self.writer_id = check_writer_id(writer_id)
         self._lock = threading.Lock()
-        write_schema_file(self.root)
+        make_shared_dirs(self.root)
+        write_schema_file(self.root, mode=SHARED_FILE_MODE)
         self._seq = self._highest_existing_seq() + 1
 
     def _highest_existing_seq(self) -> int:
@@ -79,6 +115,7 @@ class DatasetFiles:
         schema, time_column = TABLES[table_name]
         if table.num_rows == 0:
             return []
+        table = plain_columns(table)
         table = table.cast(schema) if table.schema != schema else table
         # the UTC date of each row (a cast: formatting every timestamp as text costs ~30x more)
         dates = table[time_column].cast(pa.date32())
@@ -95,7 +132,7 @@ class DatasetFiles:
             seq = self._seq
             self._seq += 1
         directory = self.root / table_name / f"date={date}"
-        directory.mkdir(parents=True, exist_ok=True)
+        make_shared_dirs(directory)
         final = directory / f"{self.writer_id}-{seq:08d}.parquet"
         tmp = directory / f".{final.name}.tmp"
         pq.write_table(
@@ -105,6 +142,7 @@ class DatasetFiles:
             row_group_size=ROW_GROUP_ROWS,
             use_dictionary=DICTIONARY_COLUMNS.get(table_name, True),
         )
+        os.chmod(tmp, SHARED_FILE_MODE)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         tmp.replace(final)

@@ -10,16 +10,24 @@ traces that went quiet past the buffer's max wait). Each in-flight trace counts 
 sub-agent's link is on its root, which arrives last, so a running sub-agent trace counts as a task until
 then: an over-count on the side of more capacity, documented).
 
+Arrivals: each new trace is also recorded as a claim arrival (the moment its first span was seen) for
+`MAX_RATE_WINDOW_S`, so `claims_in_window` can say how many runs of an agent started recently: the warm-pool
+target of collector_ext/keda/target.py. A run counts under the identity the trace ends up with.
+
 Cheap: O(spans) dict work per request under one lock. Bounded: at most `max_traces` traces (the oldest
-are dropped past it) and a bounded memory of recently ended traces so late spans do not revive them.
+are dropped past it), the arrivals of the last hour (at most `max_traces`) and a bounded memory of recently
+ended traces so late spans do not revive them.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter, OrderedDict
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from collector_ext.keda.target import MAX_RATE_WINDOW_S
 from collector_ext.schema import CATEGORY_AGENT
 
 
@@ -33,8 +41,10 @@ class _Flight:
 
 
 class LiveState:
-    def __init__(self, max_traces: int = 1_000_000) -> None:
+    def __init__(self, max_traces: int = 1_000_000, clock: Callable[[], float] = time.monotonic) -> None:
         self._max_traces = max(1, max_traces)
+        self._clock = clock
+        self._arrivals: deque[tuple[float, _Flight]] = deque()  # (when the trace was first seen, its flight)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._version = 0
@@ -61,6 +71,7 @@ class LiveState:
                         flight = _Flight(None, 0, span.get("k8s_namespace"), span.get("service_name"), False)
                         self._flights[trace_id] = flight
                         self._count(flight, +1)
+                        self._arrive(flight)
                         self._version += 1
                 if flight is None:  # ended
                     continue
@@ -102,6 +113,30 @@ class LiveState:
                 and (namespace is None or f.namespace == namespace)
                 and (service is None or f.service == service)
             )
+
+    def claims_in_window(
+        self,
+        window_s: float,
+        agent: str | None = None,
+        namespace: str | None = None,
+        service: str | None = None,
+    ) -> int:
+        """Runs (traces) matching the selector that started in the last `window_s` seconds (at most an hour)."""
+        with self._lock:
+            now = self._clock()
+            self._forget_arrivals(now)
+            since = now - min(window_s, MAX_RATE_WINDOW_S)
+            count = 0
+            for seen, flight in reversed(self._arrivals):
+                if seen <= since:
+                    break
+                if (
+                    (agent is None or flight.agent == agent)
+                    and (namespace is None or flight.namespace == namespace)
+                    and (service is None or flight.service == service)
+                ):
+                    count += 1
+            return count
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -156,6 +191,17 @@ class LiveState:
                 del self._services[flight.service]
         if not flight.linked:
             self._tasks += delta
+
+    def _arrive(self, flight: _Flight) -> None:
+        now = self._clock()
+        self._arrivals.append((now, flight))
+        self._forget_arrivals(now)
+        while len(self._arrivals) > self._max_traces:
+            self._arrivals.popleft()
+
+    def _forget_arrivals(self, now: float) -> None:
+        while self._arrivals and self._arrivals[0][0] <= now - MAX_RATE_WINDOW_S:
+            self._arrivals.popleft()
 
     def _end(self, trace_id: bytes) -> None:
         flight = self._flights.pop(trace_id, None)

@@ -31,6 +31,8 @@ import structlog
 
 from collector_ext.config import MIB, ReceiverConfig
 from collector_ext.decode.batch import DecodedBatch, decode_request
+from collector_ext.decode.limits import DecodeLimits
+from collector_ext.errors import ErrorKind, ReceiverError
 from collector_ext.storage.dataset_files import DatasetFiles
 from collector_ext.storage.wal import WalError, WriteAheadLog
 from collector_ext.traces.live_state import LiveState
@@ -52,11 +54,11 @@ def _segments_of(rows: Iterable[dict]) -> Counter[int]:
 _BATCH = itemgetter("_batch")
 
 
-class Overloaded(Exception):
+class Overloaded(ReceiverError):
     """The receiver cannot take more now; the client should retry after `retry_after` seconds."""
 
-    def __init__(self, retry_after: float, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, retry_after: float, reason: str, kind: ErrorKind = ErrorKind.OVERLOADED) -> None:
+        super().__init__(kind, f"receiver cannot take more data now: {reason}", retry_after)
         self.retry_after = retry_after
         self.reason = reason
 
@@ -163,7 +165,9 @@ class Pipeline:
             free = shutil.disk_usage(self.wal.directory).free
             self._disk_ok = free >= self.config.min_free_disk_mib * MIB
         if not self._disk_ok:
-            raise Overloaded(self.config.retry_after_seconds, "disk almost full: not accepting data")
+            raise Overloaded(
+                self.config.retry_after_seconds, "disk almost full: not accepting data", ErrorKind.DISK_FULL
+            )
 
     # -- flushing ----------------------------------------------------------------------------------
     def _flush_loop(self) -> None:
@@ -250,7 +254,7 @@ class Pipeline:
         replayed = skipped = 0
         for seq, record in self.wal.replay():
             (received_ns,) = _RECEIVED.unpack_from(record)
-            decoded = decode_request(record[_RECEIVED.size :], received_ns)
+            decoded = decode_request(record[_RECEIVED.size :], received_ns, DecodeLimits.from_config(self.config))
             spans = span_refs(decoded.table) if decoded.table is not None else []
             fresh = [row for row in spans if (row["trace_id"], row["span_id"]) not in already_written]
             skipped += len(spans) - len(fresh)

@@ -21,9 +21,10 @@ import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from receiver_process import ReceiverProcess
 
-from analyzer.cli_tasks import list_tasks, prepare, task_tree
+from analyzer.analysis import Analysis
 from analyzer.cost import CostQuery, cost_rows
 from analyzer.dataset import open_dataset
+from analyzer.task_queries import TaskQuery, list_tasks, task_tree
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 COMMITTED = Path(__file__).resolve().parent / "captures"
@@ -72,12 +73,10 @@ def replay(name: str, data_dir: Path) -> Readback:
     with ReceiverProcess(data_dir, "--keep", "all") as receiver:
         rejected = send(receiver.grpc_endpoint, payloads)
         wait_until_written(receiver)
-    dataset = open_dataset(data_dir)
-    rows, _ = cost_rows(dataset, CostQuery(by=["agent"]))
-    by_agent = {row["agent"]: row for row in rows}
-    prepare(dataset.con, None)
-    tasks = list_tasks(dataset.con)
-    trees = {t["task_id"]: task_tree(dataset.con, bytes.fromhex(t["task_id"])) for t in tasks}
+    analysis = Analysis(open_dataset(data_dir))
+    by_agent = {row["agent"]: row for row in cost_rows(analysis, CostQuery(by=["agent"])).rows}
+    tasks = list_tasks(analysis, TaskQuery())
+    trees = {t["task_id"]: task_tree(analysis, bytes.fromhex(t["task_id"])) for t in tasks}
     return Readback(by_agent, tasks, trees, rejected)
 
 

@@ -1,0 +1,312 @@
+"""Task queries: the task listing, one task as a tree of agent runs, and task-cost statistics per agent.
+
+Tasks are resolved over the whole dataset by `analyzer.tasks` (authoritative). Every figure is the one of
+`analyzer.figures`, over the task's `charges` rows: a task's cost is **inclusive** of every sub-agent
+(`inclusive_cost_usd`, the same figure as `analyze cost --by task`), and `direct_cost_usd` is its own
+(top) trace only. A task **failed** when its top trace's root span ended with status ERROR.
+
+Task ids are the top trace's trace id (32 hex digits); anywhere a task id is taken, a unique prefix of it
+will do (`resolve_task_ref`), as `analyze tasks` shows them shortened to `SHORT_ID` digits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import duckdb
+
+from analyzer.analysis import Analysis
+from analyzer.dataset import AnalyzerError, load_sql
+from analyzer.figures import FIGURE_NAMES, FIGURE_SELECT
+from analyzer.timeparse import TimeRange
+
+MAX_ROWS = 1_000_000_000  # --top / --offset: past any dataset's tasks (and within DuckDB's LIMIT)
+SHORT_ID = 16  # hex digits shown for a task id in tables; `analyze task` takes any unique prefix
+MAX_TREE_DEPTH = 200
+MAX_CANDIDATES = 10  # an ambiguous prefix lists at most this many tasks
+HEX = re.compile(r"^[0-9a-f]{1,32}$")
+TaskStatus = Literal["failed", "ok"]
+TaskSort = Literal["start", "cost"]
+_FIGURE_COLUMNS = tuple("inclusive_cost_usd" if n == "total_cost_usd" else n for n in FIGURE_NAMES)
+LIST_COLUMNS: tuple[str, ...] = (
+    "task_id",
+    "root_agent",
+    "status",
+    "start",
+    "end",
+    "traces",
+    "agent_runs",
+    "agents",
+    "max_depth",
+    "tool_calls",
+    *_FIGURE_COLUMNS,
+    "direct_cost_usd",
+    "stitch_state",
+)
+STATS_KEYS = ("agent", "day", "week", "month")
+STATS_COLUMNS = (
+    "tasks",
+    "failed_tasks",
+    "mean_task_cost_usd",
+    "p50_task_cost_usd",
+    "p95_task_cost_usd",
+    "max_task_cost_usd",
+    "failed_cost_usd",
+    "inclusive_cost_usd",
+    "unpriced_calls",
+)
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    """Which tasks, in which order, which page. `sort='cost'`: most expensive first (as `--top`)."""
+
+    window: TimeRange = field(default_factory=TimeRange)
+    agent: str | None = None
+    status: TaskStatus | None = None
+    sort: TaskSort = "start"
+    limit: int | None = None
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and not 1 <= self.limit <= MAX_ROWS:
+            raise AnalyzerError(f"--top must be between 1 and {MAX_ROWS:,}")
+        if not 0 <= self.offset <= MAX_ROWS:
+            raise AnalyzerError(f"--offset must be between 0 and {MAX_ROWS:,}")
+        if self.status not in (None, "failed", "ok"):
+            raise AnalyzerError(f"unknown status {self.status!r}: use failed or ok")
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "since": self.window.since,
+            "until": self.window.until,
+            "agent": self.agent,
+            "status": self.status,
+            "cost_order": self.sort == "cost",
+            "limit": self.limit,
+            "offset": self.offset,
+        }
+
+
+def _listing_sql(columns: str) -> str:
+    figure_names = ",\n           ".join(
+        f"s.{name} AS inclusive_cost_usd" if name == "total_cost_usd" else f"s.{name}" for name in FIGURE_NAMES
+    )
+    sql = load_sql("tasks_list.sql").format(figures=FIGURE_SELECT, figure_names=figure_names, columns=columns)
+    return sql.rstrip().removesuffix(";")  # also a subquery (count_tasks, task_stats)
+
+
+def task_listing(analysis: Analysis, query: TaskQuery) -> duckdb.DuckDBPyConnection:
+    """The executed listing query (rows not fetched yet: machine formats stream them), LIST_COLUMNS."""
+    analysis.install_tasks()
+    return analysis.con.execute(_listing_sql(", ".join(f'"{c}"' for c in LIST_COLUMNS)), query.params())
+
+
+def list_tasks(analysis: Analysis, query: TaskQuery) -> list[dict[str, Any]]:
+    cursor = task_listing(analysis, query)
+    return [dict(zip(LIST_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+
+
+def count_tasks(analysis: Analysis, query: TaskQuery) -> int:
+    """How many tasks the query's filters match (no page)."""
+    analysis.install_tasks()
+    unpaged = {**query.params(), "limit": None, "offset": 0}
+    row = analysis.con.execute(f"SELECT count(*) FROM ({_listing_sql('1')})", unpaged).fetchone()  # noqa: S608
+    return int(row[0]) if row else 0
+
+
+# ------------------------------------------------------------------------------------------- task ids
+
+
+def normalize_ref(text: str) -> str:
+    """A task id or a prefix of one, as lower-case hex; anything else is a one-line error."""
+    ref = text.strip().lower()
+    if not HEX.match(ref):
+        raise AnalyzerError(f"malformed task id {text!r}: expected up to 32 hex digits (a task id or its prefix)")
+    return ref
+
+
+def prefix_bounds(ref: str) -> tuple[bytes, bytes | None]:
+    """[low, high) of the 16-byte ids starting with the hex prefix `ref` (high None: to the end)."""
+    bits = 4 * len(ref)
+    value = int(ref, 16) << (128 - bits)
+    high = value + (1 << (128 - bits))
+    return value.to_bytes(16, "big"), high.to_bytes(16, "big") if high < 1 << 128 else None
+
+
+def resolve_task_ref(analysis: Analysis, text: str, candidates: list[bytes] | None = None) -> bytes:
+    """The task id a full id or a unique prefix names (on a resolved Analysis). An unknown one, a sub-agent's
+    trace, or an ambiguous prefix (listing the candidates) is a one-line AnalyzerError."""
+    ref = normalize_ref(text)
+    analysis.install_tasks()
+    low, high = prefix_bounds(ref)
+    tasks = [
+        row[0]
+        for row in analysis.con.execute(
+            "SELECT DISTINCT task_id FROM trace_tasks WHERE task_id >= $low AND ($high IS NULL OR task_id < $high) "
+            "AND task_id = trace_id ORDER BY task_id LIMIT $n",
+            {"low": low, "high": high, "n": MAX_CANDIDATES + 1},
+        ).fetchall()
+    ]
+    if len(tasks) == 1:
+        return tasks[0]
+    if len(tasks) > 1:
+        listed = ", ".join(t.hex() for t in tasks[:MAX_CANDIDATES])
+        more = " and more" if len(tasks) > MAX_CANDIDATES else ""
+        raise AnalyzerError(f"ambiguous task id {ref!r}: it starts {listed}{more}; give more digits")
+    sub = analysis.con.execute(
+        "SELECT trace_id, task_id FROM trace_tasks WHERE trace_id >= $low AND ($high IS NULL OR trace_id < $high) "
+        "ORDER BY trace_id LIMIT 1",
+        {"low": low, "high": high},
+    ).fetchone()
+    if sub is not None:
+        # a scoped Analysis (analyzer/task_scope.py) holds the trace's parent but not the whole way up: it can
+        # tell that the trace is not a task, not which task it belongs to
+        raise AnalyzerError(
+            f"{ref} is not a task id: trace {sub[0].hex()} is a sub-agent trace of task {sub[1].hex()}"
+            if sub[1] != sub[0] and not analysis.scoped
+            else f"{ref} is not a task id: trace {sub[0].hex()} is a sub-agent trace of another task "
+            "(`analyze tasks` lists the tasks)"
+        )
+    raise AnalyzerError(f"unknown task id {ref}: no trace of the dataset starts with it")
+
+
+# ------------------------------------------------------------------------------------------- one task
+
+
+def task_tree(analysis: Analysis, task_id: bytes) -> dict[str, Any]:
+    """The task as nested agent runs with direct and inclusive figures (see `analyze task --help`); money as
+    exact Decimals (`analyzer.output.plain_tree` makes it JSON's)."""
+    analysis.install_tasks()
+    con = analysis.con
+    state = con.execute(
+        "SELECT string_agg(DISTINCT stitch_state, ',' ORDER BY stitch_state) FILTER (WHERE stitch_state <> 'ok'), "
+        "count(*) FROM trace_tasks WHERE task_id = $task_id",
+        {"task_id": task_id},
+    ).fetchone()
+    if not state or not state[1]:
+        raise AnalyzerError(f"unknown task id {task_id.hex()}: no trace of the dataset belongs to it")
+    failed = con.execute(
+        "SELECT coalesce(bool_or(failed_root), false) FROM task_span_nodes WHERE task_id = $task_id",
+        {"task_id": task_id},
+    ).fetchone()
+    runs = con.execute(load_sql("tasks_tree_runs.sql"), {"task_id": task_id}).fetchall()
+    deepest = max((run[3] for run in runs), default=0)
+    if deepest > MAX_TREE_DEPTH:  # nested output (Rich, JSON) recurses per level: refuse, never crash
+        raise AnalyzerError(
+            f"task {task_id.hex()} nests agent runs {deepest} deep (over {MAX_TREE_DEPTH}): "
+            "too deep to print as a tree; see `analyze tasks` and the agent_runs view"
+        )
+    cursor = con.execute(load_sql("tasks_tree_direct.sql").format(figures=FIGURE_SELECT), {"task_id": task_id})
+    names = [d[0] for d in cursor.description]
+    direct = {(row[0], row[1]): dict(zip(names[2:], row[2:], strict=True)) for row in cursor.fetchall()}
+
+    nodes: dict[tuple[bytes, bytes], dict[str, Any]] = {}
+    for trace_id, span_id, agent_name, depth, _pt, _ps, _start in runs:
+        nodes[(trace_id, span_id)] = _node(agent_name, trace_id.hex(), span_id.hex(), depth)
+        nodes[(trace_id, span_id)]["_direct"] = direct.get((trace_id, span_id))
+    # The root: the first top-level agent run of the task's top trace; without one, the top trace itself.
+    root_key = next(((t, s) for t, s, _n, _d, pt, _ps, _st in runs if t == task_id and pt is None), None)
+    root = nodes[root_key] if root_key is not None else _node(None, task_id.hex(), None, None)
+    for trace_id, span_id, _n, _d, parent_trace, parent_span, _st in runs:
+        key = (trace_id, span_id)
+        if key == root_key:
+            continue
+        parent = nodes.get((parent_trace, parent_span)) if parent_trace is not None else None
+        (parent or root)["children"].append(nodes[key])  # runs without a parent agent hang under the root
+    # Usage of spans with no agent run to belong to (traces without one) counts at the root.
+    extra = _zero()
+    for key, part in direct.items():
+        if key not in nodes:
+            _add(extra, part)
+    root["_extra"] = extra
+    _totals(root)
+    inclusive_cost, direct_cost = con.execute(
+        "SELECT sum(total_cost_usd), sum(total_cost_usd) FILTER (WHERE trace_id = task_id) "
+        "FROM task_span_nodes WHERE task_id = $task_id",
+        {"task_id": task_id},
+    ).fetchone() or (None, None)
+    return {
+        "task_id": task_id.hex(),
+        "status": "failed" if failed and failed[0] else "ok",
+        "stitch_state": state[0] or "ok",
+        "inclusive_cost_usd": inclusive_cost,  # the root's inclusive total_cost_usd
+        "direct_cost_usd": direct_cost,  # the task's own (top) trace, as `analyze tasks` shows it
+        "root": root,
+    }
+
+
+def _node(agent: str | None, trace_id: str, span_id: str | None, depth: int | None) -> dict[str, Any]:
+    return {"agent": agent, "trace_id": trace_id, "span_id": span_id, "depth": depth, "_direct": None, "children": []}
+
+
+_TOTAL_FIELDS = ("tool_calls", *FIGURE_NAMES)
+_NULLABLE = ("token_cost_usd", "total_cost_usd", "reported_cost_usd")  # unknown stays unknown, never 0
+
+
+def _zero() -> dict[str, Any]:
+    return {name: None if name in _NULLABLE else 0 for name in _TOTAL_FIELDS}
+
+
+def _add(into: dict[str, Any], part: dict[str, Any] | None) -> None:
+    if not part:
+        return
+    for name in _TOTAL_FIELDS:
+        value = part.get(name)
+        if value is not None:
+            into[name] = (into[name] or 0) + value
+
+
+def _totals(node: dict[str, Any]) -> dict[str, Any]:
+    own = _zero()
+    _add(own, node.pop("_direct", None))
+    _add(own, node.pop("_extra", None))
+    inclusive = dict(own)
+    for child in node["children"]:
+        _add(inclusive, _totals(child))
+    node["direct"] = {name: own[name] for name in _TOTAL_FIELDS}
+    node["inclusive"] = {name: inclusive[name] for name in _TOTAL_FIELDS}
+    node["children"] = node.pop("children")  # children last, for people reading the JSON
+    return inclusive
+
+
+# ------------------------------------------------------------------------------------------- per agent
+
+
+def task_stats(analysis: Analysis, by: str = "agent", window: TimeRange | None = None) -> list[dict[str, Any]]:
+    """Per root agent (the agent that took the task) or per day / week / month of the task's start: how many
+    tasks, how many failed, the distribution of a task's inclusive cost (mean, p50, p95, max: over the tasks
+    whose cost is known), what the failed ones cost, and the total."""
+    if by not in STATS_KEYS:
+        raise AnalyzerError(f"unknown --by key {by!r} for tasks: use one of {', '.join(STATS_KEYS)}")
+    window = window or TimeRange()
+    analysis.install_tasks()
+    key = {
+        "agent": "root_agent",
+        "day": "left(start, 10)",
+        "week": "strftime(start::TIMESTAMP, '%G-W%V')",
+        "month": "left(start, 7)",
+    }[by]
+    order = "1" if by != "agent" else "inclusive_cost_usd DESC NULLS LAST, 1"
+    stats = analysis.con.execute(
+        f"""
+        SELECT {key} AS grp,
+               count(*) AS tasks,
+               count(*) FILTER (WHERE status = 'failed') AS failed_tasks,
+               avg(inclusive_cost_usd) AS mean_task_cost_usd,
+               quantile_cont(inclusive_cost_usd, 0.5) AS p50_task_cost_usd,
+               quantile_cont(inclusive_cost_usd, 0.95) AS p95_task_cost_usd,
+               max(inclusive_cost_usd) AS max_task_cost_usd,
+               CASE WHEN count(*) FILTER (WHERE status = 'failed') = 0 THEN 0
+                    ELSE sum(inclusive_cost_usd) FILTER (WHERE status = 'failed') END AS failed_cost_usd,
+               sum(inclusive_cost_usd) AS inclusive_cost_usd,
+               sum(unpriced_calls) AS unpriced_calls
+        FROM ({_listing_sql("*")})
+        GROUP BY ALL
+        ORDER BY {order}
+        """,  # noqa: S608 (fixed expressions)
+        TaskQuery(window=window).params(),
+    )
+    return [{by: row[0], **dict(zip(STATS_COLUMNS, row[1:], strict=True))} for row in stats.fetchall()]
