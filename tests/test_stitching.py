@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from stitch_scenarios import agent, all_scenarios, chain_of_three, cycle, llm, sid, span, tid, tool
+from stitch_scenarios import agent, all_scenarios, chain_of_three, cycle, deep_scenarios, llm, sid, span, tid, tool
 
 from collector_ext.schema import STITCH_EARLY, STITCH_NO_ROOT
 from collector_ext.traces.stitching import Stitcher, agent_run_name, stitch_traces
 
-SCENARIOS = {s.name: s for s in all_scenarios()}
+SCENARIOS = {s.name: s for s in [*all_scenarios(), *deep_scenarios()]}
 
 
 def n(trace_id: bytes | None) -> int | None:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stitch_scenarios import agent, all_scenarios, llm, span, write_rows
+from stitch_scenarios import agent, all_scenarios, deep_scenarios, llm, span, write_rows
 
 from analyzer.dataset import open_dataset
 from analyzer.tasks import install_task_views
 from collector_ext.traces.stitching import Resolution, resolve_rows, stitch_traces
 
-SCENARIOS = {s.name: s for s in all_scenarios()}
+SCENARIOS = {s.name: s for s in [*all_scenarios(), *deep_scenarios()]}
 
 
 def sql_answers(root: Path) -> tuple[dict, dict, set]:
