@@ -56,6 +56,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check collector_ext analyzer tests bench
 	$(BIN)/ruff format --check collector_ext analyzer tests bench
+	$(BIN)/mypy
 
 # regenerate the committed gRPC stubs of our own .proto files
 protos: $(STAMP)

@@ -72,10 +72,15 @@ def _attributes(pairs: list[tuple[str, object]], rng: random.Random) -> list[Key
     return [_kv(k, v) for k, v in pairs]
 
 
+# Span times: the last whole hour before the benchmark starts, one request every 10 s (150 requests: 25 min),
+# inside the receiver's time window (--span-max-age-hours, --span-max-future-minutes) whenever it runs.
+START_NS = (time.time_ns() // 3_600_000_000_000 - 1) * 3_600_000_000_000
+
+
 def make_request(index: int, rng: random.Random) -> ExportTraceServiceRequest:
     """One request of SPANS_PER_REQUEST spans, whole agent traces with unique ids."""
     spans = []
-    base = 1_800_000_000_000_000_000 + index * 10_000_000_000
+    base = START_NS + index * 10_000_000_000
     for t in range(SPANS_PER_REQUEST // SPANS_PER_TRACE):
         trace_id = rng.getrandbits(128).to_bytes(16, "big")
         root_id = rng.getrandbits(64).to_bytes(8, "big")
@@ -379,8 +384,9 @@ STAGES = [
     ("decode_pool.py", "decode pool transport (both sides)"),
     ("WriteAheadLog", "WAL append + fsync"),
     ("Stitcher", "stitching"),
+    ("assemble", "Arrow assembly (the rows to write from their batches)"),
     ("span_refs", "span refs (the receiver's view of a decoded batch)"),
-    ("_write_rows", "Arrow assembly + Parquet write"),
+    ("write_file", "Parquet write"),
     ("TraceIngest.export", "ingest bookkeeping"),
     ("Pipeline", "pipeline other (trace buffer, live state)"),
 ]

@@ -29,7 +29,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import random
 import shutil
@@ -45,6 +44,7 @@ import pyarrow as pa
 from collector_ext.schema import SPANS
 from collector_ext.storage.dataset_files import DatasetFiles
 from collector_ext.traces.live_state import LiveState
+from collector_ext.traces.span_refs import span_refs
 from collector_ext.traces.stitching import Stitcher
 from collector_ext.traces.trace_buffer import TraceBuffer
 
@@ -160,8 +160,9 @@ def ingest_workload(tasks: int) -> list[list[dict]]:
     return [spans[i : i + 16] for i in range(0, len(spans), 16)]
 
 
-def ingest_once(requests: list[list[dict]], stitching: bool) -> tuple[float, int, int]:
-    requests = copy.deepcopy(requests)  # finish_trace fills the rows in place
+def ingest_once(rows: list[list[dict]], stitching: bool) -> tuple[float, int, int]:
+    # the receiver's span refs of each request, fresh each run (finish_trace fills them in place)
+    requests = [span_refs(pa.Table.from_pylist(request, schema=SPANS)) for request in rows]
     buffer = TraceBuffer(grace_seconds=0.0, max_wait_seconds=900.0, max_spans=1_000_000)
     stitcher = Stitcher(enabled=stitching)
     live = LiveState()

@@ -16,33 +16,26 @@ import gc
 import json
 import sys
 import tracemalloc
-from pathlib import Path
 
 import psutil
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+import pyarrow as pa
 
 from bench.bench_ingest import SPANS_PER_REQUEST, make_requests
 from collector_ext.traces.trace_buffer import TraceBuffer
 
 
-def held_rows(payload: bytes, seq: int) -> list[dict]:
-    """The rows the pipeline holds for one request: span refs; a baseline tree from before them held the
-    decoded rows themselves."""
-    import collector_ext
+def held_rows(payload: bytes, seq: int) -> list:
+    """The span refs the pipeline holds for one request, pointing at their decoded Arrow table and WAL segment.
 
-    if not (Path(collector_ext.__file__).parent / "span_batch.py").exists():
-        from collector_ext.decode.spans import decode_traces
-
-        rows = decode_traces(ExportTraceServiceRequest.FromString(payload), 1).spans
-        for row in rows:
-            row["_wal_seq"] = seq
-        return rows
+    Works for this tree (typed `SpanRef`s) and for an older baseline tree (dict refs with a `_batch` key)."""
     from collector_ext.decode.batch import decode_request
     from collector_ext.traces.span_refs import span_refs
 
-    rows = span_refs(decode_request(payload, 1).table)
-    rows[0]["_batch"].wal_seq = seq
-    return rows
+    refs = span_refs(decode_request(payload, 1).table)
+    first = refs[0]
+    batch = first["_batch"] if isinstance(first, dict) else first.batch
+    batch.wal_seq = seq
+    return refs
 
 
 def held_bytes_per_span(spans: int, measure: str) -> dict:
@@ -54,15 +47,23 @@ def held_bytes_per_span(spans: int, measure: str) -> dict:
         before = tracemalloc.get_traced_memory()[0]
     else:
         before = process.memory_info().rss
+    arrow_before = pa.total_allocated_bytes()
     buffer = TraceBuffer(grace_seconds=1e9, max_wait_seconds=1e9, max_spans=10**9)
+    sample = None
     for seq, payload in enumerate(payloads):
-        buffer.add(held_rows(payload, seq), 0.0)
+        refs = held_rows(payload, seq)
+        sample = sample or refs[0]
+        buffer.add(refs, 0.0)
     gc.collect()
     after = tracemalloc.get_traced_memory()[0] if measure == "tracemalloc" else process.memory_info().rss
     return {
         "measure": measure,
         "spans_held": buffer.span_count,
         "bytes_per_span": (after - before) / buffer.span_count,
+        # the ref object alone (a dict's or a slotted object's own size, without the values it points to)
+        "ref_object_bytes": sys.getsizeof(sample),
+        # the decoded Arrow tables the refs point into (Arrow's allocator: not seen by tracemalloc)
+        "arrow_bytes_per_span": (pa.total_allocated_bytes() - arrow_before) / buffer.span_count,
         "decoder": sys.modules["collector_ext.decode"].__file__,
     }
 

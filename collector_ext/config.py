@@ -11,10 +11,12 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from collector_ext.storage.dataset_files import check_writer_id
+from collector_ext.user_error import UserError
 
 MIB = 1024 * 1024
 
@@ -134,7 +136,10 @@ class ReceiverConfig(BaseSettings):
         60.0, ge=0, description="Spans that start more than this after they were received are rejected; 0: no limit."
     )
     max_pending_mib: int = Field(
-        256, ge=1, description="Bytes held (WAL not yet in Parquet) before new requests get UNAVAILABLE, MiB."
+        256,
+        ge=1,
+        description="Bytes held (WAL not yet in Parquet) before new requests get UNAVAILABLE, MiB, per pipeline "
+        "(spans, GPU metrics); from 3/4 of it the traces holding the oldest WAL segments are written early.",
     )
     min_free_disk_mib: int = Field(
         256, ge=0, description="Free space below which requests get UNAVAILABLE instead of filling the disk."
@@ -153,6 +158,12 @@ class ReceiverConfig(BaseSettings):
     )
     max_held_spans: int = Field(
         500_000, ge=1, description="Spans held in memory; past it the oldest traces are written early."
+    )
+    dedupe_window_spans: int = Field(
+        250_000,
+        ge=0,
+        description="Spans remembered as written (~100 bytes each) so that a batch sent again after a lost answer "
+        "is not written twice; 0 switches it off.",
     )
     decode_processes: int | None = Field(
         None,
@@ -261,15 +272,18 @@ _CONFIG_FILE: dict[str, Path | None] = {"path": None}
 
 
 def load_config(config_file: Path | None = None, **flags: Any) -> ReceiverConfig:
-    """Build the config from flags (None means 'not given'), environment and an optional YAML file."""
+    """Build the config from flags (None means 'not given'), environment and an optional YAML file. Raises
+    UserError for a missing or unreadable file, pydantic.ValidationError for bad values."""
     import os
 
     if config_file is None and os.environ.get("AGENTMETER_CONFIG"):
         config_file = Path(os.environ["AGENTMETER_CONFIG"])
     if config_file is not None and not config_file.is_file():
-        raise ValueError(f"config file {config_file} does not exist")
+        raise UserError(f"config file {config_file} does not exist")
     _CONFIG_FILE["path"] = config_file
     try:
         return ReceiverConfig(**{k: v for k, v in flags.items() if v is not None})
+    except yaml.YAMLError as err:
+        raise UserError(f"config file {config_file} is not valid YAML: {' '.join(str(err).split())}") from None
     finally:
         _CONFIG_FILE["path"] = None

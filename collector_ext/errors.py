@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import enum
 import errno
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
+
+M = TypeVar("M", bound=Message)
 
 
 class ErrorKind(enum.Enum):
@@ -90,7 +93,7 @@ def from_exception(err: BaseException) -> ReceiverError:
     return ReceiverError(ErrorKind.INTERNAL, f"internal error: {type(err).__name__}")
 
 
-def parse_request(message_type: type[Message], payload: bytes) -> Message:
+def parse_request(message_type: type[M], payload: bytes) -> M:
     """A serialized OTLP export request, or the malformed-request error naming the expected message."""
     request = message_type()
     try:

@@ -1,10 +1,12 @@
 """Wiring: builds the receiver's parts from a config and runs them until SIGTERM/SIGINT.
 
-Start order: telemetry, live state, stitcher, pipeline (its start replays the WAL before anything is
-accepted), GPU metrics receiver and PodResources poller, the decode processes, the OTLP gRPC server, the
-KEDA scaler gRPC server, and last the HTTP server (so `/healthz` answering means every endpoint is up). On
-SIGTERM/SIGINT: stop accepting (HTTP, gRPC with a short grace for in-flight requests), stop the poller and
-the decode processes, `pipeline.close()` writes every held trace, then exit 0.
+Start order: the writer lock (one receiver per writer id and WAL directory: storage/writer_lock.py), telemetry,
+live state, stitcher, pipeline (its start replays the WAL before anything is accepted), GPU metrics receiver
+and PodResources poller, the decode processes, the OTLP gRPC server, the KEDA scaler gRPC server, and last
+the HTTP server (so `/healthz` answering means every endpoint is up). On SIGTERM/SIGINT: stop accepting
+(HTTP, gRPC with a short grace for in-flight requests), stop the poller and the decode processes,
+`pipeline.close()` writes every held trace, then exit 0 (1 when rows could not be written: they stay in the
+WAL and are replayed at the next start).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from collector_ext.decode.limits import DecodeLimits
 from collector_ext.decode.pool import DecodePool, default_processes
 from collector_ext.gpu.metrics import GpuMetricsReceiver
 from collector_ext.gpu.podresources import PodResourcesPoller
-from collector_ext.keda.scaler import add_scaler_servicer, demand_json
+from collector_ext.keda.scaler import ExternalScalerServicer, add_scaler_servicer, demand_json
 from collector_ext.receiver.grpc_server import GrpcHandlers, build_grpc_server
 from collector_ext.receiver.http_connections import guarded_protocol
 from collector_ext.receiver.http_server import build_app
 from collector_ext.receiver.ingest import TraceIngest
 from collector_ext.receiver.telemetry import Telemetry
+from collector_ext.storage.writer_lock import WriterLock
 from collector_ext.traces.live_state import LiveState
 from collector_ext.traces.pipeline import Pipeline
 from collector_ext.traces.stitching import Stitcher
@@ -57,7 +60,7 @@ def _http_server(app: Any, config: ReceiverConfig) -> uvicorn.Server:
         # connections and header timeouts in http_connections.py; no limit_concurrency (it answers 503 to
         # everything, /healthz included, while idle connections stay); exports are bounded in http_server
         http=guarded_protocol(config.header_timeout_seconds, config.max_connections),
-        timeout_graceful_shutdown=GRPC_STOP_GRACE_S,
+        timeout_graceful_shutdown=int(GRPC_STOP_GRACE_S),
         **tls,
     )
     return uvicorn.Server(uv_config)
@@ -68,6 +71,8 @@ class Receiver:
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
+        # before anything reads or writes the WAL or the dataset: raises WriterIdInUse (a UserError)
+        self.lock = WriterLock(config.wal_path, config.data_dir, config.writer_id).acquire()
         self.telemetry = Telemetry(config.log_level, config.log_format)
         self.log = self.telemetry.log
         self.live = LiveState()
@@ -78,7 +83,7 @@ class Receiver:
         self.poller: PodResourcesPoller | None = None
         self.grpc: grpc.Server | None = None
         self.scaler: grpc.Server | None = None
-        self.scaler_servicer = None
+        self.scaler_servicer: ExternalScalerServicer | None = None
         self.http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
 
@@ -88,6 +93,7 @@ class Receiver:
         self.telemetry.watch_pipeline(self.pipeline.snapshot)
         # one DatasetFiles per writer: the file sequence numbers of all tables come from it
         self.gpu_metrics = GpuMetricsReceiver(config, self.pipeline.files)
+        self.telemetry.watch_gpu_metrics(self.gpu_metrics.snapshot)
         if config.podresources_interval_seconds > 0:
             self.poller = PodResourcesPoller(config, self.pipeline.files)
             self.poller.start()
@@ -135,8 +141,9 @@ class Receiver:
             replayed_spans=self.pipeline.stats.spans_replayed,
         )
 
-    def stop(self) -> None:
-        """Stop accepting, then write out everything held. Safe on a partly started receiver."""
+    def stop(self) -> bool:
+        """Stop accepting, then write out everything held. Safe on a partly started receiver. Returns False
+        when rows could not be written (they stay in the WAL for the next start)."""
         if self.http is not None:
             self.http.should_exit = True
         if self.scaler_servicer is not None:
@@ -150,10 +157,12 @@ class Receiver:
             self.poller.stop()
         if self.decoder is not None:
             self.decoder.close()
-        self.pipeline.close()
+        complete = self.pipeline.close()
         if self.gpu_metrics is not None:
-            self.gpu_metrics.close()
-        self.log.info("receiver stopped", **{k: v for k, v in self.pipeline.stats.__dict__.items()})
+            complete = self.gpu_metrics.close() and complete
+        self.lock.release()
+        self.log.info("receiver stopped", complete=complete, **self.pipeline.stats.__dict__)
+        return complete
 
 
 def tune_gc() -> None:
@@ -189,8 +198,8 @@ def run_server(config: ReceiverConfig) -> int:
         while not stop.wait(1.0):
             pass
         receiver.log.info("stopping", reason="signal")
-        receiver.stop()
+        complete = receiver.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    return 0 if complete else 1

@@ -1,12 +1,17 @@
 """Stitching scenarios shared by the stitching tests: span rows of whole traces plus the answers expected.
 
-Every answer below is worked out by hand from the rules in `collector_ext/stitching.py`'s docstring:
+Every answer below is worked out by hand from the rules in `collector_ext/traces/stitching.py`'s docstring:
 task of every trace (task, depth, state as the analyzer resolves it), parent agent and depth of every
 agent run, and the tokens counted once per task.
+
+Scenario spans are decoded rows (dicts keyed by the SPANS columns, as the decoder makes them); the receiver
+stitches span refs, so `refs()` turns a request's rows into its Arrow table and span refs exactly as the
+pipeline does, and `rows_of()` gives back the rows the writer would write (stitching columns filled).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +19,8 @@ import pyarrow as pa
 
 from collector_ext.schema import SPANS
 from collector_ext.storage.dataset_files import DatasetFiles
+from collector_ext.traces.span_refs import SpanRef, assemble, span_refs
+from collector_ext.traces.stitching import stitch_traces
 
 BASE_NS = 1_795_000_000_000_000_000  # 2026-11-18
 
@@ -337,7 +344,31 @@ def deep_scenarios() -> list[Scenario]:
     return [deep_chain(), long_cycle(), deep_and_wide()]
 
 
-def write_rows(rows: list[dict], root: Path, writer_id: str = "w1") -> None:
-    """Write span rows as one Parquet file of `writer_id` (internal `_` keys dropped)."""
-    table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in SPANS} for r in rows], schema=SPANS)
+def refs(rows: list[dict]) -> list[SpanRef]:
+    """The span refs of `rows` (as one request: one Arrow table), as the pipeline makes them."""
+    return span_refs(pa.Table.from_pylist([{f.name: r.get(f.name) for f in SPANS} for r in rows], schema=SPANS))
+
+
+def stitch(traces: Iterable[list[dict]], keep: str = "trace", memory_items: int = 1_000_000) -> list[SpanRef]:
+    """Whole traces (each its own request) through one Stitcher in arrival order: the spans it keeps."""
+    return stitch_traces([refs(trace) for trace in traces], keep=keep, memory_items=memory_items)
+
+
+def rows_of(spans: list[SpanRef]) -> list[dict]:
+    """The rows the writer writes for `spans` (every column; stitching columns from the refs), in order
+    within each request."""
+    return assemble(spans).table.to_pylist()
+
+
+def stitched_rows(traces: Iterable[list[dict]], keep: str = "trace") -> list[dict]:
+    """`stitch`, as written rows."""
+    return rows_of(stitch(traces, keep=keep))
+
+
+def write_rows(rows: list[dict] | list[SpanRef], root: Path, writer_id: str = "w1") -> None:
+    """Write span rows, or stitched span refs (as the pipeline assembles them), as Parquet of `writer_id`."""
+    if rows and isinstance(rows[0], SpanRef):
+        table = assemble(rows).table
+    else:
+        table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in SPANS} for r in rows], schema=SPANS)
     DatasetFiles(root, writer_id).write("spans", table)

@@ -13,19 +13,26 @@ from collector_ext.decode.arrow_rows import DECODED_SPANS, rows_to_table
 from collector_ext.decode.spans import decode_traces
 from collector_ext.schema import SPANS
 from collector_ext.storage.dataset_files import plain_columns
+from collector_ext.traces.span_refs import STITCH_OUTPUT, span_refs
 from collector_ext.traces.stitching import stitch_traces
 
 RECEIVED = 1_800_000_000_000_000_000
 
 
 def corpus_rows() -> list[dict]:
-    """Every corpus span, decoded and stitched trace by trace: the rows the pipeline writes."""
+    """Every corpus span, decoded, with the stitching columns stitching gives it trace by trace: the rows the
+    pipeline writes."""
     traces: dict[bytes, list[dict]] = {}
     for path in sorted(CORPUS.glob("*.pb")):
         request = ExportTraceServiceRequest.FromString(path.read_bytes())
         for row in decode_traces(request, RECEIVED).spans:
             traces.setdefault(row["trace_id"], []).append(row)
-    return stitch_traces(traces.values(), keep="all")
+    rows = [row for trace in traces.values() for row in trace]
+    refs = stitch_traces([span_refs(rows_to_table(trace)) for trace in traces.values()], keep="all")
+    for row, ref in zip(rows, refs, strict=True):
+        assert (row["trace_id"], row["span_id"]) == (ref.trace_id, ref.span_id)
+        row.update({name: getattr(ref, name) for name in STITCH_OUTPUT})
+    return rows
 
 
 def test_corpus_rows_give_the_from_pylist_table() -> None:

@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from stitch_scenarios import BASE_NS, chain_of_three, fan_out_five, tid, write_rows
+from stitch_scenarios import BASE_NS, chain_of_three, fan_out_five, stitch, stitched_rows, tid, write_rows
 
 from analyzer.cli import main
 from analyzer.task_queries import LIST_COLUMNS
-from collector_ext.traces.stitching import stitch_traces
 
 CHAIN, LEAD = tid(1).hex(), tid(10).hex()
 PRICES = "prices:\n  - provider: vllm\n    model: m1\n    input: 1.0\n    output: 2.0\n"
@@ -22,7 +21,7 @@ PRICES = "prices:\n  - provider: vllm\n    model: m1\n    input: 1.0\n    output
 
 @pytest.fixture
 def dataset(data_dir: Path) -> Path:
-    rows = stitch_traces(chain_of_three().traces + fan_out_five().traces)
+    rows = stitched_rows(chain_of_three().traces + fan_out_five().traces)
     for row in rows:
         if row["category"] == "llm":
             row["provider"], row["request_model"] = "vllm", "m1"
@@ -80,7 +79,7 @@ def test_tasks_json(dataset: Path, prices: Path, capsys) -> None:
 
 
 def test_tasks_top_lists_the_most_expensive_first(data_dir: Path, prices: Path, capsys) -> None:
-    rows = stitch_traces(chain_of_three().traces + fan_out_five().traces)
+    rows = stitched_rows(chain_of_three().traces + fan_out_five().traces)
     for row in rows:
         if row["category"] == "llm":
             row["provider"], row["request_model"] = "vllm", "m1"
@@ -217,7 +216,7 @@ def test_task_whose_top_trace_has_no_agent_run(data_dir: Path, capsys) -> None:
 
     top = [span(90, 1, name="POST /ask"), llm(90, 2, 1, (5, 5)), span(90, 3, 1, name="delegate")]
     child = [agent(91, 1, name="child", links=[(90, 3)]), llm(91, 2, 1, (3, 3))]
-    write_rows(stitch_traces([top, child]), data_dir)
+    write_rows(stitch([top, child]), data_dir)
     code, out, _ = run(capsys, "task", tid(90).hex(), "--data", str(data_dir), "--format", "json")
     root = json.loads(out)["root"]
     assert code == 0
@@ -235,7 +234,7 @@ def test_task_tree_too_deep_is_a_clear_error(data_dir: Path, capsys) -> None:
 
     traces = [[agent(1, 1, name="a0"), span(1, 2, 1)]]
     traces += [[agent(1 + i, 1, name=f"a{i}", links=[(i, 2)]), span(1 + i, 2, 1)] for i in range(1, 202)]
-    write_rows(stitch_traces(traces), data_dir)
+    write_rows(stitch(traces), data_dir)
     code, out, err = run(capsys, "task", tid(1).hex(), "--data", str(data_dir), "--format", "json")
     assert (code, out) == (2, "")
     assert (

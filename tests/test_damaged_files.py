@@ -13,20 +13,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from stitch_scenarios import chain_of_three, fan_out_five, write_rows
+from stitch_scenarios import chain_of_three, fan_out_five, stitch, stitched_rows, write_rows
 
 from analyzer import dataset as dataset_module
 from analyzer.api import create_app
 from analyzer.cli import main
 from analyzer.dataset import SkippedFile, open_dataset
 from collector_ext.schema import SPANS
-from collector_ext.traces.stitching import stitch_traces
 
 
 def _two_files(root: Path) -> tuple[Path, Path]:
     """Task 1 (chain of three) in the first file, task 10 (fan-out of five) in the second."""
-    write_rows(stitch_traces(chain_of_three().traces), root)
-    write_rows(stitch_traces(fan_out_five().traces), root)
+    write_rows(stitch(chain_of_three().traces), root)
+    write_rows(stitch(fan_out_five().traces), root)
     first, second = sorted((root / "spans").glob("date=*/*.parquet"))
     return first, second
 
@@ -54,7 +53,7 @@ DAMAGE = {
 def test_the_rest_of_the_dataset_answers(tmp_path: Path, capsys, damage: str) -> None:
     damaged_root, intact_root = tmp_path / "damaged", tmp_path / "intact"
     _, second = _two_files(damaged_root)
-    write_rows(stitch_traces(chain_of_three().traces), intact_root)  # what the damaged dataset still holds
+    write_rows(stitch(chain_of_three().traces), intact_root)  # what the damaged dataset still holds
     DAMAGE[damage](second)
     relative = second.relative_to(damaged_root)
 
@@ -72,7 +71,7 @@ def test_files_of_an_unknown_schema_or_other_column_types_are_left_out(data_dir:
     _two_files(data_dir)
     partition = data_dir / "spans" / "date=2026-11-18"
     partition.mkdir(exist_ok=True)
-    rows = stitch_traces(chain_of_three().traces)
+    rows = stitched_rows(chain_of_three().traces)
     newer = SPANS.with_metadata({"agentmeter.schema_version": "agentmeter-v99"})
     pq.write_table(pa.Table.from_pylist(rows, schema=newer), partition / "future-00000001.parquet")
     retyped = pa.schema([pa.field("trace_id", pa.string()), pa.field("span_id", pa.string())])

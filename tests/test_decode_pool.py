@@ -169,3 +169,14 @@ def test_a_worker_answers_a_failing_decode_as_internal_and_serves_on(monkeypatch
     requests.close()  # the worker reads EOF and returns
     worker.join(10)
     assert not worker.is_alive()
+
+
+def test_the_forkserver_preloads_the_decoder_that_exists() -> None:
+    """The workers share the decoder's pages with their forkserver only if it preloads a real module
+    (multiprocessing skips a preload that does not import, silently)."""
+    import importlib.util
+
+    from collector_ext.decode import pool
+
+    assert pool._PRELOAD == ["collector_ext.decode.batch"]
+    assert all(importlib.util.find_spec(name) is not None for name in pool._PRELOAD)

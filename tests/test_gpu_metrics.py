@@ -186,17 +186,21 @@ def test_bad_points_rejected_one_by_one_and_staleness_markers_skipped(data_dir: 
 def test_acknowledged_samples_survive_a_crash_and_batches_are_not_per_request(data_dir: Path) -> None:
     config = make_config(data_dir, parquet_max_rows=4, parquet_max_seconds=3600)
     receiver = GpuMetricsReceiver(config, DatasetFiles(data_dir, "w1"))
-    for i in range(6):
+    receiver.writer.stop_flusher()  # the test runs the flusher's steps itself
+    for i in range(4):
         assert receiver.export(gauge_request([(10**18 + i * 10**9, i / 10, {"gpu": "0"})])) == (0, "")
-    # the 4th request filled a batch: one file of 4 rows; 2 rows acknowledged, only in the WAL
+    assert receiver.writer.write_due() == 4  # 4 rows staged: a batch is due
+    for i in range(4, 6):
+        assert receiver.export(gauge_request([(10**18 + i * 10**9, i / 10, {"gpu": "0"})])) == (0, "")
+    assert receiver.writer.write_due() == 0  # 2 rows: not yet a batch
+    # one file of 4 rows; 2 rows acknowledged, only in the WAL
     files = list((data_dir / "gpu_metrics").glob("date=*/*.parquet"))
     assert len(files) == 1
     assert duckdb.execute("SELECT count(*) FROM read_parquet($f)", {"f": str(files[0])}).fetchone() == (4,)
     segments_before_crash = receiver.wal.segments()
     assert len(segments_before_crash) == 1  # the written batch's segment was retired
+    assert receiver.snapshot().writer.rows_buffered == 2
     # crash: no close(); a new receiver replays the WAL and writes what was acknowledged
-    receiver._closed.set()
-    receiver.wal._file.close()
     receiver2 = GpuMetricsReceiver(config, DatasetFiles(data_dir, "w1"))
     assert rows(data_dir, "value") == [(0.0,), (0.1,), (0.2,), (0.3,), (0.4,), (0.5,)]
     assert receiver2.wal.segments() == []

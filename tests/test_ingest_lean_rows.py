@@ -10,6 +10,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from collector_ext.decode.otlp_values import attribute_map
 from collector_ext.decode.spans import decode_traces
+from collector_ext.traces.span_refs import SpanRef
 from collector_ext.traces.trace_buffer import TraceBuffer
 
 TRACE_A = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
@@ -79,12 +80,10 @@ def test_int_texts_are_the_same_as_repr_at_every_size() -> None:
     assert attribute_map(values) == {"a": "0", "b": "1023", "c": "1024", "d": "-1", "e": str(2**63 - 1), "f": "true"}
 
 
-def row(trace: bytes, span_id: int, parent: int | None) -> dict:
-    return {
-        "trace_id": trace,
-        "span_id": span_id.to_bytes(8, "big"),
-        "parent_span_id": parent.to_bytes(8, "big") if parent else None,
-    }
+def row(trace: bytes, span_id: int, parent: int | None) -> SpanRef:
+    return SpanRef(
+        trace_id=trace, span_id=span_id.to_bytes(8, "big"), parent_span_id=parent.to_bytes(8, "big") if parent else None
+    )
 
 
 def test_trace_buffer_orders_by_last_activity_across_interleaved_runs() -> None:
@@ -98,7 +97,7 @@ def test_trace_buffer_orders_by_last_activity_across_interleaved_runs() -> None:
     assert buffer.span_count == 4
     # B has its root and is quiet at 6; A has none: only B leaves, with both its spans
     (ready,) = buffer.take_ready(now=6)
-    assert (ready.trace_id, sorted(s["span_id"] for s in ready.spans), ready.state) == (
+    assert (ready.trace_id, sorted(s.span_id for s in ready.spans), ready.state) == (
         TRACE_B,
         [(6).to_bytes(8, "big"), (7).to_bytes(8, "big")],
         None,

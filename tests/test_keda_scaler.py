@@ -31,6 +31,7 @@ from collector_ext.keda import externalscaler_pb2 as pb
 from collector_ext.keda import externalscaler_pb2_grpc as pb_grpc
 from collector_ext.keda.scaler import BadScalerMetadata, add_scaler_servicer, demand_json
 from collector_ext.traces.live_state import LiveState
+from collector_ext.traces.span_refs import SpanRef
 
 RPC_TIMEOUT_S = 10
 
@@ -45,16 +46,18 @@ def metrics(stub: pb_grpc.ExternalScalerStub, scaled: pb.ScaledObjectRef, name: 
     return value
 
 
-def span(trace: int, *, root: bool, agent: str = "planner", namespace: str = "team-a", service: str = "agents") -> dict:
-    return {
-        "trace_id": trace.to_bytes(16, "big"),
-        "span_id": (trace * 2 + root).to_bytes(8, "big"),
-        "parent_span_id": None if root else (trace * 2 + 1).to_bytes(8, "big"),
-        "agent_name": agent,
-        "category": "agent" if root else "llm",
-        "service_name": service,
-        "k8s_namespace": namespace,
-    }
+def span(
+    trace: int, *, root: bool, agent: str = "planner", namespace: str = "team-a", service: str = "agents"
+) -> SpanRef:
+    return SpanRef(
+        trace_id=trace.to_bytes(16, "big"),
+        span_id=(trace * 2 + root).to_bytes(8, "big"),
+        parent_span_id=None if root else (trace * 2 + 1).to_bytes(8, "big"),
+        agent_name=agent,
+        category="agent" if root else "llm",
+        service_name=service,
+        k8s_namespace=namespace,
+    )
 
 
 @pytest.fixture

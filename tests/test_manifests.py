@@ -37,8 +37,11 @@ from pod_security import violations
 
 from analyzer.recommend import DEFAULT_SCALER_ADDRESS
 from collector_ext.config import load_config, parse_endpoint
+from collector_ext.gpu.metrics import GpuMetricsSnapshot
 from collector_ext.keda.scaler import UNCLAIMED, parse_selector
-from collector_ext.receiver.telemetry import PIPELINE_METRICS, Telemetry
+from collector_ext.receiver.telemetry import Telemetry
+from collector_ext.storage.batch_writer import WriterSnapshot
+from collector_ext.traces.pipeline import PipelineSnapshot, PipelineStats
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -588,7 +591,8 @@ def test_service_monitors_scrape_existing_ports() -> None:
 def test_alerts_use_metrics_the_receiver_exports() -> None:
     telemetry = Telemetry()
     telemetry.requests.labels("grpc", "traces", "ok").inc()
-    telemetry.watch_pipeline(lambda: dict.fromkeys(PIPELINE_METRICS, 1))
+    telemetry.watch_pipeline(lambda: PipelineSnapshot(PipelineStats(), 0, 0, WriterSnapshot("spans"), 0))
+    telemetry.watch_gpu_metrics(lambda: GpuMetricsSnapshot(0, WriterSnapshot("gpu_metrics")))
     text, _ = telemetry.render()
     exported = {re.split(r"[{ ]", line)[0] for line in text.decode().splitlines() if not line.startswith("#")}
     (rule,) = kinds("default", "PrometheusRule")

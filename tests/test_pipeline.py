@@ -13,8 +13,10 @@ from test_crash_recovery import agent_request
 
 from collector_ext.config import ReceiverConfig
 from collector_ext.decode.batch import decode_request
+from collector_ext.errors import ErrorKind, ReceiverError
+from collector_ext.receiver.status import STATUS
 from collector_ext.traces.live_state import LiveState
-from collector_ext.traces.pipeline import Overloaded, Pipeline
+from collector_ext.traces.pipeline import Pipeline
 from collector_ext.traces.stitching import Stitcher
 
 
@@ -39,9 +41,11 @@ def accept(pipeline: Pipeline, payload: bytes) -> int:
 
 
 def spans_in(data_dir) -> list[tuple[str, str]]:
-    return duckdb.sql(
-        f"SELECT lower(hex(trace_id)), lower(hex(span_id)) FROM read_parquet('{data_dir}/spans/*/*.parquet')"
-    ).fetchall()
+    return (
+        duckdb.connect()
+        .sql(f"SELECT lower(hex(trace_id)), lower(hex(span_id)) FROM read_parquet('{data_dir}/spans/*/*.parquet')")
+        .fetchall()
+    )
 
 
 def test_replay_after_crash_between_parquet_rename_and_wal_delete_writes_nothing_twice(data_dir, tmp_path):
@@ -53,7 +57,7 @@ def test_replay_after_crash_between_parquet_rename_and_wal_delete_writes_nothing
     for _ in range(2):  # hand the trace on, then write the (aged) rows
         time.sleep(0.01)
         pipeline.flush_due()  # writes the Parquet file, then retires the segment
-    assert pipeline.snapshot()["wal_segments"] == 0
+    assert pipeline.snapshot().writer.wal_segments == 0
     assert set(spans_in(data_dir)) == ids
     # the crash: the segment deletion never happened
     shutil.rmtree(pipeline.config.wal_path)
@@ -97,7 +101,7 @@ def test_traces_without_genai_spans_are_dropped_and_their_wal_retired(data_dir):
     accept(pipeline, payload)
     pipeline.close()
     assert pipeline.stats.spans_dropped == 1
-    assert pipeline.stats.spans_written == 0
+    assert pipeline.snapshot().writer.rows_written == 0
     assert not (data_dir / "spans").exists()
     assert list(pipeline.config.wal_path.glob("*.wal")) == []
 
@@ -105,11 +109,13 @@ def test_traces_without_genai_spans_are_dropped_and_their_wal_retired(data_dir):
 def test_overloaded_when_unwritten_wal_passes_the_limit(data_dir):
     pipeline = make_pipeline(data_dir, max_pending_mib=1, trace_grace_seconds=3600, wal_segment_mib=1)
     accepted = 0
-    with pytest.raises(Overloaded) as raised:
+    with pytest.raises(ReceiverError) as raised:
         for request_no in range(10_000):  # bounded: ~1.3 kB per request, the limit is 1 MiB
             accepted += accept(pipeline, agent_request(request_no)[0])
-    assert "not yet written to Parquet" in raised.value.reason
-    assert raised.value.retry_after == pipeline.config.retry_after_seconds
+    assert raised.value.kind is ErrorKind.OVERLOADED and STATUS[raised.value.kind].retryable
+    assert "not yet written to Parquet" in raised.value.message
+    assert raised.value.retry_after_s == pipeline.config.retry_after_seconds
+    assert pipeline.snapshot().writer.refusals_pending == 1
     pipeline.close()  # what was accepted is still written out
     assert len(spans_in(data_dir)) == accepted
 
@@ -121,11 +127,11 @@ def test_a_request_sent_twice_is_written_once_and_both_wal_segments_retired(data
     accept(pipeline, payload)
     pipeline.wal.rotate()
     accept(pipeline, payload)
-    assert pipeline.snapshot()["spans_held"] == len(ids)
-    assert pipeline.snapshot()["wal_segments"] == 2
+    assert pipeline.snapshot().spans_held == len(ids)
+    assert pipeline.snapshot().writer.wal_segments == 2
     pipeline.close()
     assert sorted(spans_in(data_dir)) == sorted(ids)
-    assert pipeline.stats.spans_written == len(ids)
+    assert pipeline.snapshot().writer.rows_written == len(ids)
     assert list(pipeline.config.wal_path.glob("*.wal")) == []
 
 
@@ -138,5 +144,5 @@ def test_a_request_sent_twice_does_not_pin_its_wal_segment_while_running(data_di
         time.sleep(0.01)
         pipeline.flush_due()
     assert sorted(spans_in(data_dir)) == sorted(ids)
-    assert pipeline.snapshot()["wal_segments"] == 0
+    assert pipeline.snapshot().writer.wal_segments == 0
     pipeline.close()

@@ -155,6 +155,11 @@ def test_json_request_equals_protobuf_request_end_to_end(tmp_path: Path) -> None
             body = (CORPUS / f"{stem}.{kind}").read_bytes()
             headers = JSON if kind == "json" else PROTOBUF
             assert httpx.post(f"{receiver.http_url}/v1/traces", content=body, headers=headers).status_code == 200
+            # written as whole traces (state ok) by both, not cut short by the stop (shutdown_flush) in one
+            deadline = time.monotonic() + 20
+            while f"agentmeter_spans_written_total {corpus_span_count(stem)}.0" not in receiver.metrics_text():
+                assert time.monotonic() < deadline, receiver.metrics_text()
+                time.sleep(0.05)
         tables.append(
             duckdb.connect()
             .execute(
@@ -223,7 +228,14 @@ def test_metrics_endpoint_reports_the_pipeline(data_dir: Path) -> None:
         f"agentmeter_spans_received_total {spans}.0",
         "agentmeter_traces_held 0.0",
         "agentmeter_spans_held 0.0",
-        "agentmeter_parquet_files_total 1.0",
+        'agentmeter_parquet_files_total{pipeline="spans"} 1.0',
+        'agentmeter_parquet_files_total{pipeline="gpu_metrics"} 0.0',
+        'agentmeter_wal_bytes{pipeline="gpu_metrics"} 0.0',
+        'agentmeter_parquet_write_failures_total{pipeline="spans"} 0.0',
+        'agentmeter_wal_corrupt_records_total{pipeline="spans"} 0.0',
+        'agentmeter_backpressure_refusals_total{pipeline="spans",reason="pending"} 0.0',
+        "agentmeter_parquet_quarantined_files_total 0.0",
+        "agentmeter_gpu_samples_written_total 0.0",
         'agentmeter_requests_total{outcome="ok",signal="traces",transport="http"} 1.0',
         'agentmeter_export_latency_seconds_count{signal="traces",transport="http"} 1.0',
     ):

@@ -15,12 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from stitch_scenarios import chain_of_three, write_rows
+from stitch_scenarios import chain_of_three, stitch, stitched_rows, write_rows
 
 from analyzer.cli import main
 from analyzer.dataset import AnalyzerError, open_dataset
 from collector_ext.schema import SCHEMA_FILE, SCHEMA_VERSION, SCHEMA_VERSIONS, SPANS, TABLES
-from collector_ext.traces.stitching import stitch_traces
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "schema"
 
@@ -71,7 +70,7 @@ def test_any_column_change_breaks_the_golden_copy(change) -> None:
 
 def test_files_without_a_later_column_read_it_as_null(data_dir: Path, capsys) -> None:
     """A file of an older version lacks columns the current one has: they read as NULL, every query works."""
-    rows = stitch_traces(chain_of_three().traces)
+    rows = stitched_rows(chain_of_three().traces)
     dropped = ("response_id", "reported_cost_usd", "conversation_id")
     older = pa.schema([f for f in SPANS if f.name not in dropped], metadata=SPANS.metadata)
     table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in older} for r in rows], schema=older)
@@ -89,14 +88,14 @@ def test_files_without_a_later_column_read_it_as_null(data_dir: Path, capsys) ->
 
 
 def test_every_known_dataset_version_opens(data_dir: Path) -> None:
-    write_rows(stitch_traces(chain_of_three().traces), data_dir)
+    write_rows(stitch(chain_of_three().traces), data_dir)
     for version in SCHEMA_VERSIONS:
         (data_dir / SCHEMA_FILE).write_text(json.dumps({"schema_version": version}))
         assert open_dataset(data_dir).con.execute("SELECT count(*) FROM spans").fetchone()[0] == 9
 
 
 def test_an_unknown_dataset_version_is_refused_by_name(data_dir: Path) -> None:
-    write_rows(stitch_traces(chain_of_three().traces), data_dir)
+    write_rows(stitch(chain_of_three().traces), data_dir)
     (data_dir / SCHEMA_FILE).write_text(json.dumps({"schema_version": "agentmeter-v99"}))
     with pytest.raises(AnalyzerError, match=r"schema agentmeter-v99, which this analyzer does not know \(it reads "):
         open_dataset(data_dir)

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from receiver_process import ReceiverProcess
 from test_decode import request_of, span
 
@@ -187,3 +188,80 @@ def test_flags_reach_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert (given.gpu_metric_names, given.scaler_endpoint, given.data_dir) == (["A", "B"], None, tmp_path)
     assert defaults.gpu_metric_names == ReceiverConfig.model_fields["gpu_metric_names"].default_factory()
     assert (defaults.fsync, defaults.keep, defaults.scaler_endpoint) == ("always", "trace", "localhost:9090")
+
+
+def test_a_second_receiver_with_the_same_writer_id_refuses_to_start(data_dir: Path) -> None:
+    """Two receivers on one data dir with one writer id would overwrite each other's files and delete each
+    other's WAL segments: the second refuses, with one line, whatever its WAL directory; the first goes on
+    and writes what it acknowledged once."""
+    with ReceiverProcess(data_dir, "--keep", "all") as first:
+        for extra in ((), ("--wal-dir", str(data_dir.parent / "other-wal"))):
+            result = run_cli(
+                "--data-dir", str(data_dir), "--writer-id", "test", "--grpc-endpoint", "127.0.0.1:0",
+                "--http-endpoint", "127.0.0.1:0", "--scaler-endpoint", "", *extra,
+            )  # fmt: skip
+            assert result.returncode == 2, result.stderr
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1, result.stderr
+            assert lines[0].startswith(f"error: writer id 'test' is in use on {data_dir}: another receiver (pid ")
+            assert lines[0].endswith("; give every receiver its own --writer-id and --wal-dir")
+            assert f"pid {first.pid} on " in lines[0]
+        # another writer id on the same WAL directory is refused too: one WAL, one owner
+        result = run_cli(
+            "--data-dir", str(data_dir), "--writer-id", "other", "--wal-dir", str(data_dir / "_wal" / "test"),
+            "--grpc-endpoint", "127.0.0.1:0", "--http-endpoint", "127.0.0.1:0", "--scaler-endpoint", "",
+        )  # fmt: skip
+        assert result.returncode == 2 and f"holds {data_dir / '_wal' / 'test' / 'LOCK'}" in result.stderr
+        url = f"{first.http_url}/v1/traces"
+        assert httpx.post(url, content=plain_span_request(), headers=PROTOBUF).status_code == 200
+    assert written(data_dir) == [("test", "plain-http-span")]
+    # the lock dies with its holder: the same writer id starts again
+    with ReceiverProcess(data_dir, "--keep", "all"):
+        pass
+
+
+def test_a_damaged_parquet_file_of_this_writer_does_not_keep_the_receiver_from_starting(data_dir: Path) -> None:
+    wal = data_dir / "_wal" / "test"
+    with ReceiverProcess(data_dir, "--keep", "all", "--trace-grace-seconds", "60") as receiver:
+        url = f"{receiver.http_url}/v1/traces"
+        assert httpx.post(url, content=plain_span_request(), headers=PROTOBUF).status_code == 200
+        segments = {p.name: p.read_bytes() for p in wal.glob("*.wal")}  # acknowledged: in the WAL
+    assert len(segments) == 1 and not list(wal.glob("*.wal"))  # written out at the stop, the segment retired
+    for name, content in segments.items():  # as if killed before the written segment was deleted
+        (wal / name).write_bytes(content)
+    (damaged,) = data_dir.glob("spans/date=*/*.parquet")
+    damaged.write_bytes(damaged.read_bytes()[:50])  # truncated
+    with ReceiverProcess(data_dir, "--keep", "all") as restarted:
+        metrics = restarted.metrics_text()
+    assert "agentmeter_parquet_quarantined_files_total 1.0" in metrics.splitlines()
+    assert '"event": "damaged Parquet file moved to quarantine"' in restarted.log()
+    assert (data_dir / "_quarantine" / "spans" / damaged.parent.name / damaged.name).exists()
+    assert written(data_dir) == [("test", "plain-http-span")]  # written again from the WAL, once
+
+
+def test_serve_never_imports_the_otel_sdk_the_analyzer_or_the_demo(data_dir: Path) -> None:
+    """The receiver's import graph, decode processes included, as Python reports it (-X importtime) while a
+    real `serve` starts, takes a trace and a metrics export, and stops."""
+    receiver = ReceiverProcess(data_dir, "--keep", "all", "--decode-processes", "1")
+    receiver.args[1:1] = ["-X", "importtime"]
+    with receiver:
+        url = f"{receiver.http_url}/v1/traces"
+        assert httpx.post(url, content=plain_span_request(), headers=PROTOBUF).status_code == 200
+        metrics = ExportMetricsServiceRequest()
+        metrics.resource_metrics.add().scope_metrics.add().metrics.add(name="DCGM_FI_DEV_GPU_UTIL")
+        metrics_url = f"{receiver.http_url}/v1/metrics"
+        assert httpx.post(metrics_url, content=metrics.SerializeToString(), headers=PROTOBUF).status_code == 200
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in receiver.log_path.read_text().splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"collector_ext.server", "collector_ext.decode.spans", "collector_ext.traces.pipeline"} <= imported
+    assert "pyarrow.parquet" in imported
+    forbidden = [
+        name
+        for name in imported
+        for package in ("opentelemetry.sdk", "opentelemetry.exporter", "analyzer", "collector_ext.demo")
+        if name == package or name.startswith(package + ".")
+    ]
+    assert forbidden == []

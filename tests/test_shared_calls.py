@@ -13,11 +13,10 @@ from pathlib import Path
 
 from conftest import CORPUS
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from stitch_scenarios import agent, llm, span, tid, write_rows
+from stitch_scenarios import agent, llm, span, stitch, tid, write_rows
 
 from analyzer.cli import main
 from collector_ext.decode.spans import decode_traces
-from collector_ext.traces.stitching import stitch_traces
 
 STEM = "openai-agents__openinference-openai-agents__2.6.0__plus-openinference-openai"
 OPENAI_SCOPE = "openinference.instrumentation.openai"
@@ -40,7 +39,7 @@ def _write(request: ExportTraceServiceRequest, root: Path) -> None:
     traces: dict[bytes, list[dict]] = {}
     for row in rows:
         traces.setdefault(row["trace_id"], []).append(row)
-    write_rows(stitch_traces(traces.values()), root)
+    write_rows(stitch(traces.values()), root)
 
 
 def _tasks(capsys, root: Path) -> list[dict]:
@@ -110,7 +109,7 @@ def _orchestrator_and_sdk_copy(copy_offset_ms: int) -> list[list[dict]]:
 
 
 def test_constructed_traces_sharing_every_call_are_one_task(data_dir: Path, capsys) -> None:
-    write_rows(stitch_traces(_orchestrator_and_sdk_copy(0)), data_dir)
+    write_rows(stitch(_orchestrator_and_sdk_copy(0)), data_dir)
     tasks = _tasks(capsys, data_dir)
     assert [
         (t["task_id"], t["root_agent"], t["traces"], t["llm_calls"], t["input_tokens"], t["output_tokens"])
@@ -126,7 +125,7 @@ def test_constructed_traces_sharing_every_call_are_one_task(data_dir: Path, caps
 
 def test_a_response_id_seen_again_later_is_another_call(data_dir: Path, capsys) -> None:
     """A cache answering with a stored response repeats its id an hour later: no shared moment, two tasks."""
-    write_rows(stitch_traces(_orchestrator_and_sdk_copy(3_600_000)), data_dir)
+    write_rows(stitch(_orchestrator_and_sdk_copy(3_600_000)), data_dir)
     tasks = _tasks(capsys, data_dir)
     assert [(t["task_id"], t["traces"], t["stitch_state"]) for t in tasks] == [
         (tid(1).hex(), 1, "ok"),

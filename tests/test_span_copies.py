@@ -11,13 +11,25 @@ import json
 from pathlib import Path
 
 import pytest
-from stitch_scenarios import BASE_NS, agent, chain_of_three, llm, sid, span, tid, write_rows
+from stitch_scenarios import (
+    BASE_NS,
+    agent,
+    chain_of_three,
+    llm,
+    refs,
+    rows_of,
+    sid,
+    span,
+    stitched_rows,
+    tid,
+    write_rows,
+)
 
 from analyzer import span_copies
 from analyzer.cli import main
 from analyzer.dataset import open_dataset
 from collector_ext.schema import STITCH_EARLY, STITCH_OK
-from collector_ext.traces.stitching import Stitcher, stitch_traces
+from collector_ext.traces.stitching import Stitcher
 
 
 def _analyze(capsys, *args: str) -> list[dict]:
@@ -37,7 +49,7 @@ def _received(rows: list[dict], seconds: int) -> list[dict]:
 
 def test_a_retried_batch_counts_once(tmp_path: Path, capsys) -> None:
     """The issue's case: spans without gen_ai.response.id, delivered twice (the answer to the first was lost)."""
-    rows = stitch_traces(chain_of_three().traces)
+    rows = stitched_rows(chain_of_three().traces)
     assert not any(row["response_id"] for row in rows)
     once, twice = tmp_path / "once", tmp_path / "twice"
     write_rows(rows, once)
@@ -58,7 +70,7 @@ def test_a_retried_batch_counts_once(tmp_path: Path, capsys) -> None:
 
 def test_two_writers_with_overlapping_rows(tmp_path: Path, capsys) -> None:
     """A writer-id clash replayed by two receivers: each file holds part of the other's rows."""
-    rows = stitch_traces(chain_of_three().traces)
+    rows = stitched_rows(chain_of_three().traces)
     write_rows(rows[:7], tmp_path / "a", writer_id="receiver-a")
     write_rows(rows[3:], tmp_path / "a", writer_id="receiver-b")
     write_rows(rows, tmp_path / "once")
@@ -68,7 +80,7 @@ def test_two_writers_with_overlapping_rows(tmp_path: Path, capsys) -> None:
 
 def test_copies_within_one_file(data_dir: Path) -> None:
     """A trace that held a retried span twice writes it twice in one file."""
-    rows = stitch_traces([[agent(1, 1, name="solo"), llm(1, 2, 1, (5, 5))]])
+    rows = stitched_rows([[agent(1, 1, name="solo"), llm(1, 2, 1, (5, 5))]])
     write_rows([*_received(rows, 1), *_received(rows[1:], 2)], data_dir)
     con = open_dataset(data_dir).con
     assert con.execute("SELECT count(*) FROM spans").fetchone()[0] == 2
@@ -82,10 +94,13 @@ def test_the_copy_of_the_whole_trace_is_kept(data_dir: Path, capsys) -> None:
     The whole write's stitching and usage_counted saw every span: its copies win over the early part's, even
     though the early part was received later; the rollup on the agent span is not counted on top of the call.
     """
-    whole = Stitcher().finish_trace(
-        [agent(1, 1, name="boss", input_tokens=99, output_tokens=9), span(1, 2, 1), llm(1, 3, 2, (10, 1))], None
+    whole = rows_of(
+        Stitcher().finish_trace(
+            refs([agent(1, 1, name="boss", input_tokens=99, output_tokens=9), span(1, 2, 1), llm(1, 3, 2, (10, 1))]),
+            None,
+        )
     )
-    early = Stitcher().finish_trace([span(1, 2, 1), llm(1, 3, 2, (10, 1))], STITCH_EARLY)
+    early = rows_of(Stitcher().finish_trace(refs([span(1, 2, 1), llm(1, 3, 2, (10, 1))]), STITCH_EARLY))
     write_rows(_received(whole, 1), data_dir, writer_id="replay")
     write_rows(_received(early, 5), data_dir, writer_id="live")
     con = open_dataset(data_dir).con
@@ -98,7 +113,7 @@ def test_the_copy_of_the_whole_trace_is_kept(data_dir: Path, capsys) -> None:
 
 
 def test_a_dataset_without_copies_is_read_as_written(data_dir: Path) -> None:
-    rows = stitch_traces(chain_of_three().traces)
+    rows = stitched_rows(chain_of_three().traces)
     write_rows(rows, data_dir)
     dataset = open_dataset(data_dir)
     assert dataset.duplicate_span_rows == 0
@@ -133,7 +148,7 @@ def _reading(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 def test_each_file_is_read_once_and_copies_found_among_old_ones(data_dir: Path, monkeypatch) -> None:
     reads = _reading(monkeypatch)
-    rows = stitch_traces(chain_of_three().traces)
+    rows = stitched_rows(chain_of_three().traces)
     write_rows(_received(rows, 1), data_dir)
     assert open_dataset(data_dir).duplicate_span_rows == 0
     assert open_dataset(data_dir).duplicate_span_rows == 0
@@ -157,7 +172,7 @@ def test_each_file_is_read_once_and_copies_found_among_old_ones(data_dir: Path, 
 
 
 def test_without_a_usable_cache_the_answer_is_the_same(data_dir: Path, monkeypatch, analyzer_cache: Path) -> None:
-    rows = stitch_traces(chain_of_three().traces)
+    rows = stitched_rows(chain_of_three().traces)
     write_rows(_received(rows, 1), data_dir)
     write_rows(_received(rows, 2), data_dir)
     assert open_dataset(data_dir).duplicate_span_rows == len(rows)

@@ -13,7 +13,6 @@ from google.rpc import code_pb2, error_details_pb2
 from collector_ext.errors import ErrorKind, ReceiverError, from_exception, malformed
 from collector_ext.receiver.status import STATUS, retry_after_header, rpc_status
 from collector_ext.storage.wal import WalError
-from collector_ext.traces.pipeline import Overloaded
 
 # kind -> (gRPC code, HTTP status, retryable): the OTLP spec's "Failures" and "Throttling" sections
 EXPECTED = {
@@ -76,10 +75,11 @@ def test_a_malformed_request_carries_bad_request_details() -> None:
     ("raised", "kind", "retry_after_s"),
     [
         (ReceiverError(ErrorKind.BUSY, "x", 3.0), ErrorKind.BUSY, 3.0),
-        (Overloaded(7.0, "receiver is behind: 300 MiB not yet written"), ErrorKind.OVERLOADED, 7.0),
-        (Overloaded(2.0, "disk almost full", ErrorKind.DISK_FULL), ErrorKind.DISK_FULL, 2.0),
+        # the durable writer's refusals (storage/batch_writer.py) are typed where they are raised
+        (ReceiverError(ErrorKind.OVERLOADED, "300 MiB of spans not yet written", 7.0), ErrorKind.OVERLOADED, 7.0),
+        (ReceiverError(ErrorKind.DISK_FULL, "its disk is almost full", 2.0), ErrorKind.DISK_FULL, 2.0),
         # the reason's words play no part: only the kind the raiser chose
-        (Overloaded(2.0, "disk disk disk"), ErrorKind.OVERLOADED, 2.0),
+        (ReceiverError(ErrorKind.OVERLOADED, "disk disk disk", 2.0), ErrorKind.OVERLOADED, 2.0),
         (OSError(errno.ENOSPC, "No space left on device"), ErrorKind.DISK_FULL, None),
         (WalError(errno.EDQUOT, "write-ahead log: quota"), ErrorKind.DISK_FULL, None),
         (OSError(errno.EMFILE, "Too many open files"), ErrorKind.STORAGE_UNAVAILABLE, None),

@@ -1,4 +1,4 @@
-"""The stitching rules are one set: in memory (collector_ext/stitching.py) and in SQL (analyzer/sql/tasks_*.sql)
+"""The stitching rules are one set: in memory (collector_ext/traces/stitching.py) and in SQL (analyzer/sql/tasks_*.sql)
 give the same answers: the task of every trace, the parent agent and depth of every agent run, the counted
 tokens. Scenarios in several arrival orders, plus random link graphs (cycles, fan-in, self-links, missing
 targets, agentless traces) generated with hypothesis.
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stitch_scenarios import agent, all_scenarios, deep_scenarios, llm, span, write_rows
+from stitch_scenarios import agent, all_scenarios, deep_scenarios, llm, rows_of, span, stitch, write_rows
 
 from analyzer.dataset import open_dataset
 from analyzer.tasks import install_task_views
-from collector_ext.traces.stitching import Resolution, resolve_rows, stitch_traces
+from collector_ext.traces.stitching import Resolution, resolve_rows
 
 SCENARIOS = {s.name: s for s in [*all_scenarios(), *deep_scenarios()]}
 
@@ -65,10 +65,11 @@ def arrival_orders(traces: list[list[dict]]) -> dict[str, list[list[dict]]]:
 def test_scenarios_equal_in_memory_and_sql(name: str, order: str, data_dir: Path) -> None:
     scenario = SCENARIOS[name]
     traces = arrival_orders(scenario.traces)[order]
-    rows = stitch_traces(traces)
+    spans = stitch(traces)
+    rows = rows_of(spans)
     write_rows(rows, data_dir)
     in_sql = sql_answers(data_dir)
-    in_memory = memory_answers(resolve_rows(rows))
+    in_memory = memory_answers(resolve_rows(spans))
     assert in_sql == in_memory
     # and both are the hand-worked answer
     assert {int.from_bytes(t): (int.from_bytes(v[0]), v[3], v[4]) for t, v in in_sql[0].items()} == scenario.tasks
@@ -123,7 +124,7 @@ def test_random_link_graphs_equal_in_memory_and_sql(data) -> None:
     count = data.draw(st.integers(min_value=1, max_value=9))
     traces = random_traces(data.draw, count)
     order = data.draw(st.permutations(range(count)))
-    rows = stitch_traces([traces[i] for i in order])
+    spans = stitch([traces[i] for i in order])
     with tempfile.TemporaryDirectory() as tmp:
-        write_rows(rows, Path(tmp))
-        assert sql_answers(Path(tmp)) == memory_answers(resolve_rows(rows))
+        write_rows(rows_of(spans), Path(tmp))
+        assert sql_answers(Path(tmp)) == memory_answers(resolve_rows(spans))

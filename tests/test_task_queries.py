@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from stitch_scenarios import all_scenarios, tid, write_rows
+from stitch_scenarios import all_scenarios, stitched_rows, tid, write_rows
 
 from analyzer.analysis import Analysis
 from analyzer.cli import main
@@ -20,13 +20,12 @@ from analyzer.gpu_synthetic import synthetic_gpu
 from analyzer.synthetic import generate
 from analyzer.task_queries import TaskQuery, list_tasks, resolve_task_ref, task_stats, task_tree
 from analyzer.task_scope import open_task
-from collector_ext.traces.stitching import stitch_traces
 
 PRICES = "prices:\n  - provider: vllm\n    model: m1\n    input: 1.0\n    output: 2.0\n"
 
 
 def scenarios_dataset(root: Path) -> Path:
-    rows = stitch_traces([trace for scenario in all_scenarios() for trace in scenario.traces])
+    rows = stitched_rows([trace for scenario in all_scenarios() for trace in scenario.traces])
     for row in rows:
         if row["category"] == "llm":
             row["provider"], row["request_model"] = "vllm", "m1"

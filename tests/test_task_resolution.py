@@ -5,12 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stitch_scenarios import Scenario, agent, all_scenarios, chain_of_three, deep_scenarios, llm, span, tid, write_rows
+from stitch_scenarios import (
+    Scenario,
+    agent,
+    all_scenarios,
+    chain_of_three,
+    deep_scenarios,
+    llm,
+    refs,
+    span,
+    stitch,
+    tid,
+    write_rows,
+)
 
 from analyzer.dataset import open_dataset
 from analyzer.tasks import install_task_views
 from collector_ext.schema import STITCH_EARLY
-from collector_ext.traces.stitching import Stitcher, stitch_traces
+from collector_ext.traces.stitching import Stitcher
 
 SCENARIOS = {s.name: s for s in [*all_scenarios(), *deep_scenarios()]}
 
@@ -53,7 +65,7 @@ def assert_scenario(root: Path, scenario: Scenario) -> None:
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_scenario_resolves(name: str, data_dir: Path) -> None:
     scenario = SCENARIOS[name]
-    write_rows(stitch_traces(scenario.traces), data_dir)
+    write_rows(stitch(scenario.traces), data_dir)
     assert_scenario(data_dir, scenario)
 
 
@@ -61,7 +73,7 @@ def test_sub_agents_written_before_their_parents_by_two_writers(data_dir: Path) 
     """Each trace in its own file, children first, alternating between two receivers' writer ids."""
     scenario = chain_of_three()
     for i, trace in enumerate(reversed(scenario.traces)):
-        rows = Stitcher().finish_trace(trace, None)  # a fresh receiver each time: nothing to link to
+        rows = Stitcher().finish_trace(refs(trace), None)  # a fresh receiver each time: nothing to link to
         write_rows(rows, data_dir, writer_id=("receiver-a", "receiver-b")[i % 2])
     files = sorted(p.name for p in (data_dir / "spans").glob("date=*/*.parquet"))
     assert files == ["receiver-a-00000001.parquet", "receiver-a-00000002.parquet", "receiver-b-00000001.parquet"]
@@ -72,11 +84,11 @@ def test_trace_written_in_parts_is_stitched_whole(data_dir: Path) -> None:
     """Memory pressure: the children of trace 1 were written early, its agent run (with a rollup) later."""
     stitcher = Stitcher()
     children = [span(1, 2, 1, name="delegate"), llm(1, 3, 1, (10, 1))]
-    write_rows(stitcher.finish_trace(children, STITCH_EARLY), data_dir)
+    write_rows(stitcher.finish_trace(refs(children), STITCH_EARLY), data_dir)
     sub = [agent(2, 1, name="helper", links=[(1, 2)]), llm(2, 2, 1, (20, 2))]
-    write_rows(stitcher.finish_trace(sub, None), data_dir)
-    boss = stitcher.finish_trace([agent(1, 1, name="boss", input_tokens=99, output_tokens=9)], None)
-    assert boss[0]["usage_counted"] is True  # the receiver never saw both parts together: a wrong hint
+    write_rows(stitcher.finish_trace(refs(sub), None), data_dir)
+    boss = stitcher.finish_trace(refs([agent(1, 1, name="boss", input_tokens=99, output_tokens=9)]), None)
+    assert boss[0].usage_counted is True  # the receiver never saw both parts together: a wrong hint
     write_rows(boss, data_dir)
     tasks, runs, tokens = resolved(data_dir)
     assert tasks == {1: (1, 0, "ok"), 2: (1, 1, "ok")}
@@ -94,7 +106,7 @@ def test_keep_genai_falls_back_to_the_parent_traces_top_agent(data_dir: Path) ->
         [agent(1, 1, name="boss"), span(1, 2, 1, name="delegate"), llm(1, 3, 2, (5, 5))],
         [agent(2, 1, name="helper", links=[(1, 2)]), llm(2, 2, 1, (6, 6))],
     ]
-    write_rows(stitch_traces(traces, keep="genai"), data_dir)
+    write_rows(stitch(traces, keep="genai"), data_dir)
     tasks, runs, tokens = resolved(data_dir)
     assert tasks == {1: (1, 0, "ok"), 2: (1, 1, "ok")}
     assert runs == {(1, 1): ("boss", None, 0), (2, 1): ("helper", "boss", 1)}
@@ -105,7 +117,7 @@ def test_long_chain_and_long_cycle(data_dir: Path) -> None:
     chain = [[agent(100, 1, name="a0"), span(100, 2, 1)]]
     chain += [[agent(100 + i, 1, name=f"a{i}", links=[(99 + i, 2)]), span(100 + i, 2, 1)] for i in range(1, 40)]
     ring = [[agent(200 + i, 1, name=f"r{i}", links=[(200 + (i + 1) % 5, 2)]), span(200 + i, 2, 1)] for i in range(5)]
-    write_rows(stitch_traces(chain + ring), data_dir)
+    write_rows(stitch(chain + ring), data_dir)
     tasks, runs, _ = resolved(data_dir)
     assert {t: v for t, v in tasks.items() if t < 200} == {100 + i: (100, i, "ok") for i in range(40)}
     # ring 200 -> 201 -> ... -> 204 -> 200: 200 is the top, the others hang below it in reverse order

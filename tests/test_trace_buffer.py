@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collector_ext.schema import STITCH_EARLY, STITCH_NO_ROOT, STITCH_SHUTDOWN
+from collector_ext.traces.span_refs import SpanRef
 from collector_ext.traces.trace_buffer import TraceBuffer
 
 
-def span(trace: int, span_id: int, parent: int | None) -> dict:
-    return {
-        "trace_id": trace.to_bytes(16, "big"),
-        "span_id": span_id.to_bytes(8, "big"),
-        "parent_span_id": parent.to_bytes(8, "big") if parent else None,
-    }
+def span(trace: int, span_id: int, parent: int | None) -> SpanRef:
+    return SpanRef(
+        trace_id=trace.to_bytes(16, "big"),
+        span_id=span_id.to_bytes(8, "big"),
+        parent_span_id=parent.to_bytes(8, "big") if parent else None,
+    )
 
 
 def ready_ids(ready) -> list[tuple[int, list[int], str | None]]:
     return [
-        (int.from_bytes(r.trace_id, "big"), sorted(int.from_bytes(s["span_id"], "big") for s in r.spans), r.state)
+        (int.from_bytes(r.trace_id, "big"), sorted(int.from_bytes(s.span_id, "big") for s in r.spans), r.state)
         for r in ready
     ]
 
@@ -71,3 +72,17 @@ def test_resent_span_replaces_and_drain_marks_shutdown():
     assert buffer.span_count == 1
     buffer.add([span(2, 5, 4)], now=0)
     assert ready_ids(buffer.drain()) == [(1, [1], STITCH_SHUTDOWN), (2, [5], STITCH_SHUTDOWN)]
+
+
+def test_traces_holding_the_oldest_wal_segments_leave_early():
+    """The WAL nears its limit: traces with a span in segments <= 2 go (early_flush), whatever their age."""
+    buffer = TraceBuffer(grace_seconds=5, max_wait_seconds=100, max_spans=100)
+    buffer.add([span(1, 2, 1)], now=0, segment=1)  # root-less, in the oldest segment
+    buffer.add([span(2, 2, 1)], now=1, segment=3)
+    buffer.add([span(3, 2, 1)], now=2, segment=3)
+    buffer.add([span(3, 3, 1)], now=3, segment=2)  # a later request may land in an older segment (replay)
+    buffer.add([span(1, 3, 1)], now=4, segment=4)  # its oldest segment stays 1
+    pinning = buffer.take_pinning(through_segment=2)  # least recently active first
+    assert ready_ids(pinning) == [(3, [2, 3], STITCH_EARLY), (1, [2, 3], STITCH_EARLY)]
+    assert buffer.trace_ids() == [(2).to_bytes(16, "big")] and buffer.span_count == 1
+    assert buffer.take_pinning(through_segment=2) == []

@@ -7,6 +7,7 @@ import typer
 from collector_ext.cli import loadgen as cli_loadgen
 from collector_ext.cli import serve as cli_serve
 from collector_ext.cli.runner import run_cli
+from collector_ext.user_error import UserError
 
 app = typer.Typer(
     name="collector-ext",
@@ -21,4 +22,4 @@ for module in (cli_serve, cli_loadgen):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(app, argv, user_errors=(ValueError,))
+    return run_cli(app, argv, user_errors=(UserError,))

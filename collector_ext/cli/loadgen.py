@@ -1,17 +1,25 @@
-"""`collector-ext loadgen`: send a realistic multi-agent workload to an OTLP endpoint (see loadgen.py)."""
+"""`collector-ext loadgen`: send a realistic multi-agent workload to an OTLP endpoint (see demo/loadgen.py).
+
+The workload generator drives the real OpenTelemetry SDK; it is imported when the command runs, so that
+`collector-ext serve` (the receiver) never loads the SDK or anything else of the demo.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from collector_ext.demo.loadgen import WorkloadResult, WorkloadSpec, make_exporter, run_workload
+from collector_ext.config import parse_endpoint
+from collector_ext.user_error import UserError
+
+if TYPE_CHECKING:
+    from collector_ext.demo.loadgen import Protocol, WorkloadResult
+
+PROTOCOLS: dict[str, Protocol] = {"grpc": "grpc", "http/protobuf": "http/protobuf"}
 
 
 def _parse_start(value: str | None) -> datetime | None:
@@ -22,7 +30,7 @@ def _parse_start(value: str | None) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"--start {value!r} is not an ISO date/time or 'now'") from None
+        raise UserError(f"--start {value!r} is not an ISO date/time or 'now'") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -60,8 +68,15 @@ def loadgen(
 
     Example: collector-ext loadgen --endpoint 127.0.0.1:4317 --tasks 40 --seed 7 --gzip
     """
-    if protocol not in ("grpc", "http/protobuf"):
-        raise ValueError(f"--protocol must be grpc or http/protobuf, not {protocol!r}")
+    chosen = PROTOCOLS.get(protocol)
+    if chosen is None:
+        raise UserError(f"--protocol must be grpc or http/protobuf, not {protocol!r}")
+    try:
+        parse_endpoint(endpoint.split("://", 1)[-1].split("/", 1)[0])
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    from collector_ext.demo.loadgen import WorkloadSpec, make_exporter, run_workload
+
     spec = WorkloadSpec(
         tasks=tasks,
         seed=seed,
@@ -70,8 +85,8 @@ def loadgen(
         duration_scale=duration_scale,
         max_seconds=max_seconds,
     )
-    make_exporter(endpoint, protocol, gzip, timeout).shutdown()  # validates the endpoint before any span is made
-    result = run_workload(spec, lambda: make_exporter(endpoint, protocol, gzip, timeout))  # type: ignore[arg-type]
+    make_exporter(endpoint, chosen, gzip, timeout).shutdown()  # validates the endpoint before any span is made
+    result = run_workload(spec, lambda: make_exporter(endpoint, chosen, gzip, timeout))
     if expected_out is not None:
         expected_out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     _print_summary(result, quiet)
@@ -89,6 +104,9 @@ def _print_summary(result: WorkloadResult, quiet: bool) -> None:
     )
     if quiet:
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title="expected per agent")
     columns = ("runs", "llm_calls", "input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens")
     table.add_column("agent")

@@ -1,13 +1,14 @@
 """Running a Typer app as a command: user errors are one line on stderr and a non-zero exit, never a traceback.
 
-Shared by `collector-ext` and `analyze`. typer 0.2x bundles its own click, so its exceptions are caught
-from `typer._click`, not from the `click` package.
+Shared by `collector-ext` and `analyze`. typer 0.2x bundles its own click; every usage error it raises (a
+bad option value, an unknown option, a missing argument) is a `typer.TyperException`, its public base, with
+`format_message()`. Exceptions that are neither usage errors nor the caller's `user_errors` are bugs: they
+surface as they are.
 """
 
 from __future__ import annotations
 
 import typer
-from typer._click.exceptions import ClickException
 
 USAGE_ERROR = 2
 
@@ -23,7 +24,7 @@ def run_cli(
         code = app(args=argv, standalone_mode=False)
     except typer.Exit as done:
         return done.exit_code
-    except ClickException as err:
+    except typer.TyperException as err:
         typer.echo(f"error: {err.format_message()}", err=True)
         return USAGE_ERROR
     except typer.Abort:

@@ -38,13 +38,10 @@ def _option(name: str, field: pydantic.fields.FieldInfo) -> inspect.Parameter:
     flag = "--" + name.replace("_", "-")
     if annotation is bool:  # an on/off switch: --metrics-auth / --no-metrics-auth
         flag = f"{flag}/--no-{flag[2:]}"
-    if field.default_factory is not None:
-        shown: Any = "hostname" if name == "writer_id" else field.default_factory()
-    else:
-        shown = field.default
+    shown: Any = "hostname" if name == "writer_id" else field.get_default(call_default_factory=True)
     if isinstance(shown, list):
         shown = ", ".join(shown)
-        flag_help = f"{field.description} Repeat the flag for several values."
+        flag_help: str | None = f"{field.description} Repeat the flag for several values."
     else:
         flag_help = field.description
     option = typer.Option(
@@ -106,6 +103,7 @@ def register(app: typer.Typer) -> None:
     def command(**kwargs: Any) -> None:
         serve(**kwargs)
 
+    # typer reads the options from the signature; a function takes the attribute (typeshed does not say so)
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__doc__ = HELP
     app.command("serve", help=HELP)(command)

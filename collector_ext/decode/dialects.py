@@ -118,15 +118,15 @@ _MAX_COUNT_DIGITS = len(str(INT64_MAX))
 
 
 def _tokens(key: str, value: object) -> int | None:
-    kind = type(value)
-    if kind is int:
+    # `type(value) is` (not isinstance): a bool is not a count
+    if type(value) is int:
         count = value
-    elif kind is float:
-        if not math.isfinite(value) or not value.is_integer():  # type: ignore[attr-defined]
+    elif type(value) is float:
+        if not math.isfinite(value) or not value.is_integer():
             raise InvalidSpan(f"{key}={_shown(value)}: token count is not a whole number")
-        count = int(value)  # type: ignore[arg-type]
-    elif kind is str:
-        text = value.strip()  # type: ignore[attr-defined]
+        count = int(value)
+    elif type(value) is str:
+        text = value.strip()
         digits = text[1:] if text[:1] == "-" else text
         if not (digits.isascii() and digits.isdigit()):
             raise InvalidSpan(f"{key}={_shown(value)}: token count is not an integer")
@@ -138,20 +138,19 @@ def _tokens(key: str, value: object) -> int | None:
         return None
     else:  # bool, bytes, list, dict
         raise InvalidSpan(f"{key}={_shown(value)}: token count is not an integer")
-    if count < 0:  # type: ignore[operator]
+    if count < 0:
         raise InvalidSpan(f"{key}={_shown(value)}: token count is negative")
-    if count > INT64_MAX:  # type: ignore[operator]
+    if count > INT64_MAX:
         raise InvalidSpan(f"{key}={_shown(value)}: token count is out of range")
-    return count  # type: ignore[return-value]
+    return count
 
 
 def _cost(key: str, value: object) -> float | None:
-    kind = type(value)
-    if kind is int or kind is float:
-        amount = float(value)  # type: ignore[arg-type]
-    elif kind is str:
+    if type(value) is int or type(value) is float:
+        amount = float(value)
+    elif type(value) is str:
         try:
-            amount = float(value)  # type: ignore[arg-type]
+            amount = float(value)
         except ValueError:
             raise InvalidSpan(f"{key}={_shown(value)}: cost is not a number") from None
     elif value is None:
@@ -164,10 +163,9 @@ def _cost(key: str, value: object) -> float | None:
 
 
 def _text(key: str, value: object) -> str | None:
-    kind = type(value)
-    if kind is str:
-        return value or None  # type: ignore[return-value]
-    if kind is int:
+    if type(value) is str:
+        return value or None
+    if type(value) is int:
         return str(value)
     return None  # other types carry no usable name; the key stays in the attributes map
 
@@ -179,24 +177,24 @@ def _name(key: str, value: object) -> str | None:
     """`_text` for values that repeat across spans (models, operations, agent and tool names): interned, so
     that the receiver's trace buffer holds each distinct name once instead of once per span."""
     if type(value) is str:
-        return intern(value) if 0 < len(value) <= _INTERN_MAX_CHARS else value or None  # type: ignore
+        return intern(value) if 0 < len(value) <= _INTERN_MAX_CHARS else value or None
     return _text(key, value)
 
 
 def _lower(key: str, value: object) -> str | None:
-    return value.strip().lower() or None if type(value) is str else None  # type: ignore[attr-defined]
+    return value.strip().lower() or None if type(value) is str else None
 
 
 def _raw_text(key: str, value: object) -> str | None:
-    return value if type(value) is str else None  # type: ignore[return-value]
+    return value if type(value) is str else None
 
 
 def _invocation_model(key: str, value: object) -> str | None:
     """The request model inside OpenInference's `llm.invocation_parameters` JSON (small; bounded anyway)."""
-    if type(value) is not str or len(value) > 65536 or '"model"' not in value:  # type: ignore[arg-type]
+    if type(value) is not str or len(value) > 65536 or '"model"' not in value:
         return None
     try:
-        params = json.loads(value)  # type: ignore[arg-type]
+        params = json.loads(value)
     except ValueError:
         return None
     model = params.get("model") if isinstance(params, dict) else None
@@ -467,9 +465,9 @@ def normalize_into(columns: dict[str, object], name: str, kind: int, attributes:
         if best is None or rank < best[0]:
             found[slot] = (rank, key, parsed)
 
-    for slot, hit in found.items():
+    for slot, (_, _, parsed) in found.items():
         if slot in _DIRECT_SLOTS:
-            columns[slot] = hit[2]
+            columns[slot] = parsed
 
     category, operation, name_dialect = _category(name, found)
     columns["category"] = category
@@ -478,12 +476,13 @@ def normalize_into(columns: dict[str, object], name: str, kind: int, attributes:
 
     hit = found.get("provider")
     if hit is not None:
-        columns["provider"] = normalize_provider(hit[2])  # type: ignore[arg-type]
+        columns["provider"] = normalize_provider(hit[2])
 
     if "oi_model" in found:
         _models(found, columns)
     if columns["response_id"] is None and "oi_output" in found and category in INFERENCE_CATEGORIES:
-        columns["response_id"] = _output_response_id(found["oi_output"][2])  # type: ignore[arg-type]
+        oi_output = found["oi_output"][2]
+        columns["response_id"] = _output_response_id(oi_output) if type(oi_output) is str else None
     _identities(name, category, found, columns)
     if not found.keys().isdisjoint(_USAGE_SLOTS):
         _usage(found, columns)
@@ -516,27 +515,25 @@ def _category(name: str, found: dict[str, tuple[int, str, object]]) -> tuple[str
     name_dialect = by_name[1] if by_name is not None else None
 
     hit = found.get("operation")
-    if hit is not None:
-        operation = hit[2]
-        category = _OPERATION_CATEGORY.get(operation.strip().lower())  # type: ignore[attr-defined]
+    operation = hit[2] if hit is not None and type(hit[2]) is str else None  # its parser (_name) gives str
+    if operation is not None:
+        category = _OPERATION_CATEGORY.get(operation.strip().lower())
         if category is not None:
-            return category, operation, name_dialect  # type: ignore[return-value]
-    else:
-        operation = None
+            return category, operation, name_dialect
     for slot, table in (("oi_kind", _OPENINFERENCE_CATEGORY), ("tl_kind", _TRACELOOP_CATEGORY)):
         hit = found.get(slot)
         if hit is not None and hit[2] in table:
-            category = table[hit[2]]  # type: ignore[index]
+            category = table[hit[2]]
             return category, operation or _CATEGORY_OPERATION.get(category), name_dialect
     hit = found.get("request_type")
     if hit is not None and hit[2] in _REQUEST_TYPE_CATEGORY:
-        category = _REQUEST_TYPE_CATEGORY[hit[2]]  # type: ignore[index]
-        derived = _REQUEST_TYPE_OPERATION.get(hit[2]) or _CATEGORY_OPERATION.get(category)  # type: ignore[arg-type]
+        category = _REQUEST_TYPE_CATEGORY[hit[2]]
+        derived = _REQUEST_TYPE_OPERATION.get(hit[2]) or _CATEGORY_OPERATION.get(category)
         return category, operation or derived, name_dialect
     if by_name is not None:
         category = by_name[0]
         return category, operation or _CATEGORY_OPERATION.get(category), name_dialect
-    return CATEGORY_OTHER, operation, None  # type: ignore[return-value]
+    return CATEGORY_OTHER, operation, None
 
 
 def _models(found: dict[str, tuple[int, str, object]], columns: dict[str, object]) -> None:
@@ -587,24 +584,24 @@ def _usage(found: dict[str, tuple[int, str, object]], columns: dict[str, object]
     for column in TOKEN_COLUMNS:
         hit = found.get(column)
         if hit is not None:
-            tokens[column] = hit[2]  # type: ignore[assignment]
+            tokens[column] = hit[2]  # type: ignore[assignment]  # the token slots' parser (_tokens) gives int
     for column, slots in _MODALITY_SLOTS.items():  # only counts per modality: their sum is the count
         parts = [found[slot][2] for slot in slots if slot in found]
         if column not in tokens and parts:
-            tokens[column] = _bounded(sum(parts), column)  # type: ignore[arg-type]
+            tokens[column] = _bounded(sum(parts), column)  # type: ignore[arg-type]  # as above: ints
     total = found.get("total_tokens")
     if not tokens and total is None:
         return
     if columns["response_model"] is None and not any(tokens.values()) and not (total and total[2]):
         return  # all zero and no response: a stream whose usage was never read (Traceloop 0.40.14)
-    cache = tokens.get("cache_read_tokens", 0) + tokens.get("cache_write_tokens", 0)  # type: ignore[operator]
+    cache = tokens.get("cache_read_tokens", 0) + tokens.get("cache_write_tokens", 0)
     input_tokens = tokens.get("input_tokens")
-    if input_tokens is not None and cache > input_tokens:  # type: ignore[operator]
-        tokens["input_tokens"] = _bounded(input_tokens + cache, "input_tokens")  # type: ignore[operator]
+    if input_tokens is not None and cache > input_tokens:
+        tokens["input_tokens"] = _bounded(input_tokens + cache, "input_tokens")
     reasoning = tokens.get("reasoning_tokens")
     output_tokens = tokens.get("output_tokens")
-    if output_tokens is not None and reasoning is not None and reasoning > output_tokens:  # type: ignore[operator]
-        tokens["output_tokens"] = _bounded(output_tokens + reasoning, "output_tokens")  # type: ignore[operator]
+    if output_tokens is not None and reasoning is not None and reasoning > output_tokens:
+        tokens["output_tokens"] = _bounded(output_tokens + reasoning, "output_tokens")
     columns.update(tokens)
 
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+M = TypeVar("M", bound=Message)
 
 ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 
@@ -56,7 +58,7 @@ def _hex_ids_to_base64(node: Any, path: str = "$") -> None:
                 _hex_ids_to_base64(item, f"{path}[{i}]")
 
 
-def _parse(body: bytes | str, message: Message) -> Message:
+def _parse(body: bytes | str, message: M) -> M:
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
@@ -78,12 +80,12 @@ def _parse(body: bytes | str, message: Message) -> Message:
 
 def parse_trace_request(body: bytes | str) -> ExportTraceServiceRequest:
     """OTLP/JSON ExportTraceServiceRequest -> protobuf message; raises OtlpJsonError."""
-    return _parse(body, ExportTraceServiceRequest())  # type: ignore[return-value]
+    return _parse(body, ExportTraceServiceRequest())
 
 
 def parse_metrics_request(body: bytes | str) -> ExportMetricsServiceRequest:
     """OTLP/JSON ExportMetricsServiceRequest -> protobuf message; raises OtlpJsonError."""
-    return _parse(body, ExportMetricsServiceRequest())  # type: ignore[return-value]
+    return _parse(body, ExportMetricsServiceRequest())
 
 
 def _base64_ids_to_hex(node: Any) -> None:

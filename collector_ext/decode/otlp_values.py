@@ -68,17 +68,17 @@ _SMALL_INT_TEXT = tuple(repr(n) for n in range(1024))
 
 
 def _stringify(value: object) -> str | None:
-    kind = type(value)
-    if kind is str:
-        return value  # type: ignore[return-value]
-    if kind is bool:
+    # `type(value) is` (not isinstance): a bool is not an int here
+    if type(value) is str:
+        return value
+    if type(value) is bool:
         return "true" if value else "false"
-    if kind is int:
-        return _SMALL_INT_TEXT[value] if 0 <= value < 1024 else repr(value)  # type: ignore[operator,index]
-    if kind is float:
+    if type(value) is int:
+        return _SMALL_INT_TEXT[value] if 0 <= value < 1024 else repr(value)
+    if type(value) is float:
         return repr(value)
-    if kind is bytes:
-        return value.hex()  # type: ignore[union-attr]
+    if type(value) is bytes:
+        return value.hex()
     if value is None:
         return None
     return _to_json(value)

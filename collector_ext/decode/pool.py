@@ -53,7 +53,7 @@ DECODE_TIMEOUT_S = 120.0  # a decode never takes this long; past it the worker i
 STOP_TIMEOUT_S = 5.0
 RETRY_WHILE_STOPPING_S = 1.0
 PIPE_BYTES = 1 << 20  # a whole request or answer fits: one write, not a ping-pong of 64 KiB pieces
-_PRELOAD = ["collector_ext.decode.batch"]
+_PRELOAD = ["collector_ext.decode.batch"]  # the decoder: imported once, its pages shared by the workers
 _READY = b"ready"
 _ENCODINGS = tuple(Encoding)  # the header's encoding byte is an index into this
 LOCAL_DECODES = 2  # requests decoded at once in the receiver process when there are no workers
@@ -121,7 +121,7 @@ class _WorkerDied(Exception):
 
 
 class _Worker:
-    def __init__(self, context: multiprocessing.context.BaseContext, limits: DecodeLimits) -> None:
+    def __init__(self, context: multiprocessing.context.ForkServerContext, limits: DecodeLimits) -> None:
         requests_read, self.requests = context.Pipe(duplex=False)
         self.answers, answers_write = context.Pipe(duplex=False)
         self.process = context.Process(
@@ -181,7 +181,7 @@ class DecodePool:
     def pids(self) -> list[int]:
         """The decode processes' pids (for tests and benchmarks)."""
         with self._lock:
-            return [worker.process.pid for worker in self._workers]
+            return [pid for worker in self._workers if (pid := worker.process.pid) is not None]  # started: all
 
     def decode(self, payload: bytes, received_time_ns: int, encoding: Encoding = Encoding.PROTOBUF) -> DecodedBatch:
         """Decode one request (blocks the calling thread, not the GIL, while a worker decodes)."""
@@ -195,11 +195,12 @@ class DecodePool:
             with self._local:
                 return decode_request(payload, received_time_ns, self.limits, encoding)
         for _attempt in range(2):
-            worker = self._idle.get()
+            taken = self._idle.get()
+            worker: _Worker | None = taken  # what goes back to the idle queue: it, or its replacement
             try:
-                decoded = worker.decode(payload, received_time_ns, encoding)
+                decoded = taken.decode(payload, received_time_ns, encoding)
             except _WorkerDied:
-                worker = self._replace(worker)
+                worker = self._replace(taken)
                 if worker is None:
                     raise ReceiverError(ErrorKind.OVERLOADED, "receiver is stopping", RETRY_WHILE_STOPPING_S) from None
                 continue

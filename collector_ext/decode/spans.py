@@ -206,7 +206,7 @@ def _time_problem(start: int, end: int, received_time_ns: int, limits: DecodeLim
 
 
 def _link_rows(span, limits: DecodeLimits) -> tuple[list[dict], tuple[RejectReason, str] | None]:
-    rows = []
+    rows: list[dict] = []
     links = span.links
     for i, link in enumerate(links):
         if len(link.trace_id) != 16 or link.trace_id == _ZERO_TRACE_ID:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 NVIDIA_GPU_DRIVER = "gpu.nvidia.com"
 NVIDIA_GPU_RESOURCE = "nvidia.com/gpu"
@@ -168,9 +169,9 @@ def _label_device_plugin_pods(rows: list[Row], gpus: Sequence[Gpu], holders: Seq
                         by_key[f"{gpu.minor}-{instance.gpu_instance_id}"] = holder
         by_key[holder.device_id] = holder
     for row in rows:
-        holder = by_key.get(_row_key(row, gpus))
-        if holder is not None:
-            row.labels.update(_pod_labels(holder, config))
+        held_by = by_key.get(_row_key(row, gpus))
+        if held_by is not None:
+            row.labels.update(_pod_labels(held_by, config))
 
 
 def _expand_dra_claims(rows: list[Row], gpus: Sequence[Gpu], holders: Sequence[Holder], config) -> list[Row]:
@@ -238,7 +239,7 @@ def otlp_request(
     return ExportMetricsServiceRequest(
         resource_metrics=[
             metrics_pb2.ResourceMetrics(
-                resource={"attributes": resource},
+                resource=Resource(attributes=resource),
                 scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metrics_pb2.Metric(name=metric, gauge=gauge)])],
             )
         ]

@@ -391,15 +391,15 @@ def make_exporter(endpoint: str, protocol: Protocol = "grpc", gzip: bool = False
             timeout=timeout_s,
         )
     if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http import Compression
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
         url = endpoint if "://" in endpoint else f"http://{endpoint}"
         if url.rstrip("/").count("/") < 3:  # no path given: the OTLP/HTTP default
             url = url.rstrip("/") + "/v1/traces"
-        return OTLPSpanExporter(
+        return HttpSpanExporter(
             endpoint=url,
-            compression=Compression.Gzip if gzip else Compression.NoCompression,
+            compression=HttpCompression.Gzip if gzip else HttpCompression.NoCompression,
             timeout=timeout_s,
         )
     raise ValueError(f"unknown protocol {protocol!r} (grpc or http/protobuf)")

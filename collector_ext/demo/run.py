@@ -177,6 +177,11 @@ class Receiver:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "receiver not started"
+        return self.process.pid
+
     def start(self) -> Receiver:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "67108864"}
         with open(self.log_path, "ab") as log:
@@ -391,7 +396,7 @@ def run_demo(data_dir: Path, tasks: int, seed: int, stop: WorkloadStop | None = 
             + ", ".join(f"{g.pod.namespace}/{g.pod.name}" for g in GPU_SLICES)
         )
         receiver = Receiver(data_dir, kubelet.socket_path, data_dir / "receiver.log").start()
-        say(f"receiver pid {receiver.process.pid} on {receiver.grpc_endpoint} (gRPC), {receiver.http_url} (HTTP)")
+        say(f"receiver pid {receiver.pid} on {receiver.grpc_endpoint} (gRPC), {receiver.http_url} (HTTP)")
 
         def exporter() -> SpanExporter:
             return stop.wrap(make_exporter(receiver.grpc_endpoint, "grpc", gzip=True))
@@ -421,7 +426,7 @@ def run_demo(data_dir: Path, tasks: int, seed: int, stop: WorkloadStop | None = 
         if failed:
             raise DemoError(f"the exporter could not deliver {failed} spans; see {receiver.log_path}")
 
-        say(f"stopping the receiver (SIGTERM to pid {receiver.process.pid}): it writes every held trace")
+        say(f"stopping the receiver (SIGTERM to pid {receiver.pid}): it writes every held trace")
         code = receiver.stop()
         if code != 0:
             raise DemoError(f"the receiver exited with {code}; see {receiver.log_path}")

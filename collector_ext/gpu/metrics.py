@@ -5,34 +5,58 @@ sums), with the exporter's labels as data point attributes (`gpu`, `UUID`, `GPU_
 `Hostname`, `pod`, `namespace`, `container`, the `dra_*` labels) and the scrape target as resource
 attributes. Only the metrics named in `config.gpu_metric_names` are kept; the rest are dropped (counted).
 
-Durability: the kept part of a request is appended to a write-ahead log (`<wal>/metrics`) before
-`export` returns. Rows are buffered and written as Parquet in batches (`parquet_max_rows` /
-`parquet_max_seconds`); after a batch is written the WAL is rotated and the segments it covered retired.
-On start the WAL is replayed. A crash between a Parquet write and the retirement replays samples that are
-already written: the analyzer reads samples DISTINCT on (time, metric, GPU identity).
+Durability is the shared durable batch writer's (storage/batch_writer.py), the same as the spans': the kept
+part of a request is appended to a write-ahead log (`<wal>/metrics`) before `export` returns, or `export`
+raises the retryable ReceiverError (back-pressure past `--max-pending-mib`, a full disk, a WAL that cannot
+be written). Samples are written as Parquet in batches (`parquet_max_rows` / `parquet_max_seconds`); the
+WAL segments they came from are then retired. On start the WAL is replayed, skipping samples already in
+this writer's files (a crash between a Parquet write and the retirement), keyed like the analyzer's
+DISTINCT on (time, metric, GPU identity).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import structlog
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import DataPointFlags, ResourceMetrics, ScopeMetrics
 
 from collector_ext.config import MIB, ReceiverConfig
 from collector_ext.decode.otlp_values import attributes_to_dict
 from collector_ext.schema import GPU_METRICS
+from collector_ext.storage.batch_writer import DurableBatchWriter, Part, WriterLimits, WriterSnapshot
 from collector_ext.storage.dataset_files import DatasetFiles
 from collector_ext.storage.wal import WriteAheadLog
 
 log = structlog.get_logger("agentmeter.gpu_metrics")
 
 TABLE = "gpu_metrics"
+PIPELINE = "gpu_metrics"
+# What makes a sample one sample: analyzer/sql/gpu_views.sql reads them DISTINCT ON (series, time) with the
+# series hashed from these label columns; replays are de-duplicated on the same key.
+SAMPLE_KEY = (
+    "time",
+    "metric",
+    "uuid",
+    "gpu_i_id",
+    "gpu",
+    "hostname",
+    "pod",
+    "namespace",
+    "container",
+    "dra_claim_name",
+    "dra_claim_namespace",
+    "dra_device_name",
+)
 NO_RECORDED_VALUE = DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 
 # Column <- label names, first present wins: dcgm-exporter's own labels (`uuid`, `pod_name`, `pod_namespace`,
@@ -147,100 +171,115 @@ def _row(name: str, point, resource_labels: dict[str, str]) -> dict:
     return row
 
 
+class Sample(NamedTuple):
+    """One staged `gpu_metrics` row and the WAL segment of the request it came in."""
+
+    seq: int
+    row: dict
+
+
+def _to_part(samples: list[Sample]) -> Part:
+    table = pa.Table.from_pylist([sample.row for sample in samples], schema=GPU_METRICS)
+    return Part(table, np.fromiter((sample.seq for sample in samples), dtype=np.int64, count=len(samples)))
+
+
+@dataclass
+class GpuMetricsSnapshot:
+    points_dropped: int  # data points of metrics not configured
+    writer: WriterSnapshot
+
+
 class GpuMetricsReceiver:
-    """Accepts OTLP metric exports, keeps the DCGM metrics, writes them to `gpu_metrics` in batches."""
+    """Accepts OTLP metric exports, keeps the DCGM metrics, writes them to `gpu_metrics` in batches through the
+    shared durable batch writer (storage/batch_writer.py: WAL, back-pressure, Parquet, retirement, replay)."""
 
     def __init__(self, config: ReceiverConfig, files: DatasetFiles) -> None:
         self.config = config
         self.files = files
         self.names = metric_names(config.gpu_metric_names)
         self.dropped_points = 0
-        self.rows_written = 0
-        self._rows: list[dict] = []
-        self._last_seq = 0  # WAL segment of the newest buffered row
-        self._oldest_row_at: float | None = None
         self._lock = threading.Lock()
-        self._write_lock = threading.Lock()  # one Parquet write + retirement at a time
-        self._closed = threading.Event()
         self.wal = WriteAheadLog(
-            config.wal_path / "metrics", segment_bytes=config.wal_segment_mib * MIB, fsync=config.fsync
+            config.wal_path / "metrics",
+            segment_bytes=config.wal_segment_mib * MIB,
+            fsync=config.fsync,
+            segment_header=lambda: self.writer.segment_header(),
+        )
+        self.writer: DurableBatchWriter[Sample] = DurableBatchWriter(
+            pipeline=PIPELINE,
+            table=TABLE,
+            wal=self.wal,
+            files=files,
+            to_part=_to_part,
+            limits=WriterLimits(
+                max_pending_bytes=config.max_pending_mib * MIB,
+                min_free_disk_bytes=config.min_free_disk_mib * MIB,
+                retry_after_s=config.retry_after_seconds,
+            ),
+            max_rows=config.parquet_max_rows,
+            max_seconds=config.parquet_max_seconds,
+            tick_seconds=min(1.0, config.parquet_max_seconds),
         )
         self._replay()
-        self._flusher = threading.Thread(target=self._flush_loop, name="gpu-metrics-flusher", daemon=True)
-        self._flusher.start()
+        self.writer.start()
 
     def _replay(self) -> None:
-        replayed = 0
-        for seq, payload in self.wal.replay():
-            request = ExportMetricsServiceRequest.FromString(payload)
-            rows = decode_metrics(request, self.names).rows
-            self._rows.extend(rows)
-            self._last_seq = max(self._last_seq, seq)
-            replayed += len(rows)
+        replayed: list[Sample] = []
+        for seq, payload in self.writer.records():
+            try:
+                request = ExportMetricsServiceRequest.FromString(payload)
+            except DecodeError:  # intact framing around bytes that are no request: never one we acknowledged
+                log.error("write-ahead log record is not a metrics export; skipped", segment=seq)
+                continue
+            replayed.extend(Sample(seq, row) for row in decode_metrics(request, self.names).rows)
         if replayed:
-            log.info("replayed GPU metric samples from the write-ahead log", samples=replayed)
-            self.flush()
-        elif self._last_seq:
-            self.wal.retire_through(self._last_seq)  # segments holding no configured metric any more
+            dates = {_date(sample.row["time"]) for sample in replayed}
+            written = self.writer.written_keys(list(SAMPLE_KEY), dates)
+            fresh = [sample for sample in replayed if _key(sample.row) not in written]
+            for seq, count in Counter(sample.seq for sample in fresh).items():
+                self.writer.hold_replayed(seq, count)
+            self.writer.stage(fresh)
+            log.info(
+                "replayed GPU metric samples from the write-ahead log",
+                samples=len(fresh),
+                already_in_parquet=len(replayed) - len(fresh),
+            )
+        self.writer.finish_replay()
+        if replayed:
+            try:
+                self.writer.write_due(force=True)
+            except Exception:  # retried by the flusher; the WAL keeps them meanwhile
+                log.exception("writing replayed GPU metric samples failed; will retry")
 
     def export(self, request: ExportMetricsServiceRequest) -> tuple[int, str]:
-        """Keep the configured metrics durably; returns (rejected data points, message naming the reasons)."""
+        """Keep the configured metrics durably; returns (rejected data points, message naming the reasons).
+        Raises the retryable ReceiverError (back-pressure, a full disk, a WAL that cannot be written)."""
         decoded = decode_metrics(request, self.names)
         if decoded.rows:
-            payload = decoded.kept.SerializeToString()
-            with self._lock:
-                seq = self.wal.append(payload)
-                self._rows.extend(decoded.rows)
-                self._last_seq = max(self._last_seq, seq)
-                if self._oldest_row_at is None:
-                    self._oldest_row_at = time.monotonic()
-                full = len(self._rows) >= self.config.parquet_max_rows
-            if full:
-                self.flush()
+            seq = self.writer.append(decoded.kept.SerializeToString(), rows=len(decoded.rows))
+            self.writer.stage([Sample(seq, row) for row in decoded.rows])
         with self._lock:
             self.dropped_points += decoded.dropped
         message = "; ".join(f"{reason} ({n})" for reason, n in sorted(decoded.reasons.items()))
         return decoded.rejected, message
 
     def flush(self) -> int:
-        """Write the buffered rows as one Parquet batch, then retire the WAL segments they came from."""
-        with self._write_lock:
-            with self._lock:
-                rows, through = self._rows, self._last_seq
-                self._rows, self._oldest_row_at = [], None
-                if rows:
-                    self.wal.rotate()  # later appends go to a new segment, which stays
-            if not rows:
-                return 0
-            try:
-                self.files.write(TABLE, pa.Table.from_pylist(rows, schema=GPU_METRICS))
-            except BaseException:
-                with self._lock:  # keep them for the next attempt (they are still in the WAL too)
-                    self._rows = rows + self._rows
-                    self._oldest_row_at = self._oldest_row_at or time.monotonic()
-                raise
-            self.wal.retire_through(through)
-            self.rows_written += len(rows)
-            return len(rows)
+        """Write every buffered sample now (one file per date), then retire the WAL segments they came from."""
+        return self.writer.write_due(force=True)
 
-    def _flush_loop(self) -> None:
-        tick = min(1.0, self.config.parquet_max_seconds)
-        while not self._closed.wait(tick):
-            with self._lock:
-                due = (
-                    self._oldest_row_at is not None
-                    and time.monotonic() - self._oldest_row_at >= self.config.parquet_max_seconds
-                )
-            if due:
-                try:
-                    self.flush()
-                except OSError as err:  # disk trouble: the rows stay in the WAL; retried at the next tick
-                    log.error("writing GPU metrics failed; will retry", error=str(err))
+    def snapshot(self) -> GpuMetricsSnapshot:
+        with self._lock:
+            dropped = self.dropped_points
+        return GpuMetricsSnapshot(dropped, self.writer.snapshot())
 
-    def close(self) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        self._flusher.join(timeout=5)
-        self.flush()
-        self.wal.close()
+    def close(self) -> bool:
+        """Write everything buffered; False when that failed (the WAL keeps it for the next start)."""
+        return self.writer.close()
+
+
+def _key(row: dict) -> tuple:
+    return tuple(row[column] for column in SAMPLE_KEY)
+
+
+def _date(time_ns: int) -> str:
+    return datetime.fromtimestamp(time_ns // 1_000_000_000, UTC).date().isoformat()

@@ -60,7 +60,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import grpc
 
@@ -131,6 +131,18 @@ def _slug(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")[:40] or "x"
 
 
+@overload
+def _number(
+    metadata: Mapping[str, str], key: str, default: float, *, positive: bool, at_most: float | None = None
+) -> float: ...
+
+
+@overload
+def _number(
+    metadata: Mapping[str, str], key: str, default: None, *, positive: bool, at_most: float | None = None
+) -> float | None: ...
+
+
 def _number(
     metadata: Mapping[str, str], key: str, default: float | None, *, positive: bool, at_most: float | None = None
 ) -> float | None:
@@ -186,6 +198,7 @@ def current_demand(live: LiveDemand, selector: Selector) -> Demand:
     if selector.target == IN_FLIGHT:
         return Demand(in_flight=in_flight, claims_in_window=None, value=in_flight + selector.warm_floor)
     claims = live.claims_in_window(selector.rate_window_s, **who)
+    assert selector.startup_s is not None  # parse_selector requires it for this target
     value = unclaimed_wanted(claims, selector.rate_window_s, selector.startup_s, selector.warm_floor)
     return Demand(in_flight=in_flight, claims_in_window=claims, value=value)
 

@@ -340,8 +340,10 @@ def build_grpc_server(
     )
     credentials = server_credentials(config)
     try:
-        secure = credentials is not None
-        port = server.add_secure_port(endpoint, credentials) if secure else server.add_insecure_port(endpoint)
+        if credentials is not None:
+            port = server.add_secure_port(endpoint, credentials)
+        else:
+            port = server.add_insecure_port(endpoint)
     except RuntimeError:  # grpc reports a failed bind as RuntimeError
         port = 0
     if port == 0 and not endpoint.endswith(":0"):

@@ -38,6 +38,7 @@ class GuardedH11Protocol(H11Protocol):
         self.last_active = time.monotonic()
 
     # -- lifecycle ----------------------------------------------------------------------------------
+    # narrower than asyncio.BaseProtocol's BaseTransport, as uvicorn's own H11Protocol.connection_made is
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_timer()

@@ -125,7 +125,7 @@ def export_metrics(
 
 
 def parse_metrics(payload: bytes) -> ExportMetricsServiceRequest:
-    return parse_request(ExportMetricsServiceRequest, payload)  # type: ignore[return-value]
+    return parse_request(ExportMetricsServiceRequest, payload)
 
 
 def metrics_response(rejected: int, message: str) -> ExportMetricsServiceResponse:

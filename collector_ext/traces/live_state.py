@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from collector_ext.keda.target import MAX_RATE_WINDOW_S
 from collector_ext.schema import CATEGORY_AGENT
+from collector_ext.traces.span_refs import SpanRef
 
 
 @dataclass(slots=True)
@@ -57,18 +58,18 @@ class LiveState:
 
     # -- updates (ingest path) ------------------------------------------------------------------------------
 
-    def spans_seen(self, spans: list[dict]) -> None:
+    def spans_seen(self, spans: list[SpanRef]) -> None:
         with self._lock:
             before = self._version
             current: bytes | None = None
             flight: _Flight | None = None
             for span in spans:
-                trace_id = span["trace_id"]
+                trace_id = span.trace_id
                 if trace_id != current:  # an export's spans come in runs per trace: look it up once per run
                     current = trace_id
                     flight = None if trace_id in self._ended else self._flights.get(trace_id)
                     if flight is None and trace_id not in self._ended:
-                        flight = _Flight(None, 0, span.get("k8s_namespace"), span.get("service_name"), False)
+                        flight = _Flight(None, 0, span.k8s_namespace, span.service_name, False)
                         self._flights[trace_id] = flight
                         self._count(flight, +1)
                         self._arrive(flight)
@@ -76,9 +77,9 @@ class LiveState:
                 if flight is None:  # ended
                     continue
                 # only a span with its own agent identity or links can teach more than the first span did
-                if span.get("agent_name") or span.get("links") or not flight.agent_rank:
+                if span.agent_name or span.links or not flight.agent_rank:
                     self._learn(flight, span)
-                if not span.get("parent_span_id"):  # the root ended: the run is over
+                if not span.parent_span_id:  # the root ended: the run is over
                     self._end(trace_id)
                     flight = None
             while len(self._flights) > self._max_traces:
@@ -162,13 +163,14 @@ class LiveState:
 
     # -- internals (lock held) ----------------------------------------------------------------------------
 
-    def _learn(self, flight: _Flight, span: dict) -> None:
-        if span.get("agent_name"):
-            name, rank = span["agent_name"], 3 if span.get("category") == CATEGORY_AGENT else 2
+    def _learn(self, flight: _Flight, span: SpanRef) -> None:
+        name: str | None
+        if span.agent_name:
+            name, rank = span.agent_name, 3 if span.category == CATEGORY_AGENT else 2
         else:
-            name, rank = span.get("service_name"), 1
+            name, rank = span.service_name, 1
         better_agent = bool(name) and rank > flight.agent_rank
-        linked = bool(span.get("links")) and not flight.linked
+        linked = bool(span.links) and not flight.linked
         if not (better_agent or linked):
             return
         self._count(flight, -1)

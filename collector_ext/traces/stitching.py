@@ -52,7 +52,7 @@ Usage counted exactly once (`usage_counted`)
     nothing below reported it).
     In a malformed parent loop every span of the loop is its own ancestor, so none of them counts.
   - Same `response_id` twice in one trace: the smallest span_id counts. Across traces the receiver
-    remembers recent response ids (bounded) and marks later copies not counted.
+    remembers recent response ids (bounded; as 16-byte hashes) and marks later copies not counted.
   - Whole dataset (`resolve_rows`, analyzer/sql/counted_spans.sql): a trace written whole keeps the
     receiver's usage_counted; a trace written in parts (a row in an early state) is recomputed over all
     its parts; then among the spans left, one per response_id counts: the smallest (trace_id, span_id).
@@ -73,6 +73,7 @@ Keep rule: `trace` keeps every span of a trace holding at least one GenAI span (
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ from collector_ext.schema import (
     STITCH_SHARED_CALLS,
     STITCH_SHUTDOWN,
 )
+from collector_ext.traces.span_refs import Link, SpanRef
 
 GENERIC_AGENT_SPAN_NAMES = frozenset(
     {"agent.loop", "invoke_agent", "agent", "agent.run", "agent_run", "run_agent", "invoke agent", "Agent"}
@@ -106,78 +108,63 @@ WORK_CATEGORIES = frozenset({"llm", "embedding", "tool", "retrieval"})
 # real data, that keeps malformed or hostile input from looping.
 MAX_WALK = 10_000
 
-Link = tuple[bytes, bytes]  # (trace_id, span_id) of a link target
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Rules within one trace
 
 
-def has_usage(span: dict) -> bool:
-    flagged = span.get("has_usage")  # the receiver's span refs carry the answer (span_batch.py)
-    if flagged is not None:
-        return flagged
-    get = span.get  # spelled out: decoded rows and dataset rows carry the five counts
-    return (
-        (get("input_tokens") or 0) > 0
-        or (get("output_tokens") or 0) > 0
-        or (get("cache_read_tokens") or 0) > 0
-        or (get("cache_write_tokens") or 0) > 0
-        or (get("reasoning_tokens") or 0) > 0
-    )
-
-
-def agent_run_name(span: dict) -> str | None:
+def agent_run_name(span: SpanRef) -> str | None:
     """The name of an agent run: own agent identity, then a non-generic span name, then service.name."""
-    if span.get("agent_name"):
-        return span["agent_name"]
-    name = span.get("name") or ""
+    if span.agent_name:
+        return span.agent_name
+    name = span.name or ""
     if name.startswith(INVOKE_AGENT_PREFIX) and name[len(INVOKE_AGENT_PREFIX) :].strip():
         return name[len(INVOKE_AGENT_PREFIX) :].strip()
     if name and name not in GENERIC_AGENT_SPAN_NAMES:
         return name
-    return span.get("service_name")
+    return span.service_name
 
 
-def _order_key(span: dict) -> tuple[int, bytes]:
-    return (span.get("start_time") or 0, span["span_id"])
+def _order_key(span: SpanRef) -> tuple[int, bytes]:
+    return (span.start_time or 0, span.span_id)
 
 
 @dataclass(slots=True)
 class TraceShape:
     """The in-trace structure of one trace: roots, agent runs and who encloses whom."""
 
-    by_id: dict[bytes, dict]
+    by_id: dict[bytes, SpanRef]
     enclosing: dict[bytes, bytes | None]  # span_id -> nearest enclosing agent span_id (itself for agents)
     parent_agent: dict[bytes, bytes | None]  # agent span_id -> enclosing agent run above it in the trace
     top_agent: bytes | None  # the first-started agent run with no agent run above it
-    roots: list[dict]
+    roots: list[SpanRef]
 
     def attributed_agent(self, span_id: bytes) -> bytes | None:
         """The agent run a span of this trace is attributed to (the top agent for spans outside runs)."""
         return self.enclosing.get(span_id) or self.top_agent
 
-    def top_level_agents(self) -> list[dict]:
+    def top_level_agents(self) -> list[SpanRef]:
         agents = [self.by_id[a] for a, above in self.parent_agent.items() if above is None]
         if len(agents) > 1:
             agents.sort(key=_order_key)
         return agents
 
 
-def _enclosing_agents(spans: list[dict], by_id: dict[bytes, dict], agents: set[bytes]) -> dict[bytes, bytes | None]:
+def _enclosing_agents(
+    spans: list[SpanRef], by_id: dict[bytes, SpanRef], agents: set[bytes]
+) -> dict[bytes, bytes | None]:
     """span_id -> nearest enclosing agent run (itself for an agent run), walking parent_span_id."""
     enclosing: dict[bytes, bytes | None] = {}
     # a walk longer than the trace has spans went round a parent loop (malformed): it stops, enclosed by none
     longest = min(len(spans), MAX_WALK)
     for span in spans:
-        if span["span_id"] in enclosing:
+        if span.span_id in enclosing:
             continue
         # Walk up until an agent span or a span already resolved, then fill the whole path.
         path: list[bytes] = []
-        current: dict | None = span
+        current: SpanRef | None = span
         found: bytes | None = None
         while current is not None and len(path) <= longest:
-            sid = current["span_id"]
+            sid = current.span_id
             if sid in enclosing:
                 found = enclosing[sid]
                 break
@@ -185,35 +172,35 @@ def _enclosing_agents(spans: list[dict], by_id: dict[bytes, dict], agents: set[b
             if sid in agents:
                 found = sid
                 break
-            parent = current.get("parent_span_id")
+            parent = current.parent_span_id
             current = by_id.get(parent) if parent else None
         for sid in path:
             enclosing[sid] = found
     return enclosing
 
 
-def _wrappers(spans: list[dict], by_id: dict[bytes, dict], enclosing: dict[bytes, bytes | None]) -> set[bytes]:
+def _wrappers(spans: list[SpanRef], by_id: dict[bytes, SpanRef], enclosing: dict[bytes, bytes | None]) -> set[bytes]:
     """Agent spans that only wrap another agent run: no inference, tool or retrieval span of their own and
     exactly one agent run directly inside (OpenInference's openai-agents "Agent workflow" around the agent)."""
     inner: dict[bytes, int] = {}
     working: set[bytes] = set()
     for span in spans:
-        category = span.get("category")
+        category = span.category
         if category == CATEGORY_AGENT:
-            parent = span.get("parent_span_id")
-            above = enclosing.get(parent) if parent in by_id else None
+            parent = span.parent_span_id
+            above = enclosing.get(parent) if parent is not None and parent in by_id else None
             if above is not None:
                 inner[above] = inner.get(above, 0) + 1
         elif category in WORK_CATEGORIES:
-            owner = enclosing.get(span["span_id"])
+            owner = enclosing.get(span.span_id)
             if owner is not None:
                 working.add(owner)
     return {agent for agent, runs in inner.items() if runs == 1 and agent not in working}
 
 
-def trace_shape(spans: list[dict]) -> TraceShape:
-    by_id = {s["span_id"]: s for s in spans}
-    agents = {s["span_id"] for s in spans if s.get("category") == CATEGORY_AGENT}
+def trace_shape(spans: list[SpanRef]) -> TraceShape:
+    by_id = {s.span_id: s for s in spans}
+    agents = {s.span_id for s in spans if s.category == CATEGORY_AGENT}
     enclosing = _enclosing_agents(spans, by_id, agents)
     if len(agents) > 1:
         wrappers = _wrappers(spans, by_id, enclosing)
@@ -222,12 +209,12 @@ def trace_shape(spans: list[dict]) -> TraceShape:
             enclosing = _enclosing_agents(spans, by_id, agents)
     parent_agent: dict[bytes, bytes | None] = {}
     for span in spans:
-        if span["span_id"] in agents:
-            parent = span.get("parent_span_id")
-            parent_agent[span["span_id"]] = enclosing.get(parent) if parent in by_id else None
+        if span.span_id in agents:
+            parent = span.parent_span_id
+            parent_agent[span.span_id] = enclosing.get(parent) if parent is not None and parent in by_id else None
     tops = [by_id[a] for a, above in parent_agent.items() if above is None]
-    top_agent = min(tops, key=_order_key)["span_id"] if tops else None
-    roots = [s for s in spans if not s.get("parent_span_id") or s["parent_span_id"] not in by_id]
+    top_agent = min(tops, key=_order_key).span_id if tops else None
+    roots = [s for s in spans if not s.parent_span_id or s.parent_span_id not in by_id]
     if len(roots) > 1:
         roots.sort(key=_order_key)
     return TraceShape(by_id, enclosing, parent_agent, top_agent, roots)
@@ -236,7 +223,7 @@ def trace_shape(spans: list[dict]) -> TraceShape:
 def parent_links(shape: TraceShape) -> list[Link]:
     """The trace's parent links: those on its roots, else those on its top-level agent runs (sorted)."""
     for carriers in (shape.roots, shape.top_level_agents()):
-        links = {(link["trace_id"], link["span_id"]) for span in carriers for link in (span.get("links") or ())}
+        links = {link for span in carriers for link in span.links}
         if links:
             return sorted(links)
     return []
@@ -256,43 +243,45 @@ def choose_parent(trace_id: bytes, links: list[Link], exists: Callable[[bytes], 
     return existing[0], state
 
 
-def mark_usage_counted(spans: list[dict], shape: TraceShape) -> None:
+def mark_usage_counted(spans: list[SpanRef], shape: TraceShape) -> None:
     """usage_counted within one trace: leaf-most usage only, one span per response_id."""
     covered: set[bytes] = set()  # spans with an inference descendant carrying usage
-    usage = [has_usage(span) for span in spans]
-    for span, used in zip(spans, usage, strict=True):
-        if used and span.get("category") in INFERENCE_CATEGORIES:
-            parent = span.get("parent_span_id")
+    for span in spans:
+        if span.has_usage and span.category in INFERENCE_CATEGORIES:
+            parent = span.parent_span_id
             steps = 0
-            while parent in shape.by_id and parent not in covered and steps < MAX_WALK:
+            while parent is not None and parent not in covered and steps < MAX_WALK:
+                above = shape.by_id.get(parent)
+                if above is None:
+                    break
                 covered.add(parent)
-                parent = shape.by_id[parent].get("parent_span_id")
+                parent = above.parent_span_id
                 steps += 1
     first_by_response: dict[str, bytes] = {}
     with_response = 0  # counted spans carrying a response id
-    for span, used in zip(spans, usage, strict=True):
-        counted = used and span["span_id"] not in covered
-        span["usage_counted"] = counted
-        response_id = span.get("response_id")
+    for span in spans:
+        counted = span.has_usage and span.span_id not in covered
+        span.usage_counted = counted
+        response_id = span.response_id
         if counted and response_id:
             with_response += 1
             best = first_by_response.get(response_id)
-            if best is None or span["span_id"] < best:
-                first_by_response[response_id] = span["span_id"]
+            if best is None or span.span_id < best:
+                first_by_response[response_id] = span.span_id
     if with_response == len(first_by_response):
         return  # no response id twice: nothing to un-count
     for span in spans:
-        response_id = span.get("response_id")
-        if span["usage_counted"] and response_id and first_by_response[response_id] != span["span_id"]:
-            span["usage_counted"] = False
+        response_id = span.response_id
+        if span.usage_counted and response_id and first_by_response[response_id] != span.span_id:
+            span.usage_counted = False
 
 
-def keep_rows(spans: list[dict], keep: str) -> list[dict]:
+def keep_rows(spans: list[SpanRef], keep: str) -> list[SpanRef]:
     if keep == "all":
         return spans
     if keep == "genai":
-        return [s for s in spans if s.get("category") in GENAI_CATEGORIES]
-    return spans if any(s.get("category") in GENAI_CATEGORIES for s in spans) else []
+        return [s for s in spans if s.category in GENAI_CATEGORIES]
+    return spans if any(s.category in GENAI_CATEGORIES for s in spans) else []
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -348,6 +337,7 @@ def resolve_tasks(parents: dict[bytes, tuple[Link | None, str]]) -> dict[bytes, 
         for child in reversed(chain):
             above = result[parent_of[child]]
             link, state = parents[child]
+            assert link is not None  # in the chain: it has a parent link
             result[child] = TraceTask(
                 above.task_id, link[0], link[1], above.depth + 1, STITCH_CYCLE if child in in_cycle else state
             )
@@ -358,14 +348,13 @@ def resolve_tasks(parents: dict[bytes, tuple[Link | None, str]]) -> dict[bytes, 
     return result
 
 
-def merge_shared_calls(tasks: dict[bytes, TraceTask], traces: dict[bytes, list[dict]]) -> dict[bytes, TraceTask]:
+def merge_shared_calls(tasks: dict[bytes, TraceTask], traces: dict[bytes, list[SpanRef]]) -> dict[bytes, TraceTask]:
     """Tasks sharing an inference call (same response_id, overlapping times) merged into the smallest task_id."""
     copies: dict[str, list[tuple[bytes, int, int]]] = {}
     for trace, spans in traces.items():
         for span in spans:
-            response_id = span.get("response_id")
-            if response_id and span.get("category") in INFERENCE_CATEGORIES:
-                copies.setdefault(response_id, []).append((trace, span["start_time"], span["end_time"]))
+            if span.response_id and span.category in INFERENCE_CATEGORIES:
+                copies.setdefault(span.response_id, []).append((trace, span.start_time, _end_time(span)))
     merged_into: dict[bytes, bytes] = {}  # union-find over task ids; the smaller id is always the root
 
     def find(task: bytes) -> bytes:
@@ -392,6 +381,14 @@ def merge_shared_calls(tasks: dict[bytes, TraceTask], traces: dict[bytes, list[d
         else:
             result[trace] = TraceTask(top, task.parent_trace_id, task.parent_span_id, task.depth, task.stitch_state)
     return result
+
+
+def _end_time(span: SpanRef) -> int:
+    """A span's end (ns since the epoch), from its row: only the whole-dataset rules read it, so the held
+    span ref does not carry it (a ref made by hand, without a row, ends where it starts)."""
+    if span.batch is None:
+        return span.start_time
+    return span.batch.table.column("end_time")[span.index].value
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -438,7 +435,7 @@ class _Run:
     name: str | None
     agent_id: str | None
     span_id: bytes | None
-    depth: int | None
+    depth: int
     parent_name: str | None
 
 
@@ -458,14 +455,16 @@ class Stitcher:
         # their trace's top one (the others resolve through the trace entry's top agent run)
         self._spans = _Lru(memory_items)
         self._traces = _Lru(memory_items)  # trace_id -> TraceEntry
-        self._responses = _Lru(memory_items)  # response_id -> (trace_id, span_id) counted
+        self._responses = _Lru(memory_items)  # response_key(response_id) -> (trace_id, span_id) counted
 
-    def finish_trace(self, spans: list[dict], state: str | None) -> list[dict]:
+    def finish_trace(self, spans: list[SpanRef], state: str | None) -> list[SpanRef]:
+        """Fill the stitching columns of every span of one trace (or one early part of it); returns the
+        spans to write (the keep rule)."""
         if not spans:
             return []
         if not self.enabled:
             return keep_rows(spans, self.keep)
-        trace_id = spans[0]["trace_id"]
+        trace_id = spans[0].trace_id
         shape = trace_shape(spans)
         links = parent_links(shape)
         link, link_state = choose_parent(trace_id, links, self._traces.__contains__)
@@ -476,35 +475,22 @@ class Stitcher:
         parent_run = self._parent_run(link)
         runs = self._agent_runs(shape, parent_run)
         row_state = state or link_state
-        # the columns each agent run gives its spans, made once per run (spans take them with one update)
+        # the attribution each agent run gives its spans, made once per run
         given = {
-            agent: {
-                "agent_name": run.name,
-                "agent_id": run.agent_id,
-                "agent_span_id": run.span_id,
-                "agent_depth": run.depth,
-                "parent_agent_name": run.parent_name,
-                "task_id": task_id,
-                "stitch_state": row_state,
-            }
-            for agent, run in runs.items()
+            agent: (run.name, run.agent_id, run.span_id, run.depth, run.parent_name) for agent, run in runs.items()
         }
-        fallback = given.get(shape.top_agent)
-        outside = {  # no agent run in the trace: the span keeps its own identity
-            "agent_span_id": None,
-            "agent_depth": None,
-            "parent_agent_name": None,
-            "task_id": task_id,
-            "stitch_state": row_state,
-        }
+        fallback = given.get(shape.top_agent) if shape.top_agent is not None else None
         enclosing = shape.enclosing
         for span in spans:
-            columns = given.get(enclosing.get(span["span_id"])) or fallback
-            if columns is None:
-                span["agent_name"] = span.get("agent_name") or span.get("service_name")
-                span.update(outside)
+            agent = enclosing.get(span.span_id)
+            columns = (given.get(agent) if agent is not None else None) or fallback
+            if columns is None:  # no agent run in the trace: the span keeps its own identity
+                span.agent_name = span.agent_name or span.service_name
+                span.agent_span_id = span.agent_depth = span.parent_agent_name = None
             else:
-                span.update(columns)
+                span.agent_name, span.agent_id, span.agent_span_id, span.agent_depth, span.parent_agent_name = columns
+            span.task_id = task_id
+            span.stitch_state = row_state
         mark_usage_counted(spans, shape)
         kept = keep_rows(spans, self.keep)
         self._remember(trace_id, shape, runs, kept, task_id, parent_trace_id)
@@ -548,7 +534,7 @@ class Stitcher:
 
         def run_of(span_id: bytes) -> _Run:
             # Agents nest shallowly; resolve the agent chain above first (bounded by MAX_WALK).
-            chain = []
+            chain: list[bytes] = []
             node: bytes | None = span_id
             while node is not None and node not in runs and len(chain) < MAX_WALK:
                 chain.append(node)
@@ -560,7 +546,7 @@ class Stitcher:
                     depth, parent_name = runs[above].depth + 1, runs[above].name
                 else:
                     depth, parent_name = linked_depth, linked_name
-                runs[agent] = _Run(agent_run_name(span), span.get("agent_id"), agent, depth, parent_name)
+                runs[agent] = _Run(agent_run_name(span), span.agent_id, agent, depth, parent_name)
             return runs[span_id]
 
         for agent in shape.parent_agent:
@@ -572,13 +558,13 @@ class Stitcher:
         trace_id: bytes,
         shape: TraceShape,
         runs: dict[bytes, _Run],
-        kept: list[dict],
+        kept: list[SpanRef],
         task_id: bytes | None,
         parent_trace_id: bytes | None,
     ) -> None:
         if not kept:
             return
-        top = runs.get(shape.top_agent)
+        top = runs.get(shape.top_agent) if shape.top_agent is not None else None
         top_ref = AgentRef(top.name, top.span_id, top.depth) if top else None
         previous = self._traces.get(trace_id)
         if previous is not None and top_ref is None:  # a later part of an early-flushed trace
@@ -588,31 +574,38 @@ class Stitcher:
         top_span_id = top_ref.span_id if top_ref is not None else None
         responses = self._responses
         for span in kept:
-            agent = span.get("agent_span_id")
+            agent = span.agent_span_id
             # Spans of the top agent run need no entry: a link to them falls back to the trace's top run.
             if agent is not None and agent != top_span_id:
                 if agent not in refs:
-                    refs[agent] = AgentRef(span.get("agent_name"), agent, span.get("agent_depth"))
-                self._spans.put((trace_id, span["span_id"]), refs[agent])
-            response_id = span.get("response_id")
-            if span.get("usage_counted") and response_id:
+                    refs[agent] = AgentRef(span.agent_name, agent, span.agent_depth)
+                self._spans.put((trace_id, span.span_id), refs[agent])
+            response_id = span.response_id
+            if span.usage_counted and response_id:
                 # the LRU's get_fresh/put, inlined: this runs for every LLM call
-                key = (trace_id, span["span_id"])
-                first = responses.get(response_id)
+                key = (trace_id, span.span_id)
+                digest = response_key(response_id)
+                first = responses.get(digest)
                 if first is None:
-                    responses[response_id] = key
+                    responses[digest] = key
                     if len(responses) > responses.capacity:
                         responses.popitem(last=False)
                 elif first != key:
-                    span["usage_counted"] = False
+                    span.usage_counted = False
                 else:
-                    responses.move_to_end(response_id)
+                    responses.move_to_end(digest)
 
 
-def stitch_traces(traces: Iterable[list[dict]], keep: str = "trace", memory_items: int = 1_000_000) -> list[dict]:
-    """Run whole traces through one Stitcher in arrival order; returns every row it would write."""
+def response_key(response_id: str) -> bytes:
+    """A fixed-size key for a response id in the stitcher's memory: a client may send ids of megabytes, and
+    the memory keeps up to `memory_items` of them. 128 bits: no collision in any realistic number of calls."""
+    return hashlib.blake2b(response_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def stitch_traces(traces: Iterable[list[SpanRef]], keep: str = "trace", memory_items: int = 1_000_000) -> list[SpanRef]:
+    """Run whole traces through one Stitcher in arrival order; returns every span it would write."""
     stitcher = Stitcher(keep=keep, memory_items=memory_items)
-    rows: list[dict] = []
+    rows: list[SpanRef] = []
     for spans in traces:
         rows.extend(stitcher.finish_trace(spans, None))
     return rows
@@ -636,15 +629,16 @@ class Resolution:
     counted: set[tuple[bytes, bytes]]  # (trace_id, span_id) of the spans whose usage counts
 
 
-def resolve_rows(rows: Iterable[dict]) -> Resolution:
-    """The whole-dataset answer of the rules, in memory (the analyzer's SQL computes the same).
+def resolve_rows(rows: Iterable[SpanRef]) -> Resolution:
+    """The whole-dataset answer of the rules, in memory (the analyzer's SQL computes the same), over written
+    spans (their stitching columns filled).
 
-    Rows of one trace may come in several parts (early flushes); they are joined by trace_id. Rows are
+    Spans of one trace may come in several parts (early flushes); they are joined by trace_id. Spans are
     copied, never changed.
     """
-    traces: dict[bytes, list[dict]] = {}
+    traces: dict[bytes, list[SpanRef]] = {}
     for row in rows:
-        traces.setdefault(row["trace_id"], []).append(dict(row))
+        traces.setdefault(row.trace_id, []).append(row.copy())
     shapes = {t: trace_shape(spans) for t, spans in traces.items()}
     parents = {t: choose_parent(t, parent_links(shape), traces.__contains__) for t, shape in shapes.items()}
     tasks = merge_shared_calls(resolve_tasks(parents), traces)
@@ -664,8 +658,8 @@ def resolve_rows(rows: Iterable[dict]) -> Resolution:
     runs: dict[tuple[bytes, bytes], AgentRun] = {}
 
     def run_of(key: tuple[bytes, bytes]) -> AgentRun:
-        chain = []
-        node = key
+        chain: list[tuple[bytes, bytes]] = []
+        node: tuple[bytes, bytes] | None = key
         while node is not None and node not in runs and len(chain) < MAX_WALK:
             chain.append(node)
             node = parent_of_run[node]
@@ -688,13 +682,13 @@ def resolve_rows(rows: Iterable[dict]) -> Resolution:
     counted: set[tuple[bytes, bytes]] = set()
     first_by_response: dict[str, tuple[bytes, bytes]] = {}
     for trace, spans in traces.items():
-        if any(span.get("stitch_state") in SPLIT_STATES for span in spans):
+        if any(span.stitch_state in SPLIT_STATES for span in spans):
             mark_usage_counted(spans, shapes[trace])  # written in parts: the receiver never saw it whole
         for span in spans:
-            if not span["usage_counted"]:
+            if not span.usage_counted:
                 continue
-            key = (trace, span["span_id"])
-            response_id = span.get("response_id")
+            key = (trace, span.span_id)
+            response_id = span.response_id
             if response_id:
                 best = first_by_response.get(response_id)
                 if best is None or key < best:

@@ -7,7 +7,10 @@ handed on (to stitching, then Parquet) when:
 - it has been held `max_wait_seconds` since its first span (root or not: stitch_state `no_root` when the
   root never came); or
 - more than `max_spans` spans are held: the traces first seen longest ago go early (`early_flush`); or
-- the receiver shuts down: everything held goes (`shutdown_flush`).
+- the receiver shuts down: everything held goes (`shutdown_flush`);
+- the write-ahead log nears its limit (`--max-pending-mib`) and the trace holds spans of its oldest
+  segments: a trace whose root never comes must not keep those segments, and so the receiver, from taking
+  more data (`take_pinning`, `early_flush`).
 
 Not thread-safe: the pipeline serialises access.
 """
@@ -18,6 +21,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from collector_ext.schema import STITCH_EARLY, STITCH_NO_ROOT, STITCH_SHUTDOWN
+from collector_ext.traces.span_refs import SpanRef
+
+NO_SEGMENT = 1 << 62  # a trace none of whose spans is in the WAL yet (refs made by hand)
 
 
 @dataclass(slots=True)
@@ -25,13 +31,14 @@ class HeldTrace:
     first_seen: float
     last_seen: float
     has_root: bool = False
-    spans: dict[bytes, dict] = field(default_factory=dict)  # span_id -> row (a re-sent span replaces)
+    oldest_segment: int = NO_SEGMENT  # the oldest WAL segment holding one of its spans
+    spans: dict[bytes, SpanRef] = field(default_factory=dict)  # span_id -> ref (a re-sent span replaces)
 
 
 @dataclass(slots=True)
 class ReadyTrace:
     trace_id: bytes
-    spans: list[dict]
+    spans: list[SpanRef]
     state: str | None  # None: complete; else one of the early stitch states
 
 
@@ -49,32 +56,37 @@ class TraceBuffer:
     def trace_count(self) -> int:
         return len(self._traces)
 
-    def add(self, spans: list[dict], now: float) -> list[dict]:
-        """Hold `spans`; returns the rows they replaced (a span sent again replaces the one held)."""
+    def add(self, spans: list[SpanRef], now: float, segment: int = NO_SEGMENT) -> list[SpanRef]:
+        """Hold `spans` (of one request, in WAL segment `segment`); returns the refs they replaced (a span sent
+        again replaces the one held)."""
         traces = self._traces
         current: bytes | None = None
-        held_spans: dict[bytes, dict] = {}
+        held_spans: dict[bytes, SpanRef] = {}
+        held: HeldTrace  # set on the first span: its trace id differs from None
         added = 0
-        replaced: list[dict] = []
-        for row in spans:
-            trace_id = row["trace_id"]
+        replaced: list[SpanRef] = []
+        for ref in spans:
+            trace_id = ref.trace_id
             if trace_id != current:  # an export's spans come in runs per trace: look the trace up once per run
                 current = trace_id
-                held = traces.get(trace_id)
-                if held is None:
-                    held = traces[trace_id] = HeldTrace(first_seen=now, last_seen=now)
+                found = traces.get(trace_id)
+                if found is None:
+                    held = traces[trace_id] = HeldTrace(first_seen=now, last_seen=now, oldest_segment=segment)
                 else:
+                    held = found
                     held.last_seen = now
+                    if segment < held.oldest_segment:
+                        held.oldest_segment = segment
                     traces.move_to_end(trace_id)
                 held_spans = held.spans
-            span_id = row["span_id"]
+            span_id = ref.span_id
             before = held_spans.get(span_id)
             if before is None:
                 added += 1
             else:
                 replaced.append(before)
-            held_spans[span_id] = row
-            if not row["parent_span_id"]:
+            held_spans[span_id] = ref
+            if not ref.parent_span_id:
                 held.has_root = True
         self.span_count += added
         return replaced
@@ -105,6 +117,12 @@ class TraceBuffer:
                     break
                 ready.append(self._pop(trace_id, STITCH_EARLY))
         return ready
+
+    def take_pinning(self, through_segment: int) -> list[ReadyTrace]:
+        """Remove and return (as `early_flush`) every trace holding a span of a WAL segment <= `through_segment`:
+        the write-ahead log is near its limit and these traces keep its oldest segments from retiring."""
+        pinning = [t for t, held in self._traces.items() if held.oldest_segment <= through_segment]
+        return [self._pop(trace_id, STITCH_EARLY) for trace_id in pinning]
 
     def drain(self) -> list[ReadyTrace]:
         """Everything still held, for shutdown."""
