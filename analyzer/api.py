@@ -7,6 +7,9 @@
     GET /api/task-stats?by=agent|day|week|month    tasks, failures, cost-per-task distribution
     GET /report                                     the HTML report (self-contained)
     GET /docs                                       the OpenAPI docs (Swagger UI served from here: offline)
+    GET /api/dataset                                what the answers are read from: {"root", "skipped_files":
+                                                    [{"path", "reason"}], "duplicate_span_rows"} (files left out
+                                                    as unreadable, rows left out as copies of a span)
     GET /, /tasks, /tasks/{id}, /agents, /gpu, /prices   the web console (analyzer/console/)
 
 Every answer is the CLI's JSON for the same question (the same query functions, `analyzer.analysis`).
@@ -162,6 +165,15 @@ def create_app(
     ) -> list[dict[str, Any]]:
         window = TimeRange.parse(since, until)
         return _rows(cache.snapshot().answer(("stats", by, window), lambda a: task_stats(a, by, window)))
+
+    @app.get("/api/dataset")
+    def dataset() -> dict[str, Any]:
+        opened = cache.snapshot().analysis.dataset
+        return {
+            "root": str(opened.root),
+            "skipped_files": [{"path": s.path, "reason": s.reason} for s in opened.skipped_files],
+            "duplicate_span_rows": opened.duplicate_span_rows,
+        }
 
     @app.get("/report", response_class=HTMLResponse)
     def report() -> HTMLResponse:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import duckdb
 import typer
 
-from analyzer import cli_budget, cli_cost, cli_gpu, cli_idle, cli_prices, cli_report, cli_runaway, cli_tasks
+from analyzer import cli_budget, cli_cost, cli_gpu, cli_idle, cli_prices, cli_report, cli_runaway, cli_tasks, dataset
 from analyzer.dataset import AnalyzerError
 from collector_ext.cli.runner import run_cli
 
@@ -23,8 +24,18 @@ for module in (cli_tasks, cli_cost, cli_gpu, cli_idle, cli_prices, cli_report, c
     module.register(app)
 
 
+class _StderrLine(logging.Handler):
+    """A warning of the analyzer (e.g. files of the dataset left out) as one line on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(record.getMessage(), err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    if not any(isinstance(h, _StderrLine) for h in dataset.log.handlers):
+        dataset.log.addHandler(_StderrLine(logging.WARNING))
+        dataset.log.propagate = False
     return run_cli(app, argv, user_errors=(AnalyzerError,), query_errors=(duckdb.Error,))
 
 

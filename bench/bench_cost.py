@@ -5,7 +5,12 @@ Full: ~10 M spans (350 k tasks, ~1 M traces, 500 agents, 50 models); quick: ~1 M
 Env: AGENTMETER_BENCH_COST_TASKS (tasks to generate), AGENTMETER_BENCH_COST_ROUNDS, AGENTMETER_BENCH_COST_DIR
 (keep/reuse the generated dataset there; default a temporary directory, removed afterwards),
 AGENTMETER_BENCH_COST_BASELINE (another checkout, e.g. `git worktree` of an older commit: its CLI runs too,
-alternating with ours, for a before/after in one run).
+alternating with ours, for a before/after in one run), AGENTMETER_BENCH_COST_COPIES=1 (then the CLI again with
+one spans file delivered twice: the copies the `spans` view leaves out).
+
+In-process it also times `open_dataset` with a cold and a warm cache of span ids and the cold pass alone
+(rows unique by (trace_id, span_id): analyzer/span_copies.py reads each file's span ids once). The CLI runs
+use the default cache: the first round fills it (the new files of a live dataset are read on each run).
 
 The goal (issue 4) compares like with like: the CLI's wall time against the bare query's process wall time
 (process start, imports and the price table on both sides): `ratio_cli_to_bare_process`, goal 1.5x.
@@ -85,6 +90,60 @@ def _peak(args: list[str], cwd: Path = ROOT) -> tuple[float, int, str]:
     return seconds, usage.ru_maxrss // 1024, out
 
 
+def _open_seconds(root: Path) -> tuple[float, float, float]:
+    """In-process seconds: open_dataset with a cold cache of span ids (every file read: the pass that finds
+    copies of spans, analyzer/span_copies.py), open_dataset warm (nothing read), and the cold pass alone."""
+    from analyzer import span_copies
+    from analyzer.dataset import open_dataset
+
+    previous = os.environ.get("AGENTMETER_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="bench-cost-cache-") as cache:
+        os.environ["AGENTMETER_CACHE_DIR"] = cache
+        try:
+            started = time.perf_counter()
+            con = open_dataset(root).con
+            cold = time.perf_counter() - started
+            started = time.perf_counter()
+            open_dataset(root)
+            warm = time.perf_counter() - started
+            files = sorted((root / "spans").glob("date=*/*.parquet"))
+            for stale in Path(cache).glob("agentmeter/*.npz"):
+                stale.unlink()
+            started = time.perf_counter()
+            span_copies.span_copies(con, root, files, exact=lambda repeated: span_copies.Copies.none())
+            alone = time.perf_counter() - started
+        finally:
+            if previous is None:
+                os.environ.pop("AGENTMETER_CACHE_DIR", None)
+            else:
+                os.environ["AGENTMETER_CACHE_DIR"] = previous
+    return cold, warm, alone
+
+
+def _with_copies(root: Path, cli_args: list[str], rounds: int, cost_once: float) -> dict:
+    """The CLI again with one spans file delivered twice (a copy under another writer's name): the rows it
+    holds are in the dataset twice, so the `spans` view leaves them out. Same total cost, what time?"""
+    original = min((root / "spans").glob("date=*/*.parquet"), key=lambda p: p.stat().st_size)
+    copy = original.with_name("copy-" + original.name)
+    shutil.copyfile(original, copy)
+    try:
+        seconds, costs = [], set()
+        for _ in range(rounds):
+            elapsed, _, out = _peak(cli_args)
+            seconds.append(elapsed)
+            costs.add(round(sum(r["cost_usd"] or 0 for r in json.loads(out)), 6))
+        from analyzer.dataset import open_dataset
+
+        copies = open_dataset(root).duplicate_span_rows
+    finally:
+        copy.unlink()
+    return {
+        "copies_rows": copies,
+        "cli_with_copies_median_s": statistics.median(seconds),
+        "cli_with_copies_same_total_cost": costs == {cost_once},
+    }
+
+
 def _counted_seconds(root: Path) -> float:
     from analyzer.dataset import open_dataset
 
@@ -151,6 +210,7 @@ def main(quick: bool) -> dict:
             cli_mem = max(cli_mem, mem)
             answers["cli"] = round(sum(r["cost_usd"] or 0 for r in json.loads(out)), 6)
         counted_s = _counted_seconds(root)
+        open_cold_s, open_warm_s, copies_s = _open_seconds(root)
         result = {
             "spans": sizes["spans"],
             "traces": sizes["traces"],
@@ -163,6 +223,9 @@ def main(quick: bool) -> dict:
             "cli_peak_mib": cli_mem,
             "bare_peak_mib": bare_mem,
             "counted_spans_alone_s": counted_s,
+            "open_dataset_cold_cache_s": open_cold_s,
+            "open_dataset_warm_cache_s": open_warm_s,
+            "span_copies_cold_pass_s": copies_s,
             "same_total_cost": answers["bare"] == answers["cli"],
             "cli_runs_s": cli_s,
             "bare_query_runs_s": bare_s,
@@ -175,7 +238,10 @@ def main(quick: bool) -> dict:
                 baseline_runs_s=base_s,
                 ratio_baseline_to_bare_process=statistics.median(base_s) / statistics.median(bare_wall_s),
                 baseline_same_total_cost=answers["baseline"] == answers["cli"],
+                ratio_cli_to_baseline=statistics.median(cli_s) / statistics.median(base_s),
             )
+        if os.environ.get("AGENTMETER_BENCH_COST_COPIES"):
+            result.update(_with_copies(root, cli_args, rounds, answers["cli"]))
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -186,6 +252,9 @@ def main(quick: bool) -> dict:
     if "baseline_median_s" in result:
         print(f"{'baseline CLI (before)':32}{result['baseline_median_s']:>10.3f}{result['baseline_peak_mib']:>10}")
     print(f"{'counted_calls alone (in CLI)':32}{counted_s:>10.3f}")
+    print(f"{'open_dataset, cold span-id cache':32}{open_cold_s:>10.3f}")
+    print(f"{'open_dataset, warm span-id cache':32}{open_warm_s:>10.3f}")
+    print(f"{'  the cold span copies pass':32}{copies_s:>10.3f}")
     print(
         f"ratio CLI / bare process: {result['ratio_cli_to_bare_process']:.2f}x (goal 1.5x); "
         f"CLI / bare query alone: {result['ratio_cli_to_bare_query']:.2f}x; same total: {result['same_total_cost']}"

@@ -14,6 +14,15 @@
     BENCH_TASKS_DIR keeps/reuses the generated dataset there (default: a temporary directory);
     BENCH_TASKS_BASELINE names another checkout (e.g. a `git worktree` of an older commit) whose
     `analyze tasks` runs too, alternating with ours: a before/after in one run.
+(3) resolution of hostile link graphs (issue 16): a chain of 10,000 traces each linked to the previous, a
+    2,000-trace cycle, a 2,000-deep chain, a fan-out of 100,000 sub-agents under one trace, and 100 k random
+    links among 200 k traces. Per case, in one process over the same chosen parent links, the four ways of
+    following them to the tops of bench/task_resolvers.py side by side (the recursive CTEs of before, pointer
+    jumping in DuckDB SQL, a Python walk, pointer jumping in NumPy: the analyzer's), alternating, medians and
+    ratios to the CTE; a resolver past `BENCH_TASKS_CAP_S` (default 300, quick 30) is stopped and shown as
+    "> cap". Then `analyze tasks` end to end per case, ours and (with BENCH_TASKS_BASELINE) the baseline's.
+
+    BENCH_TASKS_PARTS=ingest,analyze,resolution picks the parts (default: all).
 
     python -m bench --only tasks --quick
 """
@@ -58,10 +67,10 @@ sys.exit(code)
 _RESOLVE = (
     """
 import sys
-from analyzer.dataset import load_sql, open_dataset
+from analyzer.dataset import open_dataset
+from analyzer.tasks import install_trace_tasks
 con = open_dataset(__import__("pathlib").Path(sys.argv[1])).con
-for name in ("tasks_attribution.sql", "tasks_resolve.sql"):
-    con.execute(load_sql(name))
+install_trace_tasks(con)
 print(con.execute("SELECT count(DISTINCT task_id) FROM trace_tasks").fetchone()[0], file=sys.stderr)
 """
     + _PEAK
@@ -177,19 +186,29 @@ def ingest_once(rows: list[list[dict]], stitching: bool) -> tuple[float, int, in
 def generate_dataset(root: Path, traces: int, links: int, seed: int = 3) -> None:
     """`traces` traces of 2 spans (an agent run and an LLM call); `links` of them link to an earlier trace's
     root, so tasks form random trees (chains and fans). Written as Parquet files of 200 k spans."""
+    write_linked_traces(root, random_parents(traces, links, seed))
+
+
+def random_parents(traces: int, links: int, seed: int = 3) -> list[int | None]:
+    """`links` traces linked to a recent earlier trace (realistic depths), the others tops."""
     rng = random.Random(seed)
     linked = set(rng.sample(range(1, traces), links))
+    return [rng.randrange(max(0, t - 5000), t) if t in linked else None for t in range(traces)]
+
+
+def write_linked_traces(root: Path, parents: list[int | None]) -> None:
+    """Trace t (id t) is an agent run and an LLM call; its agent run links to trace parents[t]'s agent run."""
     files = DatasetFiles(root, "bench")
     chunk = 100_000
-    for first in range(0, traces, chunk):
-        ids = range(first, min(first + chunk, traces))
-        trace_ids, span_ids, parents, names, categories, agents, starts, ends = [], [], [], [], [], [], [], []
+    for first in range(0, len(parents), chunk):
+        ids = range(first, min(first + chunk, len(parents)))
+        trace_ids, span_ids, parent_ids, names, categories, agents, starts, ends = [], [], [], [], [], [], [], []
         inputs, outputs, link_lists = [], [], []
         for t in ids:
             tid = t.to_bytes(16, "big")
             link = None
-            if t in linked:
-                parent = rng.randrange(max(0, t - 5000), t)  # a recent trace: realistic depths
+            parent = parents[t]
+            if parent is not None:
                 link = [
                     {
                         "trace_id": parent.to_bytes(16, "big"),
@@ -201,7 +220,7 @@ def generate_dataset(root: Path, traces: int, links: int, seed: int = 3) -> None
             for k in range(2):
                 trace_ids.append(tid)
                 span_ids.append((t * 2 + k).to_bytes(8, "big"))
-                parents.append(None if k == 0 else (t * 2).to_bytes(8, "big"))
+                parent_ids.append(None if k == 0 else (t * 2).to_bytes(8, "big"))
                 names.append("agent.loop" if k == 0 else "chat")
                 categories.append("agent" if k == 0 else "llm")
                 agents.append(f"agent{t % 50}")
@@ -214,7 +233,7 @@ def generate_dataset(root: Path, traces: int, links: int, seed: int = 3) -> None
         columns = {
             "trace_id": pa.array(trace_ids, pa.binary(16)),
             "span_id": pa.array(span_ids, pa.binary(8)),
-            "parent_span_id": pa.array(parents, pa.binary(8)),
+            "parent_span_id": pa.array(parent_ids, pa.binary(8)),
             "name": names,
             "category": categories,
             "agent_name": agents,
@@ -230,9 +249,9 @@ def generate_dataset(root: Path, traces: int, links: int, seed: int = 3) -> None
         files.write("spans", table)
 
 
-def _timed(args: list[str], cwd: Path | None = None) -> tuple[float, int, str]:
+def _timed(args: list[str], cwd: Path | None = None, timeout_s: float = 1800) -> tuple[float, int, str]:
     started = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=1800, check=False, cwd=cwd)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=cwd)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{args[:4]} failed: {done.stderr[-2000:]}")
@@ -240,15 +259,93 @@ def _timed(args: list[str], cwd: Path | None = None) -> tuple[float, int, str]:
     return seconds, int(lines[-1]) // 1024, lines[-2]
 
 
-def main(quick: bool) -> dict:
-    from rich.console import Console
-    from rich.table import Table
+def resolution_cases() -> dict[str, list[int | None]]:
+    """Parent trace of every trace (by index), per case."""
+    return {
+        "chain_10000": [None, *range(9_999)],
+        "cycle_2000": [(t + 1) % 2_000 for t in range(2_000)],
+        "depth_2000": [None, *range(1_999)],
+        "fan_out_100000": [None] + [0] * 100_000,
+        "links_100k": random_parents(200_000, 100_000),
+    }
 
-    repeats = int(os.environ.get("BENCH_TASKS_ROUNDS", 3))
-    ingest_tasks = int(os.environ.get("BENCH_TASKS_INGEST", 300 if quick else 2000))
-    traces = int(os.environ.get("BENCH_TASKS_TRACES", 100_000 if quick else 1_000_000))
-    links = int(os.environ.get("BENCH_TASKS_LINKS", 30_000 if quick else 300_000))
 
+def resolution_figures(root: Path, repeats: int, cap_s: float, baseline: str | None) -> dict:
+    """Part (3): every resolver per case, in process, alternating; then `analyze tasks` end to end."""
+    import threading
+
+    import duckdb
+
+    from analyzer.dataset import load_sql, open_dataset
+    from bench.task_resolvers import RESOLVERS
+
+    figures: dict = {}
+    for case, parents in resolution_cases().items():
+        data = root / f"resolution-{case}"
+        marker = data / ".generated"
+        if not marker.exists():
+            shutil.rmtree(data, ignore_errors=True)
+            write_linked_traces(data, parents)
+            marker.write_text("")
+        con = open_dataset(data).con
+        con.execute("SET enable_progress_bar = false")
+        for name in ("tasks_attribution.sql", "tasks_resolve.sql"):  # the chosen parent links: common to all
+            con.execute(load_sql(name))
+        seconds: dict[str, list[float]] = {name: [] for name in RESOLVERS}
+        answers: dict[str, tuple] = {}
+        capped: set[str] = set()
+        for _ in range(repeats):
+            for name, resolve in RESOLVERS.items():
+                if name in capped:
+                    continue
+                timer = threading.Timer(cap_s, con.interrupt)  # only DuckDB statements can be stopped
+                timer.start()
+                started = time.perf_counter()
+                try:
+                    answers[name] = resolve(con)
+                    seconds[name].append(time.perf_counter() - started)
+                except duckdb.InterruptException:  # past the cap: shown as such, not run again
+                    capped.add(name)
+                finally:
+                    timer.cancel()
+        con.close()
+        cte = statistics.median(seconds["cte"]) if seconds["cte"] else None
+        row: dict = {"traces": len(parents), "links": sum(p is not None for p in parents)}
+        for name in RESOLVERS:
+            if name in capped:
+                row[f"{name}_s"] = f"> {cap_s:.0f}"
+                continue
+            median = statistics.median(seconds[name])
+            row[f"{name}_s"] = round(median, 4)
+            if cte is not None and name != "cte":
+                row[f"{name}_vs_cte"] = round(median / cte, 3)
+        row["answers_agree"] = len(set(answers.values())) == 1
+        row["answer_tasks_depth_cycle"] = next(iter(answers.values()), None)
+        analyze = [sys.executable, "-c", _ANALYZE, "tasks", "--data", str(data), "--format", "csv"]
+        runs: dict[str, list[float]] = {"ours": [], "baseline": []}
+        for _ in range(repeats):
+            for side, cwd in (("baseline", baseline), ("ours", None)):
+                if side == "baseline" and (not baseline or runs.get("baseline_capped")):
+                    continue
+                try:
+                    runs[side].append(_timed(analyze, cwd=Path(cwd) if cwd else None, timeout_s=cap_s)[0])
+                except subprocess.TimeoutExpired:
+                    runs[f"{side}_capped"] = [cap_s]
+        row["analyze_tasks_s"] = round(statistics.median(runs["ours"]), 3)
+        if baseline:
+            if runs.get("baseline_capped"):
+                row["baseline_analyze_tasks_s"] = f"> {cap_s:.0f}"
+                row["baseline_vs_ours"] = f"> {cap_s / row['analyze_tasks_s']:.0f}"
+            else:
+                row["baseline_analyze_tasks_s"] = round(statistics.median(runs["baseline"]), 3)
+                row["baseline_vs_ours"] = round(row["baseline_analyze_tasks_s"] / row["analyze_tasks_s"], 1)
+        figures[case] = row
+        print(case, row, flush=True)
+    return figures
+
+
+def ingest_figures(repeats: int, ingest_tasks: int) -> dict:
+    """Part (1): stitching on and off at ingest, alternating."""
     requests = ingest_workload(ingest_tasks)
     timings: dict[bool, list[float]] = {True: [], False: []}
     spans = written = 0
@@ -257,8 +354,7 @@ def main(quick: bool) -> dict:
             seconds, spans, written = ingest_once(requests, stitching)
             timings[stitching].append(seconds)
     on, off = statistics.median(timings[True]), statistics.median(timings[False])
-
-    figures: dict = {
+    return {
         "ingest_spans": spans,
         "ingest_spans_written": written,
         "ingest_with_stitching_s": round(on, 4),
@@ -267,27 +363,28 @@ def main(quick: bool) -> dict:
         "ingest_without_stitching_spans_per_s": round(spans / off),
         "ingest_stitching_cost_ratio": round(on / off, 2),
     }
-    keep = os.environ.get("BENCH_TASKS_DIR")
-    baseline = os.environ.get("BENCH_TASKS_BASELINE")
-    with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
-        root = Path(keep) if keep else Path(tmp) / "data"
-        marker = root / f".generated-{traces}-{links}"
-        if not marker.exists():  # a kept directory of other sizes (or half written) is generated afresh
-            shutil.rmtree(root, ignore_errors=True)
-            started = time.perf_counter()
-            generate_dataset(root, traces, links)
-            marker.write_text("")
-            figures["dataset_generate_s"] = round(time.perf_counter() - started, 1)
-        analyze = [sys.executable, "-c", _ANALYZE, "tasks", "--data", str(root), "--format", "csv"]
-        bare = [sys.executable, "-c", _BARE, str(root)]
-        resolve = [sys.executable, "-c", _RESOLVE, str(root)]
-        runs: dict[str, list[tuple[float, int, str]]] = {"analyze": [], "bare": [], "resolve": [], "baseline": []}
-        for _ in range(repeats):
-            if baseline:
-                runs["baseline"].append(_timed(analyze, cwd=Path(baseline)))
-            runs["analyze"].append(_timed(analyze))
-            runs["bare"].append(_timed(bare))
-            runs["resolve"].append(_timed(resolve))
+
+
+def analyze_figures(root: Path, repeats: int, traces: int, links: int, baseline: str | None) -> dict:
+    """Part (2): `analyze tasks` against the bare recursive query and our resolution alone."""
+    figures: dict = {}
+    marker = root / f".generated-{traces}-{links}"
+    if not marker.exists():  # a kept directory of other sizes (or half written) is generated afresh
+        shutil.rmtree(root, ignore_errors=True)
+        started = time.perf_counter()
+        generate_dataset(root, traces, links)
+        marker.write_text("")
+        figures["dataset_generate_s"] = round(time.perf_counter() - started, 1)
+    analyze = [sys.executable, "-c", _ANALYZE, "tasks", "--data", str(root), "--format", "csv"]
+    bare = [sys.executable, "-c", _BARE, str(root)]
+    resolve = [sys.executable, "-c", _RESOLVE, str(root)]
+    runs: dict[str, list[tuple[float, int, str]]] = {"analyze": [], "bare": [], "resolve": [], "baseline": []}
+    for _ in range(repeats):
+        if baseline:
+            runs["baseline"].append(_timed(analyze, cwd=Path(baseline)))
+        runs["analyze"].append(_timed(analyze))
+        runs["bare"].append(_timed(bare))
+        runs["resolve"].append(_timed(resolve))
     analyze_s = statistics.median(r[0] for r in runs["analyze"])
     bare_s = statistics.median(r[0] for r in runs["bare"])
     resolve_s = statistics.median(r[0] for r in runs["resolve"])
@@ -314,11 +411,49 @@ def main(quick: bool) -> dict:
             baseline_peak_rss_mib=max(r[1] for r in runs["baseline"]),
             baseline_tasks_found=int(runs["baseline"][0][2]),
         )
+    return figures
+
+
+def main(quick: bool) -> dict:
+    from rich.console import Console
+    from rich.table import Table
+
+    repeats = int(os.environ.get("BENCH_TASKS_ROUNDS", 3))
+    ingest_tasks = int(os.environ.get("BENCH_TASKS_INGEST", 300 if quick else 2000))
+    traces = int(os.environ.get("BENCH_TASKS_TRACES", 100_000 if quick else 1_000_000))
+    links = int(os.environ.get("BENCH_TASKS_LINKS", 30_000 if quick else 300_000))
+    cap_s = float(os.environ.get("BENCH_TASKS_CAP_S", 30 if quick else 300))
+    parts = set((os.environ.get("BENCH_TASKS_PARTS") or "ingest,analyze,resolution").split(","))
+    keep = os.environ.get("BENCH_TASKS_DIR")
+    baseline = os.environ.get("BENCH_TASKS_BASELINE")
+
+    figures: dict = {}
+    if "ingest" in parts:
+        figures.update(ingest_figures(repeats, ingest_tasks))
+    with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
+        root = Path(keep) if keep else Path(tmp)
+        if "analyze" in parts:
+            figures.update(analyze_figures(root / "data", repeats, traces, links, baseline))
+        if "resolution" in parts:
+            figures["resolution"] = resolution_figures(root, repeats, cap_s, baseline)
 
     table = Table(title=f"stitching and tasks ({'quick' if quick else 'full'}; medians of {repeats}, alternating)")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in figures.items():
+        if key == "resolution":
+            continue
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
-    Console().print(table)
+    if table.row_count:
+        Console().print(table)
+    if "resolution" in figures:
+        cases = figures["resolution"]
+        resolution = Table(title="following links to the tops (seconds, medians; ratio to the recursive CTE)")
+        keys = list(dict.fromkeys(key for row in cases.values() for key in row))
+        resolution.add_column("case")
+        for key in keys:
+            resolution.add_column(key, justify="right")
+        for case, row in cases.items():
+            resolution.add_row(case, *(str(row.get(key, "")) for key in keys))
+        Console(width=400).print(resolution)
     return figures

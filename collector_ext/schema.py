@@ -22,6 +22,10 @@ from pathlib import Path
 import pyarrow as pa
 
 SCHEMA_VERSION = "agentmeter-v1"
+# Every version ever written, oldest first: the analyzer reads them all (a column an older version lacks reads
+# as NULL). A change to any table's columns bumps SCHEMA_VERSION and appends it here; tests/golden/ holds the
+# columns of each version and tests/test_schema_golden.py fails on a change without a bump.
+SCHEMA_VERSIONS: tuple[str, ...] = ("agentmeter-v1",)
 
 STRING_MAP = pa.map_(pa.string(), pa.string())
 TIMESTAMP = pa.timestamp("ns", tz="UTC")
@@ -60,6 +64,9 @@ STITCH_CYCLE = "cycle"
 STITCH_SELF_LINK = "self_link"
 STITCH_MULTI_PARENT = "multi_parent"
 STITCH_MISSING_PARENT = "missing_parent"
+# Analyzer only: the top trace of a task merged into another because they share inference calls (the same
+# response_id): two instrumentations of one run, each making its own trace.
+STITCH_SHARED_CALLS = "shared_calls"
 
 SPANS = pa.schema(
     [

@@ -23,6 +23,14 @@ def data_dir(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def analyzer_cache(tmp_path_factory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The analyzer's cache (analyzer/span_copies.py) per test, never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("AGENTMETER_CACHE_DIR", str(path))
+    return path
+
+
 @dataclass(frozen=True)
 class DemoRun:
     data_dir: Path

@@ -96,6 +96,8 @@ class Scenario:
     runs: dict[tuple[int, int], tuple[str, str | None, int]]  # agent span -> (agent, parent agent, depth)
     tokens: dict[int, tuple[int, int]]  # task trace -> counted (input, output)
     receiver_pending: set[int] = field(default_factory=set)  # traces the receiver cannot resolve parents-first
+    # traces the receiver writes as tasks of their own, which the analyzer merges (shared calls)
+    merged_by_analyzer: set[int] = field(default_factory=set)
 
     def rows(self) -> list[dict]:
         return [row for trace in self.traces for row in trace]
@@ -214,15 +216,27 @@ def missing_parent() -> Scenario:
 def duplicate_response() -> Scenario:
     # an instrumentation and the SDK's own tracing report one call twice, in two traces (same response id)
     t70 = [agent(70, 1, name="caller"), llm(70, 2, 1, (11, 1), response_id="resp-1")]
+    # (at the same moment: start is in ms from trace 71's own base time, 10 s after trace 70's)
     t71 = [
-        span(71, 1, name="sdk.messages.create", category="llm", input_tokens=11, output_tokens=1, response_id="resp-1")
+        span(
+            71,
+            1,
+            name="sdk.messages.create",
+            category="llm",
+            input_tokens=11,
+            output_tokens=1,
+            response_id="resp-1",
+            start=-10_000,
+        )
     ]
     return Scenario(
         "duplicate_response",
         [t70, t71],
-        tasks={70: (70, 0, "ok"), 71: (71, 0, "ok")},
+        # two instrumentations of one run: one task (the smallest task id), the call counted once
+        tasks={70: (70, 0, "ok"), 71: (70, 0, "shared_calls")},
         runs={(70, 1): ("caller", None, 0)},
-        tokens={70: (11, 1), 71: (0, 0)},
+        tokens={70: (11, 1)},
+        merged_by_analyzer={71},
     )
 
 
@@ -238,6 +252,79 @@ def reverse_order() -> Scenario:
     )
 
 
+def _linked(trace: int, name: str, parent_trace: int | None, tokens: int = 1) -> list[dict]:
+    """A trace of one agent run (linked to `parent_trace`'s delegate span), a delegate span and an LLM call."""
+    links = [(parent_trace, 2)] if parent_trace is not None else []
+    return [agent(trace, 1, name=name, links=links), span(trace, 2, 1, name="delegate"), llm(trace, 3, 1, (tokens, 1))]
+
+
+def deep_chain(length: int = 10_000) -> Scenario:
+    # issue 16: each trace a sub-agent of the previous one; trace ids fall along the chain (the top is the
+    # largest), so a walk from the smallest id goes the whole way up
+    top = 30_000
+    traces = [_linked(top - i, f"level{i}", top - i + 1 if i else None) for i in range(length)]
+    return Scenario(
+        "deep_chain",
+        traces,
+        tasks={top - i: (top, i, "ok") for i in range(length)},
+        runs={(top - i, 1): (f"level{i}", f"level{i - 1}" if i else None, i) for i in range(length)},
+        tokens={top: (length, length)},
+    )
+
+
+def long_cycle(length: int = 2_000) -> Scenario:
+    # issue 16: a ring of `length` traces, each linked to the next, and one trace hanging off the ring; the
+    # smallest trace (40000) is the top, its link cut, so the ring hangs below it in reverse order
+    first = 40_000
+    ring = [_linked(first + i, f"r{i}", first + (i + 1) % length) for i in range(length)]
+    ring = [ring[0], *reversed(ring[1:])]  # parents first: the top, then down the ring
+    tail = _linked(first + length, "tail", first + length // 2)
+    depth = {first: 0, **{first + i: length - i for i in range(1, length)}}
+    return Scenario(
+        "long_cycle",
+        [*ring, tail],
+        tasks={
+            **{t: (first, d, "cycle") for t, d in depth.items()},
+            first + length: (first, depth[first + length // 2] + 1, "ok"),
+        },
+        runs={
+            **{
+                (t, 1): (f"r{t - first}", None if d == 0 else f"r{(t - first + 1) % length}", d)
+                for t, d in depth.items()
+            },
+            (first + length, 1): ("tail", f"r{length // 2}", depth[first + length // 2] + 1),
+        },
+        tokens={first: (length + 1, length + 1)},
+        # written pending until the last member (40001) closes the ring; the tail finds the task through it
+        receiver_pending={first + i for i in range(length) if i != 1},
+    )
+
+
+def deep_and_wide(depth: int = 2_000, width: int = 3_000) -> Scenario:
+    # issue 16: a chain 2,000 deep, each level also spawning a leaf sub-agent, and a lead fanning out wide
+    chain = [_linked(60_000 + i, f"c{i}", 60_000 + i - 1 if i else None) for i in range(depth)]
+    leaves = [_linked(70_000 + i, f"leaf{i}", 60_000 + i) for i in range(depth)]
+    lead = _linked(80_000, "lead", None)
+    fan = [_linked(80_001 + i, f"w{i}", 80_000) for i in range(width)]
+    return Scenario(
+        "deep_and_wide",
+        [*chain, *leaves, lead, *fan],
+        tasks={
+            **{60_000 + i: (60_000, i, "ok") for i in range(depth)},
+            **{70_000 + i: (60_000, i + 1, "ok") for i in range(depth)},
+            80_000: (80_000, 0, "ok"),
+            **{80_001 + i: (80_000, 1, "ok") for i in range(width)},
+        },
+        runs={
+            **{(60_000 + i, 1): (f"c{i}", f"c{i - 1}" if i else None, i) for i in range(depth)},
+            **{(70_000 + i, 1): (f"leaf{i}", f"c{i}", i + 1) for i in range(depth)},
+            (80_000, 1): ("lead", None, 0),
+            **{(80_001 + i, 1): (f"w{i}", "lead", 1) for i in range(width)},
+        },
+        tokens={60_000: (2 * depth, 2 * depth), 80_000: (width + 1, width + 1)},
+    )
+
+
 def all_scenarios() -> list[Scenario]:
     return [
         chain_of_three(),
@@ -250,6 +337,11 @@ def all_scenarios() -> list[Scenario]:
         duplicate_response(),
         reverse_order(),
     ]
+
+
+def deep_scenarios() -> list[Scenario]:
+    """Issue 16's hostile link graphs: thousands of traces deep or wide (too deep to print as a tree)."""
+    return [deep_chain(), long_cycle(), deep_and_wide()]
 
 
 def refs(rows: list[dict]) -> list[SpanRef]:

@@ -8,6 +8,7 @@ from stitch_scenarios import (
     all_scenarios,
     chain_of_three,
     cycle,
+    deep_scenarios,
     llm,
     refs,
     rows_of,
@@ -22,7 +23,7 @@ from collector_ext.schema import STITCH_EARLY, STITCH_NO_ROOT
 from collector_ext.traces.span_refs import SpanRef
 from collector_ext.traces.stitching import Stitcher, agent_run_name, response_key
 
-SCENARIOS = {s.name: s for s in all_scenarios()}
+SCENARIOS = {s.name: s for s in [*all_scenarios(), *deep_scenarios()]}
 
 
 def n(trace_id: bytes | None) -> int | None:
@@ -51,6 +52,8 @@ def test_scenario_parents_first(name: str) -> None:
         assert trace_rows, trace
         if trace in scenario.receiver_pending:
             assert {(r["task_id"], r["stitch_state"]) for r in trace_rows} == {(None, "pending_parent")}
+        elif trace in scenario.merged_by_analyzer:
+            assert {(n(r["task_id"]), r["stitch_state"]) for r in trace_rows} == {(trace, "ok")}
         else:
             assert {(n(r["task_id"]), r["stitch_state"]) for r in trace_rows} == {(task, state)}
     counted: dict[int, list[int]] = {}

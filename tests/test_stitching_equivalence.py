@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stitch_scenarios import agent, all_scenarios, llm, rows_of, span, stitch, write_rows
+from stitch_scenarios import agent, all_scenarios, deep_scenarios, llm, rows_of, span, stitch, write_rows
 
 from analyzer.dataset import open_dataset
 from analyzer.tasks import install_task_views
 from collector_ext.traces.stitching import Resolution, resolve_rows
 
-SCENARIOS = {s.name: s for s in all_scenarios()}
+SCENARIOS = {s.name: s for s in [*all_scenarios(), *deep_scenarios()]}
 
 
 def sql_answers(root: Path) -> tuple[dict, dict, set]:
@@ -76,7 +76,7 @@ def test_scenarios_equal_in_memory_and_sql(name: str, order: str, data_dir: Path
     if order == "parents_first":
         # the receiver, seeing parents first, already wrote the final answer for every trace it could resolve
         for row in rows:
-            if int.from_bytes(row["trace_id"]) in scenario.receiver_pending:
+            if int.from_bytes(row["trace_id"]) in scenario.receiver_pending | scenario.merged_by_analyzer:
                 continue
             assert row["task_id"] == in_sql[0][row["trace_id"]][0]
             run = in_sql[1].get((row["trace_id"], row["agent_span_id"]))
@@ -87,7 +87,8 @@ def test_scenarios_equal_in_memory_and_sql(name: str, order: str, data_dir: Path
 
 def random_traces(draw, count: int) -> list[list[dict]]:
     """Traces 1..count: each an optional agent run (or agentless), a delegate span, an LLM call, and 0-2
-    links to random spans of random traces (itself, others, or trace 999 that never exists)."""
+    links to random spans of random traces (itself, others, or trace 999 that never exists). LLM calls
+    share response ids."""
     traces = []
     for t in range(1, count + 1):
         links = draw(
@@ -98,6 +99,10 @@ def random_traces(draw, count: int) -> list[list[dict]]:
         )
         has_agent = draw(st.booleans()) or t == 1
         nested = draw(st.booleans())
+        # the LLM call at its trace's own time, or at one moment shared by every trace (copies of one
+        # response id in two traces are then one call seen twice: their tasks merge)
+        at = {"start": -t * 10_000} if draw(st.booleans()) else {}
+        response_id = draw(st.sampled_from([None, "r0", "r1"]))
         spans = []
         if has_agent:
             spans.append(agent(t, 1, name=f"agent{t % 4}", links=links, start=t % 3))
@@ -106,9 +111,9 @@ def random_traces(draw, count: int) -> list[list[dict]]:
         spans.append(span(t, 2, 1, name="delegate"))
         if nested:
             spans.append(span(t, 3, 2, name="invoke_agent inner", category="agent", start=1))
-            spans.append(llm(t, 4, 3, (t, 1), response_id=f"r{t % 3}" if t % 2 else None))
+            spans.append(llm(t, 4, 3, (t, 1), response_id=response_id, **at))
         else:
-            spans.append(llm(t, 4, 2, (t, 1), response_id=f"r{t % 3}" if t % 2 else None))
+            spans.append(llm(t, 4, 2, (t, 1), response_id=response_id, **at))
         traces.append(spans)
     return traces
 

@@ -5,14 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stitch_scenarios import Scenario, agent, all_scenarios, chain_of_three, llm, refs, span, stitch, tid, write_rows
+from stitch_scenarios import (
+    Scenario,
+    agent,
+    all_scenarios,
+    chain_of_three,
+    deep_scenarios,
+    llm,
+    refs,
+    span,
+    stitch,
+    tid,
+    write_rows,
+)
 
 from analyzer.dataset import open_dataset
 from analyzer.tasks import install_task_views
 from collector_ext.schema import STITCH_EARLY
 from collector_ext.traces.stitching import Stitcher
 
-SCENARIOS = {s.name: s for s in all_scenarios()}
+SCENARIOS = {s.name: s for s in [*all_scenarios(), *deep_scenarios()]}
 
 
 def n(value: bytes | None) -> int | None:

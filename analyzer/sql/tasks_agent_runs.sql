@@ -5,8 +5,11 @@
 --   * depth = parent depth + 1, 0 for agent runs without a parent agent run;
 --   * name: own agent identity, the span name unless generic ('invoke_agent X' gives X), service.name
 --     (the generic names are GENERIC_AGENT_SPAN_NAMES of collector_ext/stitching.py).
-CREATE OR REPLACE TEMP TABLE agent_runs AS
-WITH RECURSIVE runs AS MATERIALIZED (
+-- Here: each agent run with its parent agent run, numbered (node, parent_node) for analyzer/tasks.py, which
+-- follows the parents to the depth of every run (pointer jumping, no recursive walk); then
+-- tasks_agent_tree.sql gives agent_runs.
+CREATE OR REPLACE TEMP TABLE agent_run_parents AS
+WITH runs AS (
     SELECT s.trace_id, s.span_id, t.task_id, s.agent_id, s.start_time, s.end_time, s.service_name,
            s.k8s_namespace,
            coalesce(
@@ -31,17 +34,9 @@ WITH RECURSIVE runs AS MATERIALIZED (
     LEFT JOIN trace_top_agent AS ptop ON a.above_span_id IS NULL AND ptop.trace_id = t.parent_trace_id
     WHERE s.category = 'agent'  -- what agent_in_trace holds; the scan filters on it before any join
 ),
--- Down from the agent runs without a parent; the parent's name rides along (the walk is bounded).
-descend AS (
-    SELECT runs.*, CAST(NULL AS VARCHAR) AS parent_agent_name, 0 AS depth
-    FROM runs
-    WHERE parent_agent_span_id IS NULL
-    UNION ALL
-    SELECT r.*, d.agent_name AS parent_agent_name, d.depth + 1 AS depth
-    FROM descend AS d
-    JOIN runs AS r ON r.parent_agent_trace_id = d.trace_id AND r.parent_agent_span_id = d.span_id
-    WHERE d.depth < 10000
+numbered AS (
+    SELECT *, (row_number() OVER (ORDER BY trace_id, span_id) - 1)::BIGINT AS node FROM runs
 )
-SELECT trace_id, span_id, task_id, agent_name, agent_id, parent_agent_trace_id, parent_agent_span_id,
-       parent_agent_name, depth, start_time, end_time, service_name, k8s_namespace
-FROM descend;
+SELECT r.*, p.node AS parent_node
+FROM numbered AS r
+LEFT JOIN numbered AS p ON p.trace_id = r.parent_agent_trace_id AND p.span_id = r.parent_agent_span_id;

@@ -8,7 +8,12 @@
 --     existing targets lie in more than one trace;
 --   * cycle: the smallest trace_id of the cycle is the top (its parent link is cut), every member is
 --     marked 'cycle'; traces hanging off a cycle join its task;
---   * task_id = the top's trace_id; depth = links followed from the top. Every walk is bounded.
+--   * task_id = the top's trace_id; depth = links followed from the top;
+--   * shared calls: tasks whose traces hold copies of one inference call (the same response_id at the same
+--     moment: two instrumentations of one run) are one task, the one with the smallest task_id; the top
+--     traces of the others keep their depth 0 and are marked 'shared_calls'.
+-- This file chooses each trace's parent link and finds the shared calls; following the links to the tops is
+-- analyzer/tasks.py's (pointer jumping, O(n log depth): no recursive walk), then tasks_trace_tasks.sql.
 
 CREATE OR REPLACE TEMP TABLE trace_link_targets AS
 WITH roots AS (
@@ -32,9 +37,11 @@ carriers AS (
 SELECT DISTINCT trace_id, link.trace_id AS target_trace_id, link.span_id AS target_span_id
 FROM carriers;
 
--- Every trace, with the service it came from (names a task whose top trace has no agent run).
+-- Every trace, numbered in trace_id order (the forest's nodes), with the service it came from (names a task
+-- whose top trace has no agent run).
 CREATE OR REPLACE TEMP TABLE trace_ids AS
-SELECT trace_id, min(service_name) AS service_name FROM spans GROUP BY trace_id;
+SELECT trace_id, service_name, (row_number() OVER (ORDER BY trace_id) - 1)::BIGINT AS node
+FROM (SELECT trace_id, min(service_name) AS service_name FROM spans GROUP BY trace_id);
 
 CREATE OR REPLACE TEMP TABLE trace_parent AS
 WITH marked AS (
@@ -64,46 +71,39 @@ SELECT trace_id,
 FROM ranked
 WHERE nth = 1;
 
--- Cycle members: traces whose walk up the parent edges comes back to themselves. Only traces that are
--- both a child and a parent can be in a cycle; a walk stops on revisiting a trace (bounded too).
-CREATE OR REPLACE TEMP TABLE trace_cycles AS
-WITH RECURSIVE edges AS (
-    SELECT trace_id, parent_trace_id FROM trace_parent WHERE parent_trace_id IS NOT NULL
-),
-walk(start_id, next_id, path) AS (
-    SELECT trace_id, parent_trace_id, [trace_id]
-    FROM edges
-    WHERE trace_id IN (SELECT parent_trace_id FROM edges)
-    UNION ALL
-    SELECT w.start_id, e.parent_trace_id, list_append(w.path, w.next_id)
-    FROM walk AS w
-    JOIN edges AS e ON e.trace_id = w.next_id
-    WHERE w.next_id <> w.start_id AND NOT list_contains(w.path, w.next_id) AND len(w.path) < 10000
-)
-SELECT start_id AS trace_id, list_min(path) AS cycle_top
-FROM walk
-WHERE next_id = start_id;
+-- The forest's edges: child node -> parent node (traces with a parent link that exists).
+CREATE OR REPLACE TEMP TABLE trace_edges AS
+SELECT c.node, p.node AS parent_node
+FROM trace_parent AS tp
+JOIN trace_ids AS c ON c.trace_id = tp.trace_id
+JOIN trace_ids AS p ON p.trace_id = tp.parent_trace_id;
 
-CREATE OR REPLACE TEMP TABLE trace_tasks AS
-WITH RECURSIVE cut_edges AS (
-    SELECT p.trace_id, p.parent_trace_id
-    FROM trace_parent AS p
-    LEFT JOIN trace_cycles AS c ON c.trace_id = p.trace_id
-    WHERE p.parent_trace_id IS NOT NULL AND (c.cycle_top IS NULL OR c.cycle_top <> p.trace_id)
+-- Shared calls: pairs of traces holding copies of one inference call: the same response_id, at the same
+-- moment (the copies' times overlap: two instrumentations wrap the same request; a response id seen again
+-- later, e.g. from a cache that answers with the stored response, is another call). Most response ids occur
+-- once: a narrow pass over 64-bit hashes (sorted, neighbours compared) finds the few repeated ones, and the
+-- exact pass reads only those.
+CREATE OR REPLACE TEMP TABLE trace_shared_calls AS
+WITH calls AS (
+    SELECT trace_id, response_id, start_time, end_time
+    FROM spans
+    WHERE category IN ('llm', 'embedding') AND response_id IS NOT NULL AND response_id <> ''
 ),
-descend(trace_id, task_id, depth) AS (
-    SELECT trace_id, trace_id, 0 FROM trace_ids WHERE trace_id NOT IN (SELECT trace_id FROM cut_edges)
-    UNION ALL
-    SELECT e.trace_id, d.task_id, d.depth + 1
-    FROM descend AS d
-    JOIN cut_edges AS e ON e.parent_trace_id = d.trace_id
-    WHERE d.depth < 10000
+repeated AS (
+    SELECT DISTINCT response_hash
+    FROM (
+        SELECT response_hash, lag(response_hash) OVER (ORDER BY response_hash) AS previous_hash
+        FROM (SELECT hash(response_id) AS response_hash FROM calls)
+    )
+    WHERE response_hash = previous_hash
+),
+copies AS MATERIALIZED (
+    SELECT * FROM calls WHERE hash(response_id) IN (SELECT response_hash FROM repeated)
 )
-SELECT d.trace_id, d.task_id,
-       CASE WHEN d.depth > 0 THEN p.parent_trace_id END AS parent_trace_id,
-       CASE WHEN d.depth > 0 THEN p.parent_span_id END AS parent_span_id,
-       d.depth,
-       CASE WHEN c.trace_id IS NOT NULL THEN 'cycle' ELSE coalesce(p.link_state, 'ok') END AS stitch_state
-FROM descend AS d
-LEFT JOIN trace_parent AS p ON p.trace_id = d.trace_id
-LEFT JOIN trace_cycles AS c ON c.trace_id = d.trace_id;
+SELECT DISTINCT a_ids.node, b_ids.node AS other_node
+FROM copies AS a
+JOIN copies AS b
+  ON b.response_id = a.response_id AND b.trace_id > a.trace_id
+ AND a.start_time <= b.end_time AND b.start_time <= a.end_time
+JOIN trace_ids AS a_ids ON a_ids.trace_id = a.trace_id
+JOIN trace_ids AS b_ids ON b_ids.trace_id = b.trace_id;

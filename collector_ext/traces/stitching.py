@@ -38,6 +38,11 @@ Parent links and tasks (across traces)
   - task_id = trace_id of the top reached by following parents. Cycle: the trace with the smallest
     trace_id in the cycle becomes the top (its own parent link is cut) and every trace of the cycle is
     marked `cycle`; traces hanging off a cycle join that task. Walks are bounded, never a hang.
+  - Shared calls (whole dataset only): tasks whose traces hold copies of one inference call (llm/embedding
+    spans with the same response_id whose times overlap: two instrumentations of one run, each making its
+    own trace; a response id seen again later, e.g. from a cache, is another call) are one task, named by
+    the smallest of their task_ids; the top traces of the others keep depth 0 and no parent, state
+    `shared_calls`. The copies count once (usage rule below).
   - stitch_state of a row: the trace buffer's state when it gave the trace up early (`early_flush`,
     `shutdown_flush`, `no_root`), else the link state above (`ok` when nothing odd).
 
@@ -85,6 +90,7 @@ from collector_ext.schema import (
     STITCH_OK,
     STITCH_PENDING,
     STITCH_SELF_LINK,
+    STITCH_SHARED_CALLS,
     STITCH_SHUTDOWN,
 )
 from collector_ext.traces.span_refs import Link, SpanRef
@@ -342,6 +348,49 @@ def resolve_tasks(parents: dict[bytes, tuple[Link | None, str]]) -> dict[bytes, 
     return result
 
 
+def merge_shared_calls(tasks: dict[bytes, TraceTask], traces: dict[bytes, list[SpanRef]]) -> dict[bytes, TraceTask]:
+    """Tasks sharing an inference call (same response_id, overlapping times) merged into the smallest task_id."""
+    copies: dict[str, list[tuple[bytes, int, int]]] = {}
+    for trace, spans in traces.items():
+        for span in spans:
+            if span.response_id and span.category in INFERENCE_CATEGORIES:
+                copies.setdefault(span.response_id, []).append((trace, span.start_time, _end_time(span)))
+    merged_into: dict[bytes, bytes] = {}  # union-find over task ids; the smaller id is always the root
+
+    def find(task: bytes) -> bytes:
+        while merged_into.get(task, task) != task:
+            task = merged_into[task]
+        return task
+
+    for same in copies.values():
+        for i, (trace_a, start_a, end_a) in enumerate(same):
+            for trace_b, start_b, end_b in same[i + 1 :]:
+                if trace_a != trace_b and start_a <= end_b and start_b <= end_a:
+                    a, b = find(tasks[trace_a].task_id), find(tasks[trace_b].task_id)
+                    if a != b:
+                        merged_into[max(a, b)] = min(a, b)
+    if not merged_into:
+        return tasks
+    result = {}
+    for trace, task in tasks.items():
+        top = find(task.task_id)
+        if top == task.task_id:
+            result[trace] = task
+        elif trace == task.task_id:  # the top trace of a merged task
+            result[trace] = TraceTask(top, None, None, task.depth, STITCH_SHARED_CALLS)
+        else:
+            result[trace] = TraceTask(top, task.parent_trace_id, task.parent_span_id, task.depth, task.stitch_state)
+    return result
+
+
+def _end_time(span: SpanRef) -> int:
+    """A span's end (ns since the epoch), from its row: only the whole-dataset rules read it, so the held
+    span ref does not carry it (a ref made by hand, without a row, ends where it starts)."""
+    if span.batch is None:
+        return span.start_time
+    return span.batch.table.column("end_time")[span.index].value
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The receiver's stitcher
 
@@ -592,7 +641,7 @@ def resolve_rows(rows: Iterable[SpanRef]) -> Resolution:
         traces.setdefault(row.trace_id, []).append(row.copy())
     shapes = {t: trace_shape(spans) for t, spans in traces.items()}
     parents = {t: choose_parent(t, parent_links(shape), traces.__contains__) for t, shape in shapes.items()}
-    tasks = resolve_tasks(parents)
+    tasks = merge_shared_calls(resolve_tasks(parents), traces)
     parent_of_run: dict[tuple[bytes, bytes], tuple[bytes, bytes] | None] = {}
     for trace, shape in shapes.items():
         task = tasks[trace]

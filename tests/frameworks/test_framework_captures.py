@@ -163,7 +163,9 @@ def test_tasks_and_trees(readback: Readback, request) -> None:
 @pytest.mark.parametrize("readback", ["openai-agents__both__responses"], indirect=True)
 def test_two_instrumentations_count_every_call_once(readback: Readback) -> None:
     # each run is two unlinked traces (one per instrumentation) sharing every call's response id: the calls
-    # and tokens count once; until traces sharing calls are merged (task resolution) they are 10 tasks
+    # and tokens count once, and task resolution merges the traces sharing calls: one task per run
     assert sum(row["llm_calls"] for row in readback.by_agent.values()) == 25
-    assert len(readback.tasks) == 10
-    assert sum(t["llm_calls"] for t in readback.tasks if t["input_tokens"]) == 25
+    assert [(t["root_agent"], t["llm_calls"], t["stitch_state"]) for t in readback.tasks] == [
+        ("orchestrator", 5, "shared_calls")
+    ] * 5
+    assert sorted(t["traces"] for t in readback.tasks) == [2, 2, 2, 2, 3]  # the queued researcher: a linked trace
