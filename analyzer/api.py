@@ -18,7 +18,9 @@ an odd number, a missing dataset) are 400 with a one-line `detail`, never 500.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ from analyzer.analysis import Analysis
 from analyzer.cost import CostQuery, cost_rows, totals
 from analyzer.dataset import AnalyzerError, open_dataset, resolve_data_dir
 from analyzer.output import plain, plain_tree
+from analyzer.remote import remote_location
 from analyzer.report import build_report
 from analyzer.task_queries import TaskQuery, count_tasks, list_tasks, resolve_task_ref, task_stats, task_tree
 from analyzer.timeparse import TimeRange
@@ -84,11 +87,17 @@ class Snapshot:
             return compute(self.analysis)
 
 
+REMOTE_REFRESH_SECONDS = 30.0
+
+
 class DatasetCache:
     """The current Snapshot of a dataset: reopened only when its files (or the price files) changed."""
 
     def __init__(self, data: Path | None, prices_file: Path | None, gpu_prices_file: Path | None):
+        # s3://: the local copy is brought up to date at most every REMOTE_REFRESH_SECONDS (analyzer/remote.py)
+        self.remote = remote_location(data if data is not None else os.environ.get("AGENTMETER_DATA"))
         self.root = resolve_data_dir(data)
+        self._synced_at = time.monotonic()
         self.prices_file = prices_file
         self.gpu_prices_file = gpu_prices_file
         self._current: Snapshot | None = None
@@ -97,6 +106,9 @@ class DatasetCache:
 
     def snapshot(self) -> Snapshot:
         with self._lock:
+            if self.remote is not None and time.monotonic() - self._synced_at >= REMOTE_REFRESH_SECONDS:
+                self.root = resolve_data_dir(self.remote)
+                self._synced_at = time.monotonic()
             if not self.root.is_dir():
                 open_dataset(self.root)  # the one-line "no dataset at ..." error
             fingerprint = dataset_fingerprint(self.root, self.prices_file, self.gpu_prices_file)

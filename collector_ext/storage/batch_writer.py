@@ -320,7 +320,9 @@ class DurableBatchWriter(Generic[T]):
         table = self.files.conform(self.table, part.table)
         parts = []
         for date, mask in self.files.date_masks(self.table, table):
-            rows, segments = (table, part.segments) if mask is None else (table.filter(mask), part.segments[mask.to_numpy()])
+            rows, segments = (
+                (table, part.segments) if mask is None else (table.filter(mask), part.segments[mask.to_numpy()])
+            )
             parts.append(Part(rows, segments, date, self.files.reserve_seq()))
         return parts
 

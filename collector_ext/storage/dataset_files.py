@@ -151,11 +151,14 @@ class DatasetFiles:
         for partition in layout.partitions(self.store, self.store.list_files([table], dates)):
             for file in partition.live:
                 seq = self._seq_of(file.name)
-                if seq is not None and seq >= min_seq:
-                    found.append(file)
-                elif layout.is_compacted(file.name) and any(
-                    (seq := self._seq_of(name)) is not None and seq >= min_seq
-                    for name in layout.replaces_of(self.store, file)
+                if (
+                    seq is not None
+                    and seq >= min_seq
+                    or layout.is_compacted(file.name)
+                    and any(
+                        (seq := self._seq_of(name)) is not None and seq >= min_seq
+                        for name in layout.replaces_of(self.store, file)
+                    )
                 ):
                     found.append(file)
         return sorted(found, key=lambda f: f.relative)

@@ -97,7 +97,9 @@ def partitions(store: LocalStore | ObjectStore, files: Iterable[StoredFile]) -> 
     return result
 
 
-def live_files(store: LocalStore | ObjectStore, tables: Iterable[str], dates: Iterable[str] | None = None) -> list[StoredFile]:
+def live_files(
+    store: LocalStore | ObjectStore, tables: Iterable[str], dates: Iterable[str] | None = None
+) -> list[StoredFile]:
     """The live files of `tables` (in the given date partitions; all when None), in path order."""
     found = store.list_files(tables, dates)
     return sorted((f for p in partitions(store, found) for f in p.live), key=lambda f: f.relative)

@@ -8,10 +8,11 @@ a file is visible whole or not at all.
   directories and 0664 files (dataset_files.py explains why).
 - `ObjectStore`: pyarrow's S3FileSystem (Apache Arrow's C++ client on the AWS SDK). Chosen over boto3 and
   fsspec/s3fs because the receiver and the analyzer already depend on pyarrow (no new dependency, no second
-  HTTP stack), and because it reads the standard variables itself: `AWS_ENDPOINT_URL` (and
-  `AWS_ENDPOINT_URL_S3`, apache/arrow cpp/src/arrow/filesystem/s3fs.cc `kAwsEndpointUrlEnvVar`),
-  `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, `AWS_REGION`, profiles, IRSA web
-  identity and instance metadata (the AWS SDK's default credential chain).
+  HTTP stack). The AWS SDK under it reads `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
+  `AWS_SESSION_TOKEN`, `AWS_REGION`, profiles, IRSA web identity and instance metadata (its default
+  credential chain); `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` are read by Arrow only when a filesystem
+  is made from a URI (apache/arrow cpp/src/arrow/filesystem/s3fs.cc `kAwsEndpointUrlEnvVar`, in
+  `S3Options::FromUri`), so `s3_filesystem` passes them itself, with the same precedence.
   A file is serialized in memory first and handed to the stream in ONE write: with `allow_delayed_open`
   a file under 10 MiB is one PutObject at close (s3fs.cc `kMultiPartUploadThresholdSize`,
   `UploadUsingSingleRequest`); a larger one is a multipart upload that S3 shows only once completed, and
@@ -26,6 +27,7 @@ a network failure is never mistaken for a damaged file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -182,20 +184,22 @@ class LocalStore:
         for path in directory.glob("*"):
             if path.is_file():
                 path.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):  # a writer added a file meanwhile (a late span): the next run removes it
             directory.rmdir()
-        except OSError:
-            pass  # a writer added a file meanwhile (a late span): the next run removes it
 
 
 def s3_filesystem() -> pafs.S3FileSystem:
-    """pyarrow's S3 client configured from the standard AWS variables (see the module docstring)."""
+    """pyarrow's S3 client configured from the standard AWS variables (see the module docstring).
+
+    The endpoint variables are read here, with the precedence of Arrow's own `S3Options::FromUri`
+    (s3fs.cc: AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL): the S3FileSystem constructor does not read them."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
     return pafs.S3FileSystem(
+        endpoint_override=endpoint,
         allow_delayed_open=True,  # small files: one PutObject at close, nothing uploaded before
         connect_timeout=S3_CONNECT_TIMEOUT_S,
         request_timeout=S3_REQUEST_TIMEOUT_S,
         retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS),
-        check_directory_existence_before_creation=True,
     )
 
 
@@ -251,10 +255,8 @@ class ObjectStore:
         return self.fs.get_file_info(self.key(relative)).type == pafs.FileType.File
 
     def delete(self, relative: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.key(relative))
-        except FileNotFoundError:
-            pass
 
     def move(self, relative: str, to: str) -> None:
         self.fs.copy_file(self.key(relative), self.key(to))  # S3 has no rename: copy, then delete

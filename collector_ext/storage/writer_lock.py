@@ -194,3 +194,41 @@ class WriterLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class DatasetLock:
+    """One process of a kind per dataset (the compactor): a flock on `<root>/_locks/<name>.lock` locally, a
+    lease object on an object store (see the module docstring for what a lease detects)."""
+
+    def __init__(self, location: Path | str, name: str, what: str) -> None:
+        self.location = str(location)
+        self.name = name
+        self.what = what
+        self._fd: int | None = None
+        self._lease: ObjectLease | None = None
+
+    def __enter__(self) -> DatasetLock:
+        if is_object_store(self.location):
+            self._lease = ObjectLease(ObjectStore(self.location), self.name, self.what).acquire()
+            return self
+        path = Path(self.location) / LOCKS_DIR / f"{self.name}.lock"
+        make_shared_dirs(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise WriterIdInUse(f"{self.what} is already running on {self.location} ({holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
