@@ -21,6 +21,9 @@ renewed, renewed every LEASE_SECONDS / 3 by a thread. What that detects and what
   LEASE_SECONDS refuses to start, naming the holder (the common mistake: a copied config, two pods with
   one id); a receiver that finds, when renewing, that another one wrote the lease logs an error each time
   (`writer id taken over`) and counts it (`conflicts`);
+- a restart is not a second receiver: the lease names the WAL directory's own id (`<wal-dir>/ID`, made
+  once), and a receiver that holds that WAL directory's flock takes over a lease its WAL wrote (the
+  process before it is gone: it would hold the flock otherwise), so a receiver killed -9 restarts at once;
 - not detected: two receivers starting within the same instant (S3 has no compare-and-swap this client
   can use: read, write, read back narrows the window, does not close it); a holder that could not reach
   the bucket for longer than LEASE_SECONDS (a second receiver may then start; the first one notices at
@@ -58,8 +61,11 @@ class WriterIdInUse(UserError):
 class ObjectLease:
     """A lease object on an object store (see the module docstring for what it detects)."""
 
-    def __init__(self, store: ObjectStore, name: str, what: str, lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(
+        self, store: ObjectStore, name: str, what: str, lease_seconds: float = LEASE_SECONDS, owner: str | None = None
+    ) -> None:
         self.store = store
+        self.owner = owner  # who may take the lease over at once (the WAL directory's id); None: nobody
         self.relative = f"{LOCKS_DIR}/{name}.lock"
         self.what = what  # "writer id 'w1'", "the compactor": named in messages
         self.lease_seconds = lease_seconds
@@ -78,13 +84,14 @@ class ObjectLease:
             return None  # not ours to understand: taken over
 
     def _write(self) -> None:
-        doc = {"holder": self.holder, "token": self.token, "renewed_at": time.time()}
+        doc = {"holder": self.holder, "token": self.token, "owner": self.owner, "renewed_at": time.time()}
         self.store.put(self.relative, json.dumps(doc).encode())
 
     def _held_by_another(self, doc: dict | None) -> bool:
         return (
             doc is not None
             and doc.get("token") != self.token
+            and (self.owner is None or doc.get("owner") != self.owner)
             and time.time() - float(doc.get("renewed_at", 0)) < self.lease_seconds
         )
 
@@ -150,13 +157,22 @@ class WriterLock:
         try:
             for path in self.paths:
                 self._fds.append(self._take(path))
-            if self.object_store:
-                lease = ObjectLease(ObjectStore(self.location), self.writer_id, f"writer id {self.writer_id!r}")
+            if self.object_store:  # after the WAL's flock: holding it proves the WAL's last owner is gone
+                lease = ObjectLease(
+                    ObjectStore(self.location), self.writer_id, f"writer id {self.writer_id!r}", owner=self._wal_id()
+                )
                 self.lease = lease.acquire()
         except BaseException:
             self.release()
             raise
         return self
+
+    def _wal_id(self) -> str:
+        """The WAL directory's own id, made once: names it in the writer id's lease."""
+        path = self.paths[-1].parent / "ID"
+        if not path.exists():
+            path.write_text(secrets.token_hex(16) + "\n")
+        return path.read_text().strip()
 
     def _take(self, path: Path) -> int:
         if self.data_dir is not None and path.parent.parent == self.data_dir:  # <data-dir>/_locks: shared
