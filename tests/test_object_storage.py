@@ -91,7 +91,9 @@ def test_two_receivers_write_one_prefix_and_the_analyzer_answers_as_on_a_local_c
     a, b = receiver(tmp_path, s3.env, "receiver-a"), receiver(tmp_path, s3.env, "receiver-b")
     with a, b:
         for seed, target in ((3, a), (4, b)):
-            results[seed] = run_workload(WorkloadSpec(tasks=15, seed=seed), lambda t=target: make_exporter(t.grpc_endpoint))
+            results[seed] = run_workload(
+                WorkloadSpec(tasks=15, seed=seed), lambda t=target: make_exporter(t.grpc_endpoint)
+            )
         # the writer id is a lease in the bucket: a second receiver under "receiver-a" does not start
         clash = subprocess.run(
             [sys.executable, "-m", "collector_ext.cli", "serve", "--data-dir", LOCATION, "--wal-dir",

@@ -9,9 +9,11 @@ compactors are components of their write path. What it promises: storage/compact
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
+import structlog
 import typer
 
 from collector_ext.storage.compaction import DEFAULT_GRACE_SECONDS, DEFAULT_TARGET_BYTES, Compactor
@@ -23,6 +25,16 @@ HELP = """Merge each day's small Parquet files into large ones (atomically: read
 neither), delete the merged inputs once --grace-minutes have passed, and drop whole days past
 --retention-days. Local directories and s3://BUCKET/PREFIX alike; safe beside running receivers and
 readers; idempotent after a crash. Run one at a time per dataset (e.g. an hourly CronJob)."""
+
+
+class _Stderr:
+    """Whatever sys.stderr is when a line is logged (not the one at configuration time)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def _through(value: str) -> date:
@@ -58,6 +70,8 @@ def compact(
     if output not in ("text", "json"):
         raise UserError(f"--format {output!r}: use text or json")
     last = _through(through)
+    # the log goes to stderr: stdout is the summary (and --format json)
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=_Stderr()))  # type: ignore[arg-type]
     store = open_store(data_dir)
     if isinstance(store, LocalStore) and not store.root.is_dir():
         raise UserError(f"no dataset at {data_dir}")
