@@ -10,7 +10,7 @@ CHECKOV := $(VENV)/tools/checkov/bin/checkov
 export MALLOC_MMAP_THRESHOLD_ := 16777216
 export MALLOC_TRIM_THRESHOLD_ := 67108864
 
-.PHONY: demo test bench lint protos clean test-frameworks frameworks-fixtures
+.PHONY: demo test bench lint protos clean test-frameworks frameworks-fixtures browser screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,17 @@ venv: $(STAMP) $(CHECKOV)
 
 demo: $(STAMP)
 	$(BIN)/python -m collector_ext.demo
+
+# Debian's chromium for the console's browser tests (driven by Playwright's bundled driver; never
+# `playwright install`, which downloads a browser build): installed only when missing
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@$(CHROMIUM) --version 2>/dev/null | grep -v 'unexpected operator'
+
+# the README's console screenshots, from the demo's dataset (run `make demo` first)
+screenshots: $(STAMP) browser
+	$(BIN)/python -m analyzer.console.make_screenshots --data demo-data
 
 test: $(STAMP) $(CHECKOV)
 	$(BIN)/python -m pytest -q

@@ -88,6 +88,25 @@ class Analysis:
             self.con.execute(load_sql("tasks_span_nodes.sql"))
             self._tasks = True
 
+    def has_relation(self, name: str) -> bool:
+        """Whether a table or view of that name exists on the connection (installed already)."""
+        found = self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = $name "
+            "UNION ALL SELECT count(*) FROM duckdb_views() WHERE view_name = $name",
+            {"name": name},
+        ).fetchall()
+        return any(row[0] for row in found)
+
+    def keep(self, view: str) -> None:
+        """Compute a view's rows once into a table that the view then reads: for a process that asks many
+        questions of one dataset state (`analyze serve`), so each is not a scan of the Parquet again. The
+        view keeps its name and columns, so every query function reads it unchanged."""
+        kept = f"{view}_kept"
+        if self.has_relation(kept):
+            return
+        self.con.execute(f"CREATE TEMP TABLE {kept} AS SELECT * FROM {view}")  # noqa: S608 (fixed names)
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {kept}")  # noqa: S608
+
     def span_coverage(self) -> tuple[datetime | None, datetime | None]:
         """The first and last span start of the dataset (None, None: no spans)."""
         first, last = self.con.execute("SELECT min(start_time), max(start_time) FROM spans").fetchone() or (None, None)

@@ -7,6 +7,7 @@
     GET /api/task-stats?by=agent|day|week|month    tasks, failures, cost-per-task distribution
     GET /report                                     the HTML report (self-contained)
     GET /docs                                       the OpenAPI docs (Swagger UI served from here: offline)
+    GET /, /tasks, /tasks/{id}, /agents, /gpu, /prices   the web console (analyzer/console/)
 
 Every answer is the CLI's JSON for the same question (the same query functions, `analyzer.analysis`).
 The dataset is opened once and kept, with the answers already given (the report, task listings), until its
@@ -18,13 +19,8 @@ an odd number, a missing dataset) are 400 with a one-line `detail`, never 500.
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import swagger_ui_bundle
 from fastapi import FastAPI, Query, Request
@@ -33,12 +29,11 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from analyzer.analysis import Analysis
 from analyzer.cost import CostQuery, cost_rows, totals
-from analyzer.dataset import AnalyzerError, open_dataset, resolve_data_dir
+from analyzer.dataset import AnalyzerError
 from analyzer.output import plain, plain_tree
-from analyzer.remote import remote_location
 from analyzer.report import build_report
+from analyzer.snapshot import DatasetCache
 from analyzer.task_queries import TaskQuery, count_tasks, list_tasks, resolve_task_ref, task_stats, task_tree
 from analyzer.timeparse import TimeRange
 
@@ -46,77 +41,7 @@ MAX_PAGE = 1000  # tasks per /api/tasks page
 DEFAULT_PAGE = 100
 MAX_TOP = 100_000  # groups per /api/cost answer
 MAX_OFFSET = 1_000_000_000
-MAX_MEMO = 256  # answers kept per dataset state
 SWAGGER_PATH = "/static/swagger-ui"
-T = TypeVar("T")
-
-
-def dataset_fingerprint(root: Path, *files: Path | None) -> tuple:
-    """What the answers depend on: every file of the dataset (path, size, mtime) and the price files."""
-    entries = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.name.startswith(".") and "_wal" not in path.parts:
-            stat = path.stat()
-            entries.append((str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns))
-    for extra in files:
-        if extra is not None:
-            found = extra.stat() if extra.exists() else None
-            entries.append((str(extra), found.st_size if found else -1, found.st_mtime_ns if found else -1))
-    return tuple(entries)
-
-
-@dataclass
-class Snapshot:
-    """One state of the dataset, opened once: its Analysis and the answers already computed for it."""
-
-    fingerprint: tuple
-    analysis: Analysis
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one DuckDB connection: one query at a time
-    memo: dict[Any, Any] = field(default_factory=dict)
-
-    def answer(self, key: Any, compute: Callable[[Analysis], T]) -> T:
-        with self.lock:
-            if len(self.memo) >= MAX_MEMO:  # many different questions: start over rather than grow
-                self.memo.clear()
-            if key not in self.memo:
-                self.memo[key] = compute(self.analysis)
-            return self.memo[key]
-
-    def run(self, compute: Callable[[Analysis], T]) -> T:
-        with self.lock:
-            return compute(self.analysis)
-
-
-REMOTE_REFRESH_SECONDS = 30.0
-
-
-class DatasetCache:
-    """The current Snapshot of a dataset: reopened only when its files (or the price files) changed."""
-
-    def __init__(self, data: Path | None, prices_file: Path | None, gpu_prices_file: Path | None):
-        # s3://: the local copy is brought up to date at most every REMOTE_REFRESH_SECONDS (analyzer/remote.py)
-        self.remote = remote_location(data if data is not None else os.environ.get("AGENTMETER_DATA"))
-        self.root = resolve_data_dir(data)
-        self._synced_at = time.monotonic()
-        self.prices_file = prices_file
-        self.gpu_prices_file = gpu_prices_file
-        self._current: Snapshot | None = None
-        self._lock = threading.Lock()
-        self.opened = 0  # how many times the dataset was (re)opened: tests read it
-
-    def snapshot(self) -> Snapshot:
-        with self._lock:
-            if self.remote is not None and time.monotonic() - self._synced_at >= REMOTE_REFRESH_SECONDS:
-                self.root = resolve_data_dir(self.remote)
-                self._synced_at = time.monotonic()
-            if not self.root.is_dir():
-                open_dataset(self.root)  # the one-line "no dataset at ..." error
-            fingerprint = dataset_fingerprint(self.root, self.prices_file, self.gpu_prices_file)
-            if self._current is None or self._current.fingerprint != fingerprint:
-                analysis = Analysis(open_dataset(self.root), self.prices_file, self.gpu_prices_file)
-                self._current = Snapshot(fingerprint, analysis)
-                self.opened += 1
-            return self._current
 
 
 def _rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -132,7 +57,11 @@ def _one_line(err: RequestValidationError) -> str:
 
 
 def create_app(
-    data: Path | None = None, prices_file: Path | None = None, gpu_prices_file: Path | None = None
+    data: Path | None = None,
+    prices_file: Path | None = None,
+    gpu_prices_file: Path | None = None,
+    *,
+    console: bool = True,
 ) -> FastAPI:
     cache = DatasetCache(data, prices_file, gpu_prices_file)
     app = FastAPI(
@@ -189,8 +118,12 @@ def create_app(
         agent: str | None = None,
         status: Literal["failed", "ok"] | None = None,
         sort: Annotated[
-            Literal["start", "cost"] | None, Query(description="default: cost with top, else start")
+            Literal["start", "cost", "calls", "agent", "depth", "status"] | None,
+            Query(description="default: cost with top, else start"),
         ] = None,
+        desc: Annotated[bool | None, Query(description="default: most first for cost, calls, depth")] = None,
+        min_cost: Annotated[float | None, Query(ge=0)] = None,
+        min_depth: Annotated[int | None, Query(ge=0)] = None,
         top: Annotated[int | None, Query(ge=1, le=MAX_PAGE, description=f"page size (default {DEFAULT_PAGE})")] = None,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
@@ -201,9 +134,14 @@ def create_app(
             sort=sort or ("cost" if top else "start"),
             limit=top or DEFAULT_PAGE,
             offset=offset,
+            desc=desc,
+            min_cost=min_cost,
+            min_depth=min_depth,
         )
         snapshot = cache.snapshot()
-        total = snapshot.answer(("task-count", query.window, agent, status), lambda a: count_tasks(a, query))
+        total = snapshot.answer(
+            ("task-count", query.window, agent, status, min_cost, min_depth), lambda a: count_tasks(a, query)
+        )
         page = snapshot.answer(("tasks", query), lambda a: _rows(list_tasks(a, query)))
         following = offset + len(page)
         return {
@@ -228,5 +166,11 @@ def create_app(
     @app.get("/report", response_class=HTMLResponse)
     def report() -> HTMLResponse:
         return HTMLResponse(cache.snapshot().answer("report", build_report))
+
+    if console:
+        from analyzer.console.app import mount  # jinja2 and the pages: only a server with the console pays
+        from analyzer.console.pages import Source
+
+        mount(app, cache, Source(cache.root, prices_file, gpu_prices_file))
 
     return app

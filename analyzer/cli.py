@@ -7,7 +7,7 @@ import sys
 import duckdb
 import typer
 
-from analyzer import cli_cost, cli_gpu, cli_idle, cli_report, cli_tasks
+from analyzer import cli_cost, cli_gpu, cli_idle, cli_prices, cli_report, cli_tasks
 from analyzer.dataset import AnalyzerError
 from collector_ext.cli.runner import run_cli
 
@@ -19,7 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (cli_tasks, cli_cost, cli_gpu, cli_idle, cli_report):
+for module in (cli_tasks, cli_cost, cli_gpu, cli_idle, cli_prices, cli_report):
     module.register(app)
 
 

@@ -11,12 +11,11 @@ from typing import Annotated
 import typer
 
 from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, SinceOption, UntilOption
-from analyzer.dataset import AnalyzerError, open_dataset
-from analyzer.gpu import GpuPrices
+from analyzer.dataset import open_dataset
 from analyzer.idle import analyze_idle
 from analyzer.output import OutputFormat, TableLayout, render
-from analyzer.recommend import DEFAULT_SCALER_ADDRESS, Costs, emit_yaml, recommend
-from analyzer.sandbox_cost import DEFAULT_CPU_PRICE, DEFAULT_IDLE_COST_PER_HOUR, DEFAULT_MEMORY_PRICE, sandbox_costs
+from analyzer.recommend import DEFAULT_SCALER_ADDRESS, emit_yaml, recommend_agent
+from analyzer.sandbox_cost import DEFAULT_CPU_PRICE, DEFAULT_IDLE_COST_PER_HOUR, DEFAULT_MEMORY_PRICE
 from analyzer.timeparse import TimeRange, parse_duration
 
 ColdStartOption = Annotated[
@@ -132,33 +131,21 @@ def recommend_command(
     --target-warm-hit.
     """
     window = TimeRange.parse(since, until)
-    ds = open_dataset(data)
-    groups = analyze_idle(
-        ds,
-        by="agent",
+    rec = recommend_agent(
+        open_dataset(data),
+        agent,
+        target_warm_hit=target_warm_hit,
         since=window.since,
         until=window.until,
         namespace=namespace,
-        group=agent,
         cold_start_s=parse_duration(cold_start) if cold_start else None,
-        with_scale_up_gaps=True,
-        with_arrivals=True,
-    )
-    if not groups:
-        where = f" in namespace {namespace}" if namespace else ""
-        raise AnalyzerError(f"no runs of agent {agent!r}{where} in the dataset")
-    found = sandbox_costs(
-        ds,
-        agent,
-        groups[0].cold_start_s,
         idle_cost_per_hour=idle_cost_per_hour,
         cold_start_cost=cold_start_cost,
         sandbox_template=sandbox_template,
         cpu_price=cpu_price,
         memory_price=memory_price,
-        gpu_prices=GpuPrices.load(gpu_prices),
+        gpu_prices_file=gpu_prices,
     )
-    rec = recommend(groups[0], target_warm_hit, Costs.of(found), cost_notes=(found.sources, found.assumptions))
     sys.stdout.write(emit_yaml(rec, emit.value, namespace=namespace, scaler_address=scaler_address, template=template))
 
 

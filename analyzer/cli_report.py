@@ -35,9 +35,11 @@ def serve(
     prices: PricesOption = None,
     gpu_prices: GpuPricesOption = None,
 ) -> None:
-    """Serve the JSON API (/api/...), its docs (/docs, offline) and the report (/report) until interrupted.
+    """Serve the web console (/), the JSON API (/api/...), its docs (/docs, offline) and the report (/report)
+    until interrupted.
 
-    Prints the URL once listening. The dataset is re-read only when its files change."""
+    Prints the URL once listening. The dataset is read once per state of its files (what every page reads is
+    kept in memory, prepared in the background from start-up) and read again when they change."""
     import uvicorn
 
     from analyzer.api import create_app
@@ -52,12 +54,14 @@ def serve(
                 bound_host, bound_port = self.servers[0].sockets[0].getsockname()[:2]
                 url = f"http://{bound_host}:{bound_port}"
                 print(
-                    f"agentmeter API on {url} for {root}: {url}/docs (API docs), {url}/report, "
-                    f"{url}/api/cost?by=agent; Ctrl-C stops it",
+                    f"agentmeter console on {url}/ for {root} (API: {url}/api/cost?by=agent, docs {url}/docs, "
+                    f"report {url}/report); Ctrl-C stops it",
                     flush=True,
                 )
 
-    config = uvicorn.Config(create_app(data, prices, gpu_prices), host=host, port=port, log_level="warning")
+    app = create_app(data, prices, gpu_prices)
+    app.state.cache.warm()  # the first page need not wait for the dataset to be read
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
     Server(config).run()
     sys.stdout.flush()
 

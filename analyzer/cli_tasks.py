@@ -34,6 +34,7 @@ from analyzer.task_queries import (
     SHORT_ID,
     STATS_COLUMNS,
     STATS_KEYS,
+    TASK_SORTS,
     TaskQuery,
     task_listing,
     task_stats,
@@ -91,6 +92,25 @@ def tasks_command(
         int | None, typer.Option(min=1, help="Only the N most expensive tasks (then most tokens), first.")
     ] = None,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many tasks first (paging).")] = 0,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Order by {', '.join(TASK_SORTS)} (agent: the root agent; depth: deepest agent run). "
+            "Default: cost with --top, else start.",
+        ),
+    ] = None,
+    desc: Annotated[
+        bool | None,
+        typer.Option(
+            "--desc/--asc",
+            help="Direction (default: most first for cost, calls, depth; else ascending).",
+            show_default=False,
+        ),
+    ] = None,
+    min_cost: Annotated[
+        float | None, typer.Option(min=0.0, help="Only tasks whose inclusive cost is known and at least this (USD).")
+    ] = None,
+    min_depth: Annotated[int | None, typer.Option(min=0, help="Only tasks whose agent runs nest this deep.")] = None,
     by: Annotated[
         str | None,
         typer.Option(
@@ -111,8 +131,20 @@ def tasks_command(
     window = TimeRange.parse(since, until)
     analysis = Analysis.open(data, prices, gpu_prices)
     if by is not None:
-        if agent or status or top or offset:
-            raise AnalyzerError("--by summarises every task of the time range: drop --agent, --status, --top, --offset")
+        if (
+            agent
+            or status
+            or top
+            or offset
+            or sort
+            or desc is not None
+            or min_cost is not None
+            or min_depth is not None
+        ):
+            raise AnalyzerError(
+                "--by summarises every task of the time range: drop --agent, --status, --top, --offset, --sort, "
+                "--desc/--asc, --min-cost, --min-depth"
+            )
         rows = task_stats(analysis, by, window)
         empty = analysis.why_empty("tasks", window) if not rows else None
         render(rows, fmt, title=f"Task cost by {by}", columns=[by, *STATS_COLUMNS], empty=empty,
@@ -122,11 +154,15 @@ def tasks_command(
         window=window,
         agent=agent,
         status=status.value if status else None,
-        sort="cost" if top else "start",
+        sort=sort or ("cost" if top else "start"),  # type: ignore[arg-type]  # TaskQuery checks the key
         limit=top,
         offset=offset,
+        desc=desc,
+        min_cost=min_cost,
+        min_depth=min_depth,
     )
-    filters = {k: v for k, v in (("agent", agent), ("status", query.status)) if v}
+    named = (("agent", agent), ("status", query.status), ("min_cost", min_cost), ("min_depth", min_depth))
+    filters = {k: str(v) for k, v in named if v is not None}
     cursor = task_listing(analysis, query)
     if fmt is not OutputFormat.table:  # machines: streamed from DuckDB, never all rows in Python at once
         if not render_result(cursor, fmt, columns=LIST_COLUMNS):
@@ -146,17 +182,22 @@ def task_command(
     prices: PricesOption = None,
     gpu_prices: GpuPricesOption = None,
     fmt: Annotated[TreeFormat, typer.Option("--format", help="tree (people) or json (machines).")] = TreeFormat.tree,
+    calls: Annotated[
+        bool, typer.Option("--calls", help="Also each run's LLM and tool calls: model, tokens, cost, latency, errors.")
+    ] = False,
 ) -> None:
     """A task as a tree of agent runs, with direct and inclusive (sub-agents included) figures.
 
     Each node is an agent run: its own LLM and tool calls, tokens and cost (direct) and those of every agent
     run below it (inclusive), tokens counted once. JSON: {"task_id", "status", "stitch_state",
     "inclusive_cost_usd", "direct_cost_usd", "root": {agent, trace_id, span_id, depth, direct: {...},
-    inclusive: {...}, children: [...]}}. Spans in traces without an agent run count at the run their trace
-    links into (else the root). An ambiguous prefix lists the tasks it matches.
+    inclusive: {...}, children: [...]}}; with --calls each node also has "calls": [{trace_id, span_id, name,
+    kind (llm, embedding, tool), model, tool_name, start, latency_ms, status, error, charged, the figures}].
+    Spans in traces without an agent run count at the run their trace links into (else the root). An
+    ambiguous prefix lists the tasks it matches.
     """
     analysis, wanted = open_task(data, task_id, prices, gpu_prices)
-    tree = task_tree(analysis, wanted)
+    tree = task_tree(analysis, wanted, calls=calls)
     if fmt is TreeFormat.json:
         json.dump(plain_tree(tree), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -187,8 +228,21 @@ def _label(node: dict[str, Any]) -> str:
     )
 
 
+def _call_label(call: dict[str, Any]) -> str:
+    what = call["tool_name"] if call["kind"] == "tool" else f"{call['provider'] or '-'}/{call['model'] or '-'}"
+    usage = (
+        f" · {call['input_tokens']:,} in / {call['output_tokens']:,} out {_money(call['total_cost_usd'])}"
+        if call["charged"]
+        else ""
+    )
+    error = f" [red]error: {escape(call['error'] or '')}[/red]" if call["status"] == "error" else ""
+    return f"[dim]{call['kind']}[/dim] {escape(str(what))}{usage} · {call['latency_ms']:,.0f} ms{error}"
+
+
 def _rich_tree(node: dict[str, Any], tree: Tree | None = None) -> Tree:
     branch = Tree(_label(node)) if tree is None else tree.add(_label(node))
+    for call in node.get("calls", []):
+        branch.add(_call_label(call))
     for child in node["children"]:
         _rich_tree(child, branch)
     return branch

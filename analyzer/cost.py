@@ -1,5 +1,5 @@
 """Cost queries: the figures (`analyzer.figures`) per agent, task, model, provider, namespace, service,
-conversation, day / week / month, or any resource or span attribute (`label:KEY`).
+conversation, hour / day / week / month, or any resource or span attribute (`label:KEY`).
 
 The figures and the charging rule (a call is charged once: by its tokens when its model has a token price,
 else by its share of GPU busy time, else it is unpriced) are defined in `analyzer/figures.py`, over the
@@ -12,7 +12,8 @@ values, label keys, `--top`) are bound parameters, never SQL text.
   sub-agent's calls by default (the task as `analyze tasks` and `analyze task` show it); `direct` keeps
   only the task's own (top) trace. The total column then says which: `inclusive_cost_usd` or
   `direct_cost_usd` (the same figure as `total_cost_usd`, named for its scope).
-- `day`, `week` (ISO, `2026-W45`), `month`: the call's start in UTC; rows come in time order.
+- `hour` (`2026-11-02T14:00Z`), `day`, `week` (ISO, `2026-W45`), `month`: the call's start in UTC; rows
+  come in time order.
 - `label:KEY`: the span's attribute KEY, else the resource's; for a Kubernetes label the names the
   Collector gives it are tried too (`LABEL_TAGS`: `k8s.pod.labels.KEY` from k8sattributes, `agent.KEY` as
   otel-config/collector.yaml tags the pod label `team`). Calls without it group under `-` (null).
@@ -34,6 +35,7 @@ LABEL_PREFIX = "label:"
 LABEL_TAGS = ("k8s.pod.labels.{key}", "k8s.namespace.labels.{key}", "agent.{key}")
 TASK_EXPR = "coalesce(tt.task_id, c.task_hint, c.trace_id)"
 TIME_KEYS: dict[str, str] = {
+    "hour": "strftime(timezone('UTC', c.start_time), '%Y-%m-%dT%H:00Z')",
     "day": "strftime(timezone('UTC', c.start_time), '%Y-%m-%d')",
     "week": "strftime(timezone('UTC', c.start_time), '%G-W%V')",
     "month": "strftime(timezone('UTC', c.start_time), '%Y-%m')",
@@ -155,7 +157,7 @@ def _key_sql(key: str, params: dict[str, Any]) -> str:
 
 def cost_rows(analysis: Analysis, query: CostQuery) -> CostResult:
     """One row per group: the group keys, then the figures. Most expensive first; in time order when grouped
-    by day / week / month. No keys: one row, the figures over every call (as `totals`)."""
+    by hour / day / week / month. No keys: one row, the figures over every call (as `totals`)."""
     prices = analysis.install_charges()
     if not query.by:
         return CostResult(query=query, rows=[_totals(analysis, query)], prices=prices)
@@ -211,3 +213,31 @@ def _totals(analysis: Analysis, query: CostQuery) -> dict[str, Any]:
     row = cursor.fetchone()
     assert row is not None  # an aggregate without GROUP BY always has one row
     return dict(zip(FIGURE_NAMES, row, strict=True))
+
+
+USAGE_GAP_COLUMNS = ("agent", "provider", "model", "calls_without_usage", "llm_calls")
+
+
+def calls_without_usage(analysis: Analysis, window: TimeRange | None = None) -> list[dict[str, Any]]:
+    """Per agent, provider and model that has any: the LLM calls that reported no usage at all (the `charges`
+    rows with `usage_reported` false: counted in `llm_calls`, their tokens and cost unknown) beside all its
+    calls, most first. The usual cause is instrumentation that does not record usage (streamed responses
+    without usage, an instrumentation library that drops it)."""
+    analysis.install_charges()
+    window = window or TimeRange()
+    cursor = analysis.con.execute(
+        """
+        SELECT agent_name AS agent, provider, model,
+               count(*) FILTER (WHERE NOT usage_reported) AS calls_without_usage,
+               coalesce(sum(llm_calls), 0)::BIGINT AS llm_calls
+        FROM charges
+        WHERE ($since::TIMESTAMPTZ IS NULL OR start_time >= $since::TIMESTAMPTZ)
+          AND ($until::TIMESTAMPTZ IS NULL OR start_time < $until::TIMESTAMPTZ)
+          AND llm_calls > 0
+        GROUP BY ALL
+        HAVING count(*) FILTER (WHERE NOT usage_reported) > 0
+        ORDER BY calls_without_usage DESC, agent, provider, model
+        """,
+        {"since": window.since, "until": window.until},
+    )
+    return [dict(zip(USAGE_GAP_COLUMNS, row, strict=True)) for row in cursor.fetchall()]

@@ -32,14 +32,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode
 
 import yaml
 
-from analyzer.dataset import AnalyzerError
-from analyzer.idle import DAY_S, GRID_S, GroupIdle
-from analyzer.sandbox_cost import SandboxCosts
+from analyzer.dataset import AnalyzerError, Dataset
+from analyzer.gpu import GpuPrices
+from analyzer.idle import DAY_S, GRID_S, GroupIdle, analyze_idle
+from analyzer.sandbox_cost import SandboxCosts, sandbox_costs
 from analyzer.warm_pool import KedaPlan, PlanResult, PoolResult, peak_wanted, replay_plan
 from collector_ext.keda.target import DEFAULT_RATE_WINDOW_S
 
@@ -235,6 +238,52 @@ def recommend(
         scale_down=scale_down,
         cost_notes=cost_notes,
     )
+
+
+def recommend_agent(
+    ds: Dataset,
+    agent: str,
+    *,
+    target_warm_hit: float = 0.99,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    namespace: str | None = None,
+    cold_start_s: float | None = None,
+    idle_cost_per_hour: float | None = None,
+    cold_start_cost: float | None = None,
+    sandbox_template: Path | None = None,
+    cpu_price: float | None = None,
+    memory_price: float | None = None,
+    gpu_prices_file: Path | None = None,
+) -> Recommendation:
+    """The plan for one agent's runs in the window (`analyze recommend`, the console's Agents page): its idle
+    curves, what an idle sandbox and a cold start cost (analyzer/sandbox_cost.py), the cheapest plan."""
+    groups = analyze_idle(
+        ds,
+        by="agent",
+        since=since,
+        until=until,
+        namespace=namespace,
+        group=agent,
+        cold_start_s=cold_start_s,
+        with_scale_up_gaps=True,
+        with_arrivals=True,
+    )
+    if not groups:
+        where = f" in namespace {namespace}" if namespace else ""
+        raise AnalyzerError(f"no runs of agent {agent!r}{where} in the dataset")
+    found = sandbox_costs(
+        ds,
+        agent,
+        groups[0].cold_start_s,
+        idle_cost_per_hour=idle_cost_per_hour,
+        cold_start_cost=cold_start_cost,
+        sandbox_template=sandbox_template,
+        cpu_price=cpu_price,
+        memory_price=memory_price,
+        gpu_prices=GpuPrices.load(gpu_prices_file),
+    )
+    return recommend(groups[0], target_warm_hit, Costs.of(found), cost_notes=(found.sources, found.assumptions))
 
 
 def k8s_name(text: str) -> str:

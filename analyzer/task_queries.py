@@ -28,7 +28,18 @@ MAX_TREE_DEPTH = 200
 MAX_CANDIDATES = 10  # an ambiguous prefix lists at most this many tasks
 HEX = re.compile(r"^[0-9a-f]{1,32}$")
 TaskStatus = Literal["failed", "ok"]
-TaskSort = Literal["start", "cost"]
+TaskSort = Literal["start", "cost", "calls", "agent", "depth", "status"]
+# ORDER BY of each sort key in its natural direction (`TaskQuery.desc` None): cost, calls and depth most
+# first; start, agent and status (failed before ok) ascending. Ties: by start, then id, so pages are stable.
+_SORT_ORDER: dict[str, tuple[str, bool]] = {
+    "start": ("_start_time {dir}, _task_id {dir}", False),
+    "cost": ("inclusive_cost_usd {dir} NULLS LAST, input_tokens + output_tokens {dir}", True),
+    "calls": ("llm_calls {dir}", True),
+    "agent": ("root_agent {dir} NULLS LAST", False),
+    "depth": ("max_depth {dir}", True),
+    "status": ("status {dir}", False),
+}
+TASK_SORTS: tuple[str, ...] = tuple(_SORT_ORDER)
 _FIGURE_COLUMNS = tuple("inclusive_cost_usd" if n == "total_cost_usd" else n for n in FIGURE_NAMES)
 LIST_COLUMNS: tuple[str, ...] = (
     "task_id",
@@ -61,7 +72,8 @@ STATS_COLUMNS = (
 
 @dataclass(frozen=True)
 class TaskQuery:
-    """Which tasks, in which order, which page. `sort='cost'`: most expensive first (as `--top`)."""
+    """Which tasks, in which order, which page. `sort` in its natural direction unless `desc` says
+    (`sort='cost'`: most expensive first, as `--top`; `sort='start'`: oldest first)."""
 
     window: TimeRange = field(default_factory=TimeRange)
     agent: str | None = None
@@ -69,6 +81,9 @@ class TaskQuery:
     sort: TaskSort = "start"
     limit: int | None = None
     offset: int = 0
+    desc: bool | None = None  # None: the sort key's natural direction
+    min_cost: float | None = None  # only tasks whose inclusive cost is known and at least this (USD)
+    min_depth: int | None = None  # only tasks whose agent runs nest at least this deep
 
     def __post_init__(self) -> None:
         if self.limit is not None and not 1 <= self.limit <= MAX_ROWS:
@@ -77,6 +92,22 @@ class TaskQuery:
             raise AnalyzerError(f"--offset must be between 0 and {MAX_ROWS:,}")
         if self.status not in (None, "failed", "ok"):
             raise AnalyzerError(f"unknown status {self.status!r}: use failed or ok")
+        if self.sort not in _SORT_ORDER:
+            raise AnalyzerError(f"unknown sort {self.sort!r}: use one of {', '.join(TASK_SORTS)}")
+        if self.min_cost is not None and not (0 <= self.min_cost < 1e15):
+            raise AnalyzerError("--min-cost must be a number of USD >= 0")
+        if self.min_depth is not None and not 0 <= self.min_depth <= MAX_TREE_DEPTH:
+            raise AnalyzerError(f"--min-depth must be between 0 and {MAX_TREE_DEPTH}")
+
+    @property
+    def descending(self) -> bool:
+        return _SORT_ORDER[self.sort][1] if self.desc is None else self.desc
+
+    def order_sql(self) -> str:
+        """ORDER BY of the listing: the sort key, then start and id (stable pages); from fixed text only."""
+        direction = "DESC" if self.descending else "ASC"
+        key = _SORT_ORDER[self.sort][0].format(dir=direction)
+        return key if self.sort == "start" else f"{key}, _start_time, _task_id"
 
     def params(self) -> dict[str, Any]:
         return {
@@ -84,24 +115,35 @@ class TaskQuery:
             "until": self.window.until,
             "agent": self.agent,
             "status": self.status,
-            "cost_order": self.sort == "cost",
+            "min_cost": self.min_cost,
+            "min_depth": self.min_depth,
             "limit": self.limit,
             "offset": self.offset,
         }
 
 
-def _listing_sql(columns: str) -> str:
-    figure_names = ",\n           ".join(
+def install_task_rows(analysis: Analysis) -> None:
+    """The task_rows view (every task, every listing column) over the resolved tasks: the listing, the
+    counts and the per-agent statistics read it."""
+    analysis.install_tasks()
+    if analysis.has_relation("task_rows"):
+        return
+    figure_names = ",\n       ".join(
         f"s.{name} AS inclusive_cost_usd" if name == "total_cost_usd" else f"s.{name}" for name in FIGURE_NAMES
     )
-    sql = load_sql("tasks_list.sql").format(figures=FIGURE_SELECT, figure_names=figure_names, columns=columns)
+    analysis.con.execute(load_sql("tasks_rows.sql").format(figures=FIGURE_SELECT, figure_names=figure_names))
+
+
+def _listing_sql(columns: str, query: TaskQuery) -> str:
+    sql = load_sql("tasks_list.sql").format(columns=columns, order=query.order_sql())
     return sql.rstrip().removesuffix(";")  # also a subquery (count_tasks, task_stats)
 
 
 def task_listing(analysis: Analysis, query: TaskQuery) -> duckdb.DuckDBPyConnection:
     """The executed listing query (rows not fetched yet: machine formats stream them), LIST_COLUMNS."""
-    analysis.install_tasks()
-    return analysis.con.execute(_listing_sql(", ".join(f'"{c}"' for c in LIST_COLUMNS)), query.params())
+    install_task_rows(analysis)
+    columns = ", ".join(f'"{c}"' for c in LIST_COLUMNS)
+    return analysis.con.execute(_listing_sql(columns, query), query.params())
 
 
 def list_tasks(analysis: Analysis, query: TaskQuery) -> list[dict[str, Any]]:
@@ -111,9 +153,9 @@ def list_tasks(analysis: Analysis, query: TaskQuery) -> list[dict[str, Any]]:
 
 def count_tasks(analysis: Analysis, query: TaskQuery) -> int:
     """How many tasks the query's filters match (no page)."""
-    analysis.install_tasks()
+    install_task_rows(analysis)
     unpaged = {**query.params(), "limit": None, "offset": 0}
-    row = analysis.con.execute(f"SELECT count(*) FROM ({_listing_sql('1')})", unpaged).fetchone()  # noqa: S608
+    row = analysis.con.execute(f"SELECT count(*) FROM ({_listing_sql('1', query)})", unpaged).fetchone()  # noqa: S608
     return int(row[0]) if row else 0
 
 
@@ -176,9 +218,10 @@ def resolve_task_ref(analysis: Analysis, text: str, candidates: list[bytes] | No
 # ------------------------------------------------------------------------------------------- one task
 
 
-def task_tree(analysis: Analysis, task_id: bytes) -> dict[str, Any]:
+def task_tree(analysis: Analysis, task_id: bytes, *, calls: bool = False) -> dict[str, Any]:
     """The task as nested agent runs with direct and inclusive figures (see `analyze task --help`); money as
-    exact Decimals (`analyzer.output.plain_tree` makes it JSON's)."""
+    exact Decimals (`analyzer.output.plain_tree` makes it JSON's). `calls`: each run also lists its LLM and
+    tool calls (`task_calls`), in start order."""
     analysis.install_tasks()
     con = analysis.con
     state = con.execute(
@@ -222,6 +265,12 @@ def task_tree(analysis: Analysis, task_id: bytes) -> dict[str, Any]:
         if key not in nodes:
             _add(extra, part)
     root["_extra"] = extra
+    if calls:
+        for node in nodes.values():
+            node["calls"] = []
+        root["calls"] = root.get("calls", [])
+        for key, call in task_calls(analysis, task_id):
+            (nodes.get(key) or root)["calls"].append(call)  # calls of no agent run count at the root
     _totals(root)
     inclusive_cost, direct_cost = con.execute(
         "SELECT sum(total_cost_usd), sum(total_cost_usd) FILTER (WHERE trace_id = task_id) "
@@ -268,8 +317,69 @@ def _totals(node: dict[str, Any]) -> dict[str, Any]:
         _add(inclusive, _totals(child))
     node["direct"] = {name: own[name] for name in _TOTAL_FIELDS}
     node["inclusive"] = {name: inclusive[name] for name in _TOTAL_FIELDS}
+    if "calls" in node:
+        node["calls"] = node.pop("calls")
     node["children"] = node.pop("children")  # children last, for people reading the JSON
     return inclusive
+
+
+CALL_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "name",
+    "kind",
+    "provider",
+    "model",
+    "tool_name",
+    "start",
+    "latency_ms",
+    "status",
+    "error",
+    "charged",
+    *FIGURE_NAMES,
+)
+
+
+def task_calls(analysis: Analysis, task_id: bytes) -> list[tuple[tuple[bytes, bytes], dict[str, Any]]]:
+    """Every LLM (or embedding) call and tool call of the task, in start order, each with the key of the agent
+    run it belongs to (trace id, span id; the root's key for spans of no run) and its figures (CALL_COLUMNS:
+    `charged` false for a tool call, or an inference span whose usage counts on another span)."""
+    analysis.install_tasks()
+    traces = [
+        row[0]
+        for row in analysis.con.execute(
+            "SELECT trace_id FROM trace_tasks WHERE task_id = $task_id", {"task_id": task_id}
+        ).fetchall()
+    ]
+    cursor = analysis.con.execute(
+        load_sql("tasks_tree_calls.sql").format(figures=FIGURE_SELECT), {"task_id": task_id, "traces": traces}
+    )
+    found = []
+    for row in cursor.fetchall():
+        call = dict(zip(CALL_COLUMNS, row[2:], strict=True))
+        call["trace_id"], call["span_id"] = call["trace_id"].hex(), call["span_id"].hex()
+        found.append(((row[0], row[1]), call))
+    return found
+
+
+def task_span(analysis: Analysis, task_id: bytes, trace_id: bytes, span_id: bytes) -> dict[str, Any]:
+    """One span of the task, every column of the dataset (attributes, resource attributes, links, times);
+    a span of another task, or none, is a one-line AnalyzerError."""
+    analysis.install_tasks()
+    belongs = analysis.con.execute(
+        "SELECT count(*) FROM trace_tasks WHERE trace_id = $trace_id AND task_id = $task_id",
+        {"trace_id": trace_id, "task_id": task_id},
+    ).fetchone()
+    if not belongs or not belongs[0]:
+        raise AnalyzerError(f"trace {trace_id.hex()} is not a trace of task {task_id.hex()}")
+    cursor = analysis.con.execute(
+        "SELECT * FROM spans WHERE trace_id IN (SELECT unnest([$trace_id::BLOB])) AND span_id = $span_id LIMIT 1",
+        {"trace_id": trace_id, "span_id": span_id},
+    )
+    row = cursor.fetchone()
+    if row is None:
+        raise AnalyzerError(f"no span {span_id.hex()} in trace {trace_id.hex()}")
+    return dict(zip([d[0] for d in cursor.description], row, strict=True))
 
 
 # ------------------------------------------------------------------------------------------- per agent
@@ -282,7 +392,8 @@ def task_stats(analysis: Analysis, by: str = "agent", window: TimeRange | None =
     if by not in STATS_KEYS:
         raise AnalyzerError(f"unknown --by key {by!r} for tasks: use one of {', '.join(STATS_KEYS)}")
     window = window or TimeRange()
-    analysis.install_tasks()
+    install_task_rows(analysis)
+    query = TaskQuery(window=window)
     key = {
         "agent": "root_agent",
         "day": "left(start, 10)",
@@ -303,10 +414,10 @@ def task_stats(analysis: Analysis, by: str = "agent", window: TimeRange | None =
                     ELSE sum(inclusive_cost_usd) FILTER (WHERE status = 'failed') END AS failed_cost_usd,
                sum(inclusive_cost_usd) AS inclusive_cost_usd,
                sum(unpriced_calls) AS unpriced_calls
-        FROM ({_listing_sql("*")})
+        FROM ({_listing_sql("*", query)})
         GROUP BY ALL
         ORDER BY {order}
         """,  # noqa: S608 (fixed expressions)
-        TaskQuery(window=window).params(),
+        query.params(),
     )
     return [{by: row[0], **dict(zip(STATS_COLUMNS, row[1:], strict=True))} for row in stats.fetchall()]

@@ -68,7 +68,11 @@ def test_cost_by_task_direct_and_inclusive(client: TestClient) -> None:
         ("/api/cost", {"by": "agent", "top": "many"}, "bad query: top: Input should be a valid integer"),
         ("/api/tasks", {"top": str(MAX_PAGE + 1)}, "bad query: top: Input should be less than or equal to 1000"),
         ("/api/tasks", {"offset": "-1"}, "bad query: offset: Input should be greater than or equal to 0"),
-        ("/api/tasks", {"sort": "colour"}, "bad query: sort: Input should be 'start' or 'cost'"),
+        (
+            "/api/tasks",
+            {"sort": "colour"},
+            "bad query: sort: Input should be 'start', 'cost', 'calls', 'agent', 'depth' or 'status'",
+        ),
         ("/api/tasks/xyz", {}, "malformed task id 'xyz'"),
         ("/api/tasks/" + "ab" * 16, {}, f"unknown task id {'ab' * 16}"),
     ],
@@ -156,7 +160,7 @@ def test_analyze_serve_prints_its_url_and_answers(dataset: Path) -> None:
     try:
         assert server.stdout is not None
         line = server.stdout.readline()  # printed once it listens
-        found = re.match(r"agentmeter API on (http://127\.0\.0\.1:\d+) for (\S+): ", line)
+        found = re.match(r"agentmeter console on (http://127\.0\.0\.1:\d+)/ for (\S+) ", line)
         assert found, line
         assert found.group(2) == str(dataset) and f"{found.group(1)}/docs" in line
         response = httpx.get(f"{found.group(1)}/api/cost", params={"by": "namespace"}, timeout=30)

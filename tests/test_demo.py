@@ -113,6 +113,10 @@ def test_demo_end_to_end(demo_run: DemoRun):
         done = subprocess.run([sys.executable, "-m", "analyzer.cli", *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"analyze {' '.join(args)}: {done.stderr}"
     assert f"analyze serve --data {data_dir}" in hints
+    # and it ends with the command that opens the console on the demo's data
+    assert stdout.rstrip().splitlines()[-1].strip() == (
+        f"open the console on this data:  .venv/bin/analyze serve --data {data_dir}   then http://127.0.0.1:8080/"
+    )
 
 
 def _spans_received(http_url: str) -> float:

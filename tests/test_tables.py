@@ -139,7 +139,8 @@ def test_money_reads_as_money(value: float, shown: str) -> None:
     [
         (["cost", "--by", "agent", "--top", str(10**24)], "error: --top must be between 1 and 1,000,000,000\n"),
         (["tasks", "--offset", str(10**11)], "error: --offset must be between 0 and 1,000,000,000\n"),
-        (["tasks", "--by", "agent", "--top", "3"], "error: --by summarises every task of the time range: drop --agent, --status, --top, --offset\n"),
+        (["tasks", "--by", "agent", "--top", "3"], "error: --by summarises every task of the time range: drop --agent, --status, --top, --offset, --sort, "
+         "--desc/--asc, --min-cost, --min-depth\n"),
     ],
 )  # fmt: skip
 def test_odd_numbers_are_one_line_errors(dataset: Path, capsys, args: list[str], said: str) -> None:

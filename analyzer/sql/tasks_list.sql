@@ -1,87 +1,15 @@
--- `analyze tasks` / GET /api/tasks: one row per task. Bound: $since, $until (NULL: open; on the task's
--- start), $agent (NULL: any; else tasks with an agent run of that name), $status (NULL: any; 'failed' or
--- 'ok'), $cost_order (most expensive first, else by start), $limit, $offset. The figures (the fixed list
--- of analyzer/figures.py, filled in by analyzer/task_queries.py) sum the task's spans, all its traces (inclusive);
--- direct_cost_usd is the same total over the task's own (top) trace only. The task's stitch_state lists
--- every state other than 'ok' met in it: the link states of its traces and the receiver's early writes.
-WITH trace_counts AS (
-    SELECT task_id, count(*) AS traces FROM trace_tasks GROUP BY task_id
-),
-span_totals AS (
-    SELECT task_id,
-           min(start_time) AS start_time,
-           max(end_time) AS end_time,
-           bool_or(failed_root) AS failed,
-           count(*) FILTER (WHERE is_tool_call) AS tool_calls,
-           {figures},
-           sum(total_cost_usd) FILTER (WHERE trace_id = task_id) AS direct_cost_usd
-    FROM task_span_nodes
-    GROUP BY task_id
-),
-run_totals AS (
-    SELECT task_id,
-           count(*) AS agent_runs,
-           count(DISTINCT agent_name) AS agents,
-           max(depth) AS max_depth,
-           bool_or(agent_name = $agent) AS has_agent
-    FROM agent_runs
-    GROUP BY task_id
-),
-roots AS (
-    SELECT task_id, agent_name AS root_agent
-    FROM (
-        SELECT task_id, agent_name,
-               row_number() OVER (PARTITION BY task_id ORDER BY depth, start_time, span_id) AS nth
-        FROM agent_runs
-        WHERE trace_id = task_id  -- the top trace's first agent run; none: the top trace's service
-    )
-    WHERE nth = 1
-),
-top_services AS (
-    SELECT trace_id AS task_id, service_name FROM trace_ids
-),
-states AS (
-    SELECT task_id, string_agg(DISTINCT state, ',' ORDER BY state) AS odd_states
-    FROM (
-        SELECT task_id, stitch_state AS state FROM trace_tasks WHERE stitch_state <> 'ok'
-        UNION ALL
-        SELECT task_id, stitch_state FROM task_span_nodes
-        WHERE stitch_state IN ('early_flush', 'shutdown_flush', 'no_root')
-    )
-    GROUP BY task_id
-),
-listed AS (
-    SELECT lower(hex(s.task_id)) AS task_id,
-           coalesce(r.root_agent, ts.service_name) AS root_agent,
-           CASE WHEN s.failed THEN 'failed' ELSE 'ok' END AS status,
-           -- ISO text in UTC: converting 100 k timestamps to Python datetimes costs more than the query
-           strftime(timezone('UTC', s.start_time), '%Y-%m-%dT%H:%M:%S.%fZ') AS "start",
-           strftime(timezone('UTC', s.end_time), '%Y-%m-%dT%H:%M:%S.%fZ') AS "end",
-           tc.traces,
-           coalesce(rt.agent_runs, 0) AS agent_runs,
-           coalesce(rt.agents, 0) AS agents,
-           coalesce(rt.max_depth, 0) AS max_depth,
-           s.tool_calls,
-           {figure_names},
-           s.direct_cost_usd,
-           coalesce(st.odd_states, 'ok') AS stitch_state,
-           s.start_time AS _start_time, s.task_id AS _task_id
-    FROM span_totals AS s
-    JOIN trace_counts AS tc USING (task_id)
-    LEFT JOIN run_totals AS rt USING (task_id)
-    LEFT JOIN roots AS r USING (task_id)
-    LEFT JOIN top_services AS ts USING (task_id)
-    LEFT JOIN states AS st USING (task_id)
-    WHERE ($since::TIMESTAMPTZ IS NULL OR s.start_time >= $since::TIMESTAMPTZ)
-      AND ($until::TIMESTAMPTZ IS NULL OR s.start_time < $until::TIMESTAMPTZ)
-      AND ($agent::VARCHAR IS NULL OR coalesce(rt.has_agent, false))
-      AND ($status::VARCHAR IS NULL OR $status::VARCHAR = CASE WHEN s.failed THEN 'failed' ELSE 'ok' END)
-)
+-- `analyze tasks` / GET /api/tasks / the console's task list: the rows of task_rows (analyzer/sql/tasks_rows.sql)
+-- that match, in order, one page. Bound: $since, $until (NULL: open; on the task's start), $agent (NULL: any;
+-- else tasks with an agent run of that name), $status (NULL: any; 'failed' or 'ok'), $min_cost (NULL: any;
+-- else an inclusive cost known and at least that), $min_depth (NULL: any; else agent runs nested at least
+-- that deep), $limit, $offset. {order} is filled in by analyzer/task_queries.py from a fixed list.
 SELECT {columns}
-FROM listed
-ORDER BY
-    -- most expensive first (unknown cost by tokens after the priced ones), else by start
-    CASE WHEN $cost_order THEN -coalesce(inclusive_cost_usd, -1) END,
-    CASE WHEN $cost_order THEN -(input_tokens + output_tokens) END,
-    _start_time, _task_id
+FROM task_rows
+WHERE ($since::TIMESTAMPTZ IS NULL OR _start_time >= $since::TIMESTAMPTZ)
+  AND ($until::TIMESTAMPTZ IS NULL OR _start_time < $until::TIMESTAMPTZ)
+  AND ($agent::VARCHAR IS NULL OR list_contains(_agent_names, $agent::VARCHAR))
+  AND ($status::VARCHAR IS NULL OR status = $status::VARCHAR)
+  AND ($min_cost::DOUBLE IS NULL OR inclusive_cost_usd >= $min_cost::DOUBLE)
+  AND ($min_depth::INTEGER IS NULL OR max_depth >= $min_depth::INTEGER)
+ORDER BY {order}
 LIMIT $limit OFFSET $offset;

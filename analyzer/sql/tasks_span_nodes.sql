@@ -4,7 +4,7 @@
 -- run belongs to the agent run its trace's parent link points into (NULL: the task's root node).
 -- Needs trace_tasks/span_agent (analyzer.tasks) and charges (analyzer.analysis.install_charges).
 CREATE OR REPLACE TEMP TABLE task_span_nodes AS
-SELECT t.task_id, s.trace_id, s.start_time, s.end_time, s.stitch_state,  -- only what the queries read
+SELECT t.task_id, s.trace_id, s.span_id, s.start_time, s.end_time, s.stitch_state,  -- only what the queries read
        CASE WHEN a.agent_span_id IS NOT NULL THEN s.trace_id ELSE t.parent_trace_id END AS node_trace_id,
        coalesce(a.agent_span_id, linked.agent_span_id, ptop.top_agent_span_id) AS node_span_id,
        s.category = 'tool' AS is_tool_call,

@@ -348,7 +348,7 @@ def try_next(data_dir: Path) -> list[tuple[str, str]]:
     if task:
         hints.append((f"analyze task {task} --data {data_dir}", "the most expensive task as a tree of agent runs"))
     hints += [
-        (f"analyze serve --data {data_dir}", "the HTTP API (its docs at /docs) and the report, until Ctrl-C"),
+        (f"analyze serve --data {data_dir}", "the web console at http://127.0.0.1:8080/ (and the API), until Ctrl-C"),
         (f"AGENTMETER_DATA={data_dir} .venv/bin/jupyter lab notebooks/", "the notebooks (pip install jupyterlab)"),
         ("collector-ext loadgen --endpoint HOST:4317 --tasks 100 --seed 3", "this workload against your receiver"),
     ]
@@ -461,6 +461,9 @@ def run_demo(data_dir: Path, tasks: int, seed: int, stop: WorkloadStop | None = 
     width = max(len(command) for command, _ in hints)
     for command, why in hints:
         print(f"      {command:<{width}}   # {why}")
+    print(
+        f"    open the console on this data:  .venv/bin/analyze serve --data {data_dir}   then http://127.0.0.1:8080/"
+    )
     return 1 if problems or failed_commands else 0
 
 

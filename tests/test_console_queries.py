@@ -1,0 +1,130 @@
+"""The query functions the console added to the query layer, on a synthetic dataset: a task's calls (`analyze
+task --calls`), the listing's sorts and filters, the price list, and a kept snapshot that answers as the
+plain views do and keeps answering while a newer state of the dataset is prepared."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from analyzer.analysis import Analysis
+from analyzer.cli import main
+from analyzer.cost import CostQuery, cost_rows, totals
+from analyzer.dataset import AnalyzerError
+from analyzer.price_list import price_list
+from analyzer.snapshot import DatasetCache, prepare
+from analyzer.synthetic import generate
+from analyzer.task_queries import TaskQuery, count_tasks, list_tasks, task_tree
+from analyzer.timeparse import TimeRange
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("console-queries") / "data"
+    generate(root, tasks=80, seed=5)
+    return root
+
+
+def runs(node: dict) -> list[dict]:
+    return [node, *(run for child in node["children"] for run in runs(child))]
+
+
+def test_each_runs_calls_add_up_to_its_direct_figures(dataset: Path) -> None:
+    analysis = Analysis.open(dataset)
+    checked = 0
+    for row in list_tasks(analysis, TaskQuery(sort="depth", limit=10)):
+        tree = task_tree(analysis, bytes.fromhex(row["task_id"]), calls=True)
+        for run in runs(tree["root"]):
+            calls = run["calls"]
+            assert sum(c["kind"] == "tool" for c in calls) == run["direct"]["tool_calls"]
+            for name in ("llm_calls", "input_tokens", "output_tokens", "unpriced_calls"):
+                assert sum(c[name] for c in calls) == run["direct"][name], name
+            costs = [c["total_cost_usd"] for c in calls if c["total_cost_usd"] is not None]
+            assert (sum(costs, Decimal(0)) if costs else None) == run["direct"]["total_cost_usd"]
+            assert [c["start"] for c in calls] == sorted(c["start"] for c in calls)
+            checked += len(calls)
+        assert {run["trace_id"] for run in runs(tree["root"])} != {row["task_id"]}  # linked sub-agent traces
+    assert checked > 50
+
+
+def test_the_cli_task_calls_json_is_the_tree(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    analysis = Analysis.open(dataset)
+    task = list_tasks(analysis, TaskQuery(sort="cost", limit=1))[0]["task_id"]
+    assert main(["task", task[:16], "--calls", "--format", "json", "--data", str(dataset)]) == 0
+    tree = json.loads(capsys.readouterr().out)
+    calls = [c for run in runs(tree["root"]) for c in run["calls"]]
+    assert sum(c["llm_calls"] for c in calls) == tree["root"]["inclusive"]["llm_calls"]
+    assert {c["kind"] for c in calls} == {"llm", "tool"}
+
+
+def test_listing_sorts_and_filters(dataset: Path) -> None:
+    analysis = Analysis.open(dataset)
+    every = list_tasks(analysis, TaskQuery())
+    assert count_tasks(analysis, TaskQuery()) == len(every) == 80
+    by_cost = [r["inclusive_cost_usd"] for r in list_tasks(analysis, TaskQuery(sort="cost"))]
+    assert by_cost == sorted(by_cost, reverse=True)
+    cheapest = [r["inclusive_cost_usd"] for r in list_tasks(analysis, TaskQuery(sort="cost", desc=False))]
+    assert cheapest == sorted(by_cost)
+    newest = [r["start"] for r in list_tasks(analysis, TaskQuery(sort="start", desc=True))]
+    assert newest == sorted(newest, reverse=True)
+    agents = [r["root_agent"] for r in list_tasks(analysis, TaskQuery(sort="agent"))]
+    assert agents == sorted(agents)
+    deep = list_tasks(analysis, TaskQuery(min_depth=2))
+    assert deep and all(r["max_depth"] >= 2 for r in deep) and len(deep) < len(every)
+    assert count_tasks(analysis, TaskQuery(min_depth=2)) == len(deep)
+    median = sorted(by_cost)[len(by_cost) // 2]
+    costly = list_tasks(analysis, TaskQuery(min_cost=float(median)))
+    assert {r["task_id"] for r in costly} == {r["task_id"] for r in every if r["inclusive_cost_usd"] >= median}
+    with pytest.raises(AnalyzerError, match="unknown sort"):
+        TaskQuery(sort="size")  # type: ignore[arg-type]
+
+
+def test_the_price_list_sums_to_the_totals(dataset: Path) -> None:
+    analysis = Analysis.open(dataset)
+    rows = price_list(analysis)
+    figures = totals(analysis)
+    assert sum(r["llm_calls"] for r in rows) == figures["llm_calls"]
+    assert sum(r["unpriced_calls"] for r in rows) == figures["unpriced_calls"] > 0
+    assert sum(Decimal(r["token_cost_usd"]) for r in rows if r["token_cost_usd"] is not None) == Decimal(
+        figures["token_cost_usd"]
+    )
+    unpriced = [r for r in rows if r["source"] is None]
+    assert [(r["provider"], r["model"], r["unpriced_reason"]) for r in unpriced] == [
+        ("vllm", "acme-coder-13b", "unknown provider")
+    ]
+    gpt = next(r for r in rows if r["model"] == "gpt-4o-mini")  # genai-prices: $0.15 / $0.60 per M, cache $0.075
+    assert (gpt["input_usd_per_mtok"], gpt["output_usd_per_mtok"], gpt["cache_read_usd_per_mtok"]) == (0.15, 0.6, 0.075)
+
+
+def test_a_kept_snapshot_answers_as_the_plain_views(dataset: Path) -> None:
+    plain, kept = Analysis.open(dataset), Analysis.open(dataset)
+    prepare(kept)
+    window = TimeRange.parse("2026-11-03")
+    for by in (["agent"], ["day", "model"], ["label:team"], ["task"]):
+        query = CostQuery(by=by, window=window)
+        assert cost_rows(kept, query).rows == cost_rows(plain, query).rows
+    query = TaskQuery(sort="cost", limit=20, agent="code-writer")
+    assert list_tasks(kept, query) == list_tasks(plain, query)
+
+
+def test_latest_answers_from_the_current_state_while_a_newer_one_is_prepared(dataset: Path, tmp_path: Path) -> None:
+    root = tmp_path / "live"
+    shutil.copytree(dataset, root)
+    cache = DatasetCache(root, None, None)
+    first, refreshing = cache.latest()
+    assert not refreshing and cache.opened == 1
+    generate(root, tasks=5, seed=99, writer_id="later")  # a receiver wrote more files
+    current, refreshing = cache.latest()
+    assert current is first and refreshing  # the page answers now, from what it has
+    deadline = time.monotonic() + 60
+    while (newest := cache.latest())[1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert newest[0] is not first and cache.opened == 2
+    assert count_tasks(newest[0].analysis, TaskQuery()) == 85
+    assert cache.snapshot() is newest[0]
