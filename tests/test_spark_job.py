@@ -62,9 +62,7 @@ def test_spark_answers_what_duckdb_answers(spark, dataset, tmp_path, capsys):
     expected_agents = {
         row["agent"]: {name: _exact(row[name]) for name in FIGURES} for row in duckdb_rows(dataset, "agent")
     }
-    spark_agents = {
-        row["agent"]: {name: _exact(row[name]) for name in FIGURES} for row in result.by_agent.collect()
-    }
+    spark_agents = {row["agent"]: {name: _exact(row[name]) for name in FIGURES} for row in result.by_agent.collect()}
     assert len(expected_agents) > 5 and spark_agents == expected_agents
     assert any(v["unpriced_calls"] for v in expected_agents.values())  # the self-hosted model is unpriced
 

@@ -112,7 +112,9 @@ def priced(calls: DataFrame, prices: DataFrame) -> DataFrame:
     joined = c.drop("provider").alias("c").join(p, condition, "left")
     cost = F.col("p.c_request").cast(MONEY)
     for name in TOKENS:
-        cost = cost + F.col(f"c.{name}").cast("decimal(20,0)") * F.col(f"p.c_{name.removesuffix('_tokens')}").cast(MONEY)
+        cost = cost + F.col(f"c.{name}").cast("decimal(20,0)") * F.col(f"p.c_{name.removesuffix('_tokens')}").cast(
+            MONEY
+        )
     return joined.select(
         *[F.col(f"c.{name}") for name in ("trace_id", "span_id", "agent_name", "task_id", "reported_cost_usd")],
         *[F.col(f"c.{name}") for name in TOKENS],
@@ -204,7 +206,9 @@ def run(spark: SparkSession, data: str, prices_path: str) -> Result:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="agentmeter cost by agent and by task on Spark")
     parser.add_argument("--data", required=True, help="the dataset: a path, or s3://BUCKET/PREFIX (read as s3a://)")
-    parser.add_argument("--prices", required=True, help="the analyzer's price table (python -m analyzer.spark export-prices)")
+    parser.add_argument(
+        "--prices", required=True, help="the analyzer's price table (python -m analyzer.spark export-prices)"
+    )
     parser.add_argument("--out", required=True, help="where by_agent/ and by_task/ go (Parquet)")
     args = parser.parse_args(argv)
     spark = spark_session()
@@ -213,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     result.by_task.write.mode("overwrite").parquet(f"{args.out}/by_task")
     for what, count in result.not_covered.items():
         if count:
-            print(f"warning: {count} {what.replace('_', ' ')} are counted as the receiver wrote them (DuckDB recomputes them)")
+            print(
+                f"warning: {count} {what.replace('_', ' ')} are counted as the receiver wrote them (DuckDB recomputes them)"
+            )
     spark.stop()
     return 0
 
