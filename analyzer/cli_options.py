@@ -13,7 +13,12 @@ from analyzer.timeparse import TIME_HELP
 
 DataOption = Annotated[
     Path | None,
-    typer.Option("--data", help="Dataset directory (default: $AGENTMETER_DATA, else ./agentmeter-data)."),
+    typer.Option(
+        "--data",
+        help="Dataset directory or s3://BUCKET/PREFIX (read through a local cache, $AGENTMETER_CACHE_DIR; "
+        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION apply) (default: "
+        "$AGENTMETER_DATA, else ./agentmeter-data).",
+    ),
 ]
 PricesOption = Annotated[
     Path | None,

@@ -1,9 +1,12 @@
 """Opening a dataset: one DuckDB connection with a view per table of the data contract.
 
 Every analyzer command goes through `open_dataset`, so the dataset location rules (`--data`, then
-`$AGENTMETER_DATA`, then `./agentmeter-data`) and the missing-dataset error live here once, and so do the
-three promises every query relies on:
+`$AGENTMETER_DATA`, then `./agentmeter-data`; a directory or `s3://BUCKET/PREFIX`, read through a local
+copy: analyzer/remote.py) and the missing-dataset error live here once, and so do the promises every query
+relies on:
 
+  * **Live files only** (collector_ext/storage/layout.py): files a compacted file replaces are left out, and
+    DuckDB never installs or loads an extension by itself (nothing is downloaded at run time).
   * **Every schema version it knows is read** (collector_ext/schema.py's SCHEMA_VERSIONS): each view has the
     current schema's columns whatever version wrote a file; a column an older version lacks reads as NULL.
   * **Damage is contained and said**: a file whose Parquet footer cannot be read (truncated, overwritten),
@@ -35,8 +38,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from analyzer.remote import RemoteDatasetError, local_copy, remote_location
 from analyzer.span_copies import Copies, span_copies
 from collector_ext.schema import SCHEMA_FILE, SCHEMA_VERSIONS, TABLES, read_schema_version
+from collector_ext.storage import layout
+from collector_ext.storage.stores import LocalStore
 
 DEFAULT_DATA_DIR = "agentmeter-data"
 SCHEMA_VERSION_KEY = b"agentmeter.schema_version"
@@ -54,6 +60,19 @@ class SkippedFile:
 
     path: str  # relative to the dataset root
     reason: str
+
+
+def resolve_data_dir(data: Path | str | None) -> Path:
+    """The dataset directory to open: `data`, else $AGENTMETER_DATA, else ./agentmeter-data; for
+    `s3://BUCKET/PREFIX`, its local copy brought up to date (analyzer/remote.py)."""
+    chosen = data if data is not None else (os.environ.get("AGENTMETER_DATA") or DEFAULT_DATA_DIR)
+    location = remote_location(chosen)
+    if location is None:
+        return Path(chosen)
+    try:
+        return local_copy(location).root
+    except RemoteDatasetError as err:
+        raise AnalyzerError(str(err)) from None
 
 
 @dataclass
@@ -76,12 +95,6 @@ def skipped_files_warning(skipped: tuple[SkippedFile, ...]) -> str:
     return f"warning: skipped {len(skipped)} unreadable {noun} of the dataset: {listed}{more}"
 
 
-def resolve_data_dir(data: Path | None) -> Path:
-    if data is not None:
-        return data
-    return Path(os.environ.get("AGENTMETER_DATA") or DEFAULT_DATA_DIR)
-
-
 def read_yaml_file(path: Path, what: str) -> Any:
     """A user's YAML file (`what`: "price file", ...); unreadable or invalid is one AnalyzerError line."""
     try:
@@ -97,7 +110,7 @@ def load_sql(name: str) -> str:
     return resources.files("analyzer").joinpath("sql", name).read_text()
 
 
-def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dataset:
+def open_dataset(data: Path | str | None = None, *, threads: int | None = None) -> Dataset:
     root = resolve_data_dir(data)
     if not root.is_dir():
         raise AnalyzerError(f"no dataset at {root} (set --data or AGENTMETER_DATA)")
@@ -109,7 +122,8 @@ def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dat
             f"{root} has schema {version}, which this analyzer does not know (it reads {', '.join(SCHEMA_VERSIONS)}):"
             " it was written by a newer agentmeter"
         )
-    con = duckdb.connect()
+    # never fetch an extension (httpfs for s3:// paths would come from the internet): only built-in ones
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     # every query binds the views again: without the cache each bind re-reads every Parquet footer
     con.execute("SET parquet_metadata_cache = true")
     if threads:
@@ -121,7 +135,8 @@ def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dat
         files: list[Path] = []
         columns: set[str] = set()
         left_out = len(skipped)
-        for path in sorted((root / table).glob("date=*/*.parquet")):
+        live, every_file = live_paths(root, table)
+        for path in live:
             check = _check_file(path, schema)
             if check.problem is None:
                 files.append(path)
@@ -129,7 +144,8 @@ def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dat
                 rows[path] = check.rows
             else:
                 skipped.append(SkippedFile(str(path.relative_to(root)), check.problem))
-        pattern = root / table / "date=*" / "*.parquet" if len(skipped) == left_out else None
+        # the glob when every file is live and readable (the common case); else the files by name
+        pattern = root / table / "date=*" / "*.parquet" if every_file and len(skipped) == left_out else None
         spans = table == "spans"
         if spans:
             span_files = files
@@ -139,6 +155,14 @@ def open_dataset(data: Path | None = None, *, threads: int | None = None) -> Dat
     if skipped:
         log.warning(skipped_files_warning(tuple(skipped)))
     return Dataset(root=root, con=con, skipped_files=tuple(skipped), duplicate_span_rows=duplicates)
+
+
+def live_paths(root: Path, table: str) -> tuple[list[Path], bool]:
+    """The live files of a table (compacted inputs left out), and whether they are all its files."""
+    store = LocalStore(root)
+    listed = store.list_files([table])
+    live = [f for p in layout.partitions(store, listed) for f in p.live]
+    return [root / f.relative for f in sorted(live, key=lambda f: f.relative)], len(live) == len(listed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ page wait for a rebuild; `DatasetCache.snapshot` (the JSON API) waits for the ne
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 
 from analyzer.analysis import Analysis
 from analyzer.dataset import open_dataset, resolve_data_dir
+from analyzer.remote import remote_location
 from analyzer.task_queries import install_task_rows
 
 MAX_MEMO = 256  # answers kept per dataset state
@@ -83,11 +85,17 @@ class Snapshot:
             return compute(self.analysis)
 
 
+REMOTE_REFRESH_SECONDS = 30.0
+
+
 class DatasetCache:
     """The current Snapshot of a dataset: reopened only when its files (or the price files) changed."""
 
     def __init__(self, data: Path | None, prices_file: Path | None, gpu_prices_file: Path | None, *, keep: bool = True):
+        # s3://: the local copy is brought up to date at most every REMOTE_REFRESH_SECONDS (analyzer/remote.py)
+        self.remote = remote_location(data if data is not None else os.environ.get("AGENTMETER_DATA"))
         self.root = resolve_data_dir(data)
+        self._synced_at = time.monotonic()
         self.prices_file = prices_file
         self.gpu_prices_file = gpu_prices_file
         self.keep = keep  # False: plain views (nothing held in memory; every answer reads the Parquet)
@@ -131,6 +139,10 @@ class DatasetCache:
             self._build(self._fingerprint())
 
     def _fingerprint(self) -> tuple:
+        if self.remote is not None and time.monotonic() - self._synced_at >= REMOTE_REFRESH_SECONDS:
+            with self._lock:
+                self.root = resolve_data_dir(self.remote)
+                self._synced_at = time.monotonic()
         if not self.root.is_dir():
             open_dataset(self.root)  # the one-line "no dataset at ..." error
         return dataset_fingerprint(self.root, self.prices_file, self.gpu_prices_file)

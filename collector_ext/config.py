@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from collector_ext.storage.dataset_files import check_writer_id
+from collector_ext.storage.stores import is_object_store
 from collector_ext.user_error import UserError
 
 MIB = 1024 * 1024
@@ -45,7 +46,12 @@ def parse_endpoint(value: str) -> tuple[str, int]:
 class ReceiverConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTMETER_", extra="forbid", validate_default=True)
 
-    data_dir: Path = Field(Path("agentmeter-data"), description="Dataset directory the Parquet files go to.")
+    data_dir: str = Field(
+        "agentmeter-data",
+        description="Where the Parquet dataset goes: a directory, or s3://BUCKET/PREFIX (any S3 API; the "
+        "standard AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION apply; --wal-dir is "
+        "then required).",
+    )
     # localhost by default, as the OpenTelemetry Collector's receivers (since v0.104): exposing a port to the
     # network is a decision (in Kubernetes the manifests pass the pod address or 0.0.0.0 explicitly)
     grpc_endpoint: str = Field("localhost:4317", description="OTLP/gRPC listen address HOST:PORT.")
@@ -57,7 +63,9 @@ class ReceiverConfig(BaseSettings):
         description="Names this receiver's files; unique per receiver sharing a dataset (default: hostname).",
     )
     wal_dir: Path | None = Field(
-        None, description="Write-ahead log directory (default: <data-dir>/_wal/<writer-id>); local disk."
+        None,
+        description="Write-ahead log directory, on local disk (default: <data-dir>/_wal/<writer-id>; required "
+        "with an s3:// --data-dir).",
     )
     fsync: Literal["always", "interval", "never"] = Field(
         "always",
@@ -257,6 +265,11 @@ class ReceiverConfig(BaseSettings):
             parse_endpoint(value)
         return value or None
 
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir(cls, value: object) -> object:
+        return str(value) if isinstance(value, Path) else value
+
     @field_validator("writer_id")
     @classmethod
     def _writer_id(cls, value: str) -> str:
@@ -271,6 +284,10 @@ class ReceiverConfig(BaseSettings):
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
+        if is_object_store(self.data_dir) and self.wal_dir is None:
+            raise ValueError(
+                f"--wal-dir is required with --data-dir {self.data_dir}: the write-ahead log must be on local disk"
+            )
         if self.max_request_memory_mib < 2 * self.max_recv_msg_mib:
             raise ValueError(
                 f"--max-request-memory-mib ({self.max_request_memory_mib}) must be at least twice "
@@ -280,7 +297,11 @@ class ReceiverConfig(BaseSettings):
 
     @property
     def wal_path(self) -> Path:
-        return self.wal_dir or (self.data_dir / "_wal" / self.writer_id)
+        return self.wal_dir or (Path(self.data_dir) / "_wal" / self.writer_id)
+
+    @property
+    def dataset_is_local(self) -> bool:
+        return not is_object_store(self.data_dir)
 
     @classmethod
     def settings_customise_sources(

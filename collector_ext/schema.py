@@ -210,21 +210,26 @@ DICTIONARY_COLUMNS: dict[str, list[str]] = {
 SCHEMA_FILE = "_schema.json"
 
 
+def schema_document() -> str:
+    """The text of `_schema.json`: the schema version, and the column names for people."""
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "tables": {name: [f.name for f in schema] for name, (schema, _) in TABLES.items()},
+        "partitioning": "hive: <table>/date=YYYY-MM-DD/<writer-id>-<seq>.parquet (zstd)",
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
 def write_schema_file(root: Path, mode: int = 0o644) -> None:
     """Record the schema version (and the column names, for people) at the dataset root, atomically.
 
     Every writer of a shared dataset does this at start: each writes its own uniquely named temporary
     file, so two writers starting together never rename (or truncate) each other's."""
     root.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "schema_version": SCHEMA_VERSION,
-        "tables": {name: [f.name for f in schema] for name, (schema, _) in TABLES.items()},
-        "partitioning": "hive: <table>/date=YYYY-MM-DD/<writer-id>-<seq>.parquet (zstd)",
-    }
     fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{SCHEMA_FILE}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(doc, indent=2) + "\n")
+            handle.write(schema_document())
         os.chmod(tmp, mode)  # mkstemp creates 0600
         os.replace(tmp, root / SCHEMA_FILE)
     except BaseException:

@@ -185,7 +185,7 @@ def test_flags_reach_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert main(["serve", "--data-dir", str(tmp_path)]) == 0
     given, defaults = seen
     assert (given.writer_id, given.fsync, given.keep, given.trace_grace_seconds) == ("w1", "never", "genai", 1.5)
-    assert (given.gpu_metric_names, given.scaler_endpoint, given.data_dir) == (["A", "B"], None, tmp_path)
+    assert (given.gpu_metric_names, given.scaler_endpoint, given.data_dir) == (["A", "B"], None, str(tmp_path))
     assert defaults.gpu_metric_names == ReceiverConfig.model_fields["gpu_metric_names"].default_factory()
     assert (defaults.fsync, defaults.keep, defaults.scaler_endpoint) == ("always", "trace", "localhost:9090")
 

@@ -153,11 +153,11 @@ def test_a_flush_spanning_two_dates_never_rewrites_the_date_that_was_written(dat
     real_write = DatasetFiles.write_file
     attempts: list[str] = []
 
-    def second_date_fails_once(self, table_name, date, table):
+    def second_date_fails_once(self, table_name, date, table, *rest):
         attempts.append(date)
         if date == "2026-11-02" and attempts.count(date) == 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, table_name, date, table)
+        return real_write(self, table_name, date, table, *rest)
 
     monkeypatch.setattr(DatasetFiles, "write_file", second_date_fails_once)
     with pytest.raises(OSError):

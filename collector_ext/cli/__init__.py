@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from collector_ext.cli import compact as cli_compact
 from collector_ext.cli import loadgen as cli_loadgen
 from collector_ext.cli import serve as cli_serve
 from collector_ext.cli.runner import run_cli
@@ -17,7 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (cli_serve, cli_loadgen):
+for module in (cli_serve, cli_loadgen, cli_compact):
     module.register(app)
 
 

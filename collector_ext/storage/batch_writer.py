@@ -22,7 +22,8 @@ A failed write of any kind (an OSError, an Arrow error, too many open files, a b
 discards nothing: the rows stay staged, in the order they came, and the next attempt retries them; the WAL
 still holds them, so even a crash now loses nothing. When the staged rows span several dates, each date's
 file is written on its own: a date written before a failure is never written again (no duplicates), the
-dates after it are retried.
+dates after it are retried, each under the file name it was given the first time (a PUT to an object
+store whose answer was lost is overwritten by the retry with the same rows, never doubled).
 
 Replay (at start, before anything is accepted): `records()` yields what the WAL holds; `written_keys()`
 answers which of those rows already are in this writer's Parquet files (a crash between a file's rename and
@@ -63,10 +64,14 @@ LOG_EVERY_SECONDS = 10.0  # a refusing WAL says so at most this often
 
 @dataclass
 class Part:
-    """Rows ready for Parquet: a table and, per row, the WAL segment the row came from."""
+    """Rows ready for Parquet: a table and, per row, the WAL segment the row came from. Once split by date,
+    `date` and `seq` name its file: a retry after a failed write writes the same rows under the same name
+    (on an object store, an upload whose answer was lost is then replaced, not doubled)."""
 
     table: pa.Table
     segments: np.ndarray  # int64, one per row of `table`
+    date: str | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -282,22 +287,21 @@ class DurableBatchWriter(Generic[T]):
         return self.wal.bytes_on_disk >= WRITE_EARLY_AT * self.limits.max_pending_bytes
 
     def _write(self, kept: list[Part], items: list[T]) -> int:
-        """Under the write lock: write `kept` parts and the new `items`, date by date; what is not written
-        goes back (kept parts first, in order) and the failure is raised."""
+        """Under the write lock: write `kept` parts (each again under its own name), then the new `items`
+        date by date; what is not written goes back (kept parts first, in order) and the failure is raised."""
         try:
-            parts = kept + ([self._to_part(items)] if items else [])
-            table = pa.concat_tables([part.table for part in parts]) if len(parts) > 1 else parts[0].table
-            segments = np.concatenate([part.segments for part in parts])
-            by_date = self._by_date(table, segments)
+            new = self._by_date(self._to_part(items)) if items else []
         except BaseException:
             self._keep(kept, items)
             raise
+        pending = kept + new
         written = 0
-        for position, (date, part) in enumerate(by_date):
+        for position, part in enumerate(pending):
+            assert part.date is not None and part.seq is not None
             try:
-                self.files.write_file(self.table, date, part.table)
+                self.files.write_file(self.table, part.date, part.table, part.seq)
             except BaseException:
-                self._keep([p for _, p in by_date[position:]], [])
+                self._keep(pending[position:], [])
                 raise
             seqs, counts = np.unique(part.segments, return_counts=True)
             with self._lock:
@@ -311,14 +315,15 @@ class DurableBatchWriter(Generic[T]):
             self._counts.failed_writes_in_a_row = 0
         return written
 
-    def _by_date(self, table: pa.Table, segments: np.ndarray) -> list[tuple[str, Part]]:
-        table = self.files.conform(self.table, table)
+    def _by_date(self, part: Part) -> list[Part]:
+        """`part` split by date partition, each with the file sequence number reserved for it."""
+        table = self.files.conform(self.table, part.table)
         parts = []
         for date, mask in self.files.date_masks(self.table, table):
-            if mask is None:
-                parts.append((date, Part(table, segments)))
-            else:
-                parts.append((date, Part(table.filter(mask), segments[mask.to_numpy()])))
+            rows, segments = (
+                (table, part.segments) if mask is None else (table.filter(mask), part.segments[mask.to_numpy()])
+            )
+            parts.append(Part(rows, segments, date, self.files.reserve_seq()))
         return parts
 
     def _keep(self, parts: list[Part], items: list[T]) -> None:

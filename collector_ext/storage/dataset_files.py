@@ -6,6 +6,12 @@ start). Names are `<writer-id>-<seq>.parquet`, seq increasing per writer across 
 receivers can share one dataset directory. Partition values come from our own date formatting of the
 table's timestamp column, never from attribute text.
 
+The dataset may also be a prefix of an S3 bucket (`s3://BUCKET/PREFIX`, stores.py): there a file is one
+object, uploaded whole (PutObject, or a multipart upload completed only when whole), and a file whose
+upload failed is retried under the SAME name (its sequence number is reserved with the rows), so an upload
+that reached the bucket although its answer was lost is replaced by the retry, never doubled. Files merged
+by the compactor stay counted as this writer's through the compacted file's list (layout.py).
+
 A file of this writer that cannot be read back (truncated, damaged) is moved to
 `<root>/_quarantine/<table>/date=.../` with a log line and a count (`quarantined`), so that one damaged
 file never keeps the receiver from starting; the file stays there for the operator.
@@ -30,15 +36,26 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
 
-from collector_ext.schema import DICTIONARY_COLUMNS, TABLES, write_schema_file
+from collector_ext.schema import DICTIONARY_COLUMNS, SCHEMA_FILE, TABLES, schema_document, write_schema_file
+from collector_ext.storage import layout
+from collector_ext.storage.stores import (
+    SHARED_DIR_MODE,
+    SHARED_FILE_MODE,
+    LocalStore,
+    ObjectStore,
+    StoredFile,
+    fsync_dir,
+    make_shared_dirs,
+    open_store,
+)
+
+__all__ = ["SHARED_DIR_MODE", "SHARED_FILE_MODE", "DatasetFiles", "fsync_dir", "make_shared_dirs"]
 
 log = structlog.get_logger("agentmeter.dataset")
 
 WRITER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ROW_GROUP_ROWS = 65_536
 QUARANTINE_DIR = "_quarantine"
-SHARED_DIR_MODE = 0o2775
-SHARED_FILE_MODE = 0o664
 
 
 def check_writer_id(writer_id: str) -> str:
@@ -61,77 +78,103 @@ def plain_columns(table: pa.Table) -> pa.Table:
     return table
 
 
-def make_shared_dirs(path: Path) -> None:
-    """Create `path` and its missing parents as group-writable setgid directories (see the module doc).
-
-    Only directories this call creates are chmod-ed: one another writer created is left as it is (changing
-    a directory owned by another user would fail, and it already has the mode)."""
-    if path.is_dir():
-        return
-    make_shared_dirs(path.parent)
-    try:
-        path.mkdir()
-    except FileExistsError:
-        return  # another writer created it meanwhile
-    os.chmod(path, SHARED_DIR_MODE)  # mkdir's mode is masked by the umask; chmod is not
+def parquet_options(table_name: str) -> dict:
+    """How every file of a table is written (the receivers' and the compactor's)."""
+    return {
+        "compression": "zstd",
+        "row_group_size": ROW_GROUP_ROWS,
+        "use_dictionary": DICTIONARY_COLUMNS.get(table_name, True),
+    }
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in `path` durable (the directory entry itself)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def parquet_bytes(table_name: str, table: pa.Table, metadata: dict[bytes, bytes] | None = None) -> pa.Buffer:
+    """A whole Parquet file in memory (an object is uploaded in one piece)."""
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **parquet_options(table_name))
+    return sink.getvalue()
 
 
 class DatasetFiles:
-    """Writes Arrow tables of one writer into `<root>/<table>/date=YYYY-MM-DD/<writer>-<seq>.parquet`."""
+    """Writes Arrow tables of one writer into `<root>/<table>/date=YYYY-MM-DD/<writer>-<seq>.parquet`; the
+    root is a directory or `s3://BUCKET/PREFIX`."""
 
-    def __init__(self, root: Path, writer_id: str) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str, writer_id: str) -> None:
+        self.store = open_store(root)
+        self.root: Path | str = self.store.root if isinstance(self.store, LocalStore) else self.store.location
         self.writer_id = check_writer_id(writer_id)
         self._lock = threading.Lock()
-        make_shared_dirs(self.root)
-        write_schema_file(self.root, mode=SHARED_FILE_MODE)
+        self._name_re = re.compile(rf"^{re.escape(self.writer_id)}-(\d+)\.parquet$")
+        if isinstance(self.store, LocalStore):
+            make_shared_dirs(self.store.root)
+            write_schema_file(self.store.root, mode=SHARED_FILE_MODE)
+        else:
+            self.store.put(SCHEMA_FILE, schema_document().encode())
         self._seq = self._highest_existing_seq() + 1
         self.quarantined = 0  # files of this writer moved aside because they could not be read
         self._remove_temporary_files()
 
+    @property
+    def local(self) -> bool:
+        return isinstance(self.store, LocalStore)
+
     def _remove_temporary_files(self) -> None:
-        """Temporary files of this writer left by a crash in the middle of a write: never part of the dataset."""
-        for table in TABLES:
-            for path in (self.root / table).glob(f"date=*/.{self.writer_id}-*.parquet.tmp"):
-                path.unlink(missing_ok=True)
+        """Temporary files of this writer left by a crash in the middle of a write: never part of the dataset.
+        (An object store has none: an upload cut short never becomes an object.)"""
+        if isinstance(self.store, LocalStore):
+            for table in TABLES:
+                for path in (self.store.root / table).glob(f"date=*/.{self.writer_id}-*.parquet.tmp"):
+                    path.unlink(missing_ok=True)
+
+    def _seq_of(self, name: str) -> int | None:
+        match = self._name_re.match(name)
+        return int(match.group(1)) if match else None
 
     def _highest_existing_seq(self) -> int:
-        pattern = re.compile(rf"^{re.escape(self.writer_id)}-(\d+)\.parquet$")
+        """Past every name of this writer: its files, and the names compacted files list as replaced (a name
+        reused would be hidden by the compacted file that lists it)."""
         highest = 0
-        for table in TABLES:
-            for path in (self.root / table).glob("date=*/*.parquet"):
-                match = pattern.match(path.name)
-                if match:
-                    highest = max(highest, int(match.group(1)))
+        for partition in layout.partitions(self.store, self.store.list_files(TABLES)):
+            for name in [*(f.name for f in partition.live), *partition.replaced_names]:
+                seq = self._seq_of(name)
+                if seq is not None:
+                    highest = max(highest, seq)
         return highest
 
-    def files_of_writer(self, table: str, min_seq: int = 0, dates: Iterable[str] | None = None) -> list[Path]:
-        """This writer's finished files of a table with seq >= min_seq, in the given date partitions (all when
-        None): what WAL replays are de-duplicated against."""
-        pattern = re.compile(rf"^{re.escape(self.writer_id)}-(\d+)\.parquet$")
-        partitions = ["date=*"] if dates is None else [f"date={date}" for date in sorted(set(dates))]
+    def files_of_writer(self, table: str, min_seq: int = 0, dates: Iterable[str] | None = None) -> list[StoredFile]:
+        """The files that hold this writer's rows of a table with seq >= min_seq, in the given date partitions
+        (all when None): what WAL replays are de-duplicated against. Its own files, and the compacted files
+        that replaced any of them (their other rows are other writers': a superset of keys, which is what a
+        de-duplication needs)."""
         found = []
-        for partition in partitions:
-            for path in (self.root / table).glob(f"{partition}/*.parquet"):
-                match = pattern.match(path.name)
-                if match and int(match.group(1)) >= min_seq:
-                    found.append(path)
-        return sorted(found)
+        for partition in layout.partitions(self.store, self.store.list_files([table], dates)):
+            for file in partition.live:
+                seq = self._seq_of(file.name)
+                if (
+                    seq is not None
+                    and seq >= min_seq
+                    or layout.is_compacted(file.name)
+                    and any(
+                        (seq := self._seq_of(name)) is not None and seq >= min_seq
+                        for name in layout.replaces_of(self.store, file)
+                    )
+                ):
+                    found.append(file)
+        return sorted(found, key=lambda f: f.relative)
 
     @property
     def next_seq(self) -> int:
         return self._seq
 
-    def write(self, table_name: str, table: pa.Table) -> list[Path]:
+    def reserve_seq(self) -> int:
+        """The sequence number of a file to be written; a retry of that file uses it again."""
+        with self._lock:
+            seq = self._seq
+            self._seq += 1
+            return seq
+
+    def write(self, table_name: str, table: pa.Table) -> list[Path | str]:
         """Write `table` (already in the table's schema) split by date partition; returns the new files."""
         return [self.write_file(table_name, date, part) for date, part in self.by_date(table_name, table)]
 
@@ -162,23 +205,24 @@ class DatasetFiles:
             return [(unique_dates[0].isoformat(), None)]
         return [(d.isoformat(), pc.equal(dates, pa.scalar(d, pa.date32()))) for d in unique_dates]
 
-    def write_file(self, table_name: str, date: str, table: pa.Table) -> Path:
-        """One new file of `table` (all of one date) in that date's partition; returns its path."""
-        with self._lock:
-            seq = self._seq
-            self._seq += 1
-        directory = self.root / table_name / f"date={date}"
+    def relative_name(self, table_name: str, date: str, seq: int) -> str:
+        return f"{table_name}/date={date}/{self.writer_id}-{seq:08d}.parquet"
+
+    def write_file(self, table_name: str, date: str, table: pa.Table, seq: int | None = None) -> Path | str:
+        """One new file of `table` (all of one date) in that date's partition; returns its path (a local
+        Path, or the object's s3:// URI). `seq`: the number reserved for these rows (a retry reuses it)."""
+        if seq is None:
+            seq = self.reserve_seq()
+        relative = self.relative_name(table_name, date, seq)
+        if isinstance(self.store, ObjectStore):
+            self.store.put(relative, parquet_bytes(table_name, table))
+            return self.store.describe(relative)
+        final = self.store.path(relative)
+        directory = final.parent
         make_shared_dirs(directory)
-        final = directory / f"{self.writer_id}-{seq:08d}.parquet"
         tmp = directory / f".{final.name}.tmp"
         try:
-            pq.write_table(
-                table,
-                tmp,
-                compression="zstd",
-                row_group_size=ROW_GROUP_ROWS,
-                use_dictionary=DICTIONARY_COLUMNS.get(table_name, True),
-            )
+            pq.write_table(table, tmp, **parquet_options(table_name))
             os.chmod(tmp, SHARED_FILE_MODE)
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -189,30 +233,40 @@ class DatasetFiles:
         fsync_dir(directory)
         return final
 
-    def read_keys(self, table_name: str, columns: list[str], paths: Iterable[Path]) -> set[tuple]:
-        """The values of `columns` (as tuples) in the given files of this writer; a file that cannot be read
-        back is quarantined (its rows are not counted as written)."""
+    def read_keys(self, table_name: str, columns: list[str], files: Iterable[StoredFile]) -> set[tuple]:
+        """The values of `columns` (as tuples) in the given files; a file that cannot be parsed is quarantined
+        (its rows are not counted as written). A store that cannot be read (EMFILE, EIO, an unreachable
+        bucket) raises: nothing to quarantine."""
         keys: set[tuple] = set()
-        for path in paths:
+        for file in files:
+            if isinstance(self.store, LocalStore):
+                source: Path | pa.BufferReader = self.store.path(file.relative)
+            else:
+                # the whole object first: a failure to reach the bucket (an OSError without errno, as every
+                # pyarrow S3 error) raises here and is never mistaken for a damaged file
+                source = pa.BufferReader(self.store.read_bytes(file.relative))
             try:
-                table = pq.read_table(path, columns=columns)
+                table = pq.read_table(source, columns=columns)
             except (pa.ArrowException, OSError) as err:
                 if isinstance(err, OSError) and err.errno is not None:
                     raise  # the OS failed (EMFILE, EIO, ...), not the file: nothing to quarantine
-                self.quarantine(table_name, path, str(err))
+                self.quarantine(table_name, file, str(err))
                 continue
             values = [_plain(table.column(name)) for name in columns]
             keys.update(zip(*values, strict=True))
         return keys
 
-    def quarantine(self, table_name: str, path: Path, reason: str) -> Path:
+    def quarantine(self, table_name: str, file: StoredFile, reason: str) -> str:
         """Move a damaged file of the dataset to `<root>/_quarantine/<table>/<partition>/`."""
-        target = self.root / QUARANTINE_DIR / table_name / path.parent.name / path.name
-        make_shared_dirs(target.parent)
-        path.replace(target)
-        fsync_dir(path.parent)
+        target = f"{QUARANTINE_DIR}/{table_name}/date={file.date}/{file.name}"
+        self.store.move(file.relative, target)
         self.quarantined += 1
-        log.error("damaged Parquet file moved to quarantine", file=str(path), moved_to=str(target), reason=reason)
+        log.error(
+            "damaged Parquet file moved to quarantine",
+            file=self.store.describe(file.relative),
+            moved_to=self.store.describe(target),
+            reason=reason,
+        )
         return target
 
 
