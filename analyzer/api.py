@@ -65,6 +65,7 @@ def create_app(
     gpu_prices_file: Path | None = None,
     *,
     console: bool = True,
+    budgets_file: Path | None = None,
 ) -> FastAPI:
     cache = DatasetCache(data, prices_file, gpu_prices_file)
     app = FastAPI(
@@ -183,6 +184,6 @@ def create_app(
         from analyzer.console.app import mount  # jinja2 and the pages: only a server with the console pays
         from analyzer.console.pages import Source
 
-        mount(app, cache, Source(cache.root, prices_file, gpu_prices_file))
+        mount(app, cache, Source(cache.root, prices_file, gpu_prices_file, budgets_file))
 
     return app

@@ -12,6 +12,7 @@ from analyzer.analysis import Analysis
 from analyzer.cli_options import DataOption, FormatOption, GpuPricesOption, PricesOption, SinceOption, UntilOption
 from analyzer.cost import KEYS_HELP, CostQuery, cost_rows
 from analyzer.output import OutputFormat, TableLayout, render
+from analyzer.pricing import PriceTable
 from analyzer.task_queries import SHORT_ID
 
 # left out first when a terminal is too narrow for every column (a blank column before any other)
@@ -24,6 +25,7 @@ OPTIONAL = (
     "token_cost_usd",
     "output_tokens",
     "input_tokens",
+    "calls_without_usage",  # left out only after every other optional column (a note below says it too)
 )
 SHORT_NOTE = f"task: its id's first {SHORT_ID} hex digits (`analyze task` takes them); json/csv give whole ids"
 
@@ -61,7 +63,8 @@ def cost(
 
     total_cost_usd = token_cost_usd + gpu_busy_cost_usd. A call is charged once: by its tokens when its model
     has a price, else by its share of GPU busy time (self-hosted models), else it is counted in
-    unpriced_calls (its cost is left out, never zero). reported_cost_usd: what providers reported.
+    unpriced_calls (its cost is left out, never zero). calls_without_usage: calls whose instrumentation
+    reported no token counts (tokens and cost unknown). reported_cost_usd: what providers reported.
     Definitions: analyzer/figures.py.
     """
     query = CostQuery.from_text(by or [], since, until, where, top, direct)
@@ -74,11 +77,23 @@ def cost(
     layout = TableLayout(optional=OPTIONAL, short=("task",), short_digits=SHORT_ID, short_note=SHORT_NOTE)
     totals = [c for c in query.columns if c not in query.by] if query.by else []
     render(result.rows, fmt, title=query.title(), totals=totals, columns=query.columns, layout=layout, empty=empty)
-    calls = sum(r["unpriced_calls"] for r in result.rows)
-    if fmt is OutputFormat.table and calls:
-        models = ", ".join(f"{p or '-'}/{m} ({reason})" for (p, m), reason in sorted(result.prices.unpriced.items()))
-        Console(soft_wrap=True).print(
-            f"[yellow]{calls:,} unpriced calls[/yellow] (no price for {models}): add them to a --prices file"
+    if fmt is OutputFormat.table:
+        say_unknown_costs(result.rows, result.prices)
+
+
+def say_unknown_costs(rows: list[dict], prices: PriceTable) -> None:
+    """Under a table: the calls whose cost the figures leave out, and why (unpriced models, calls that
+    reported no usage); nothing when there are none."""
+    console = Console(soft_wrap=True)
+    calls = sum(r["unpriced_calls"] for r in rows)
+    if calls:
+        models = ", ".join(f"{p or '-'}/{m} ({reason})" for (p, m), reason in sorted(prices.unpriced.items()))
+        console.print(f"[yellow]{calls:,} unpriced calls[/yellow] (no price for {models}): add them to a --prices file")
+    without_usage = sum(r["calls_without_usage"] for r in rows)
+    if without_usage:
+        console.print(
+            f"[yellow]{without_usage:,} calls without usage[/yellow]: their instrumentation reported no token counts, "
+            "so their tokens and cost are unknown (not in the cost above, never counted as $0)"
         )
 
 

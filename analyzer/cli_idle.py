@@ -16,6 +16,7 @@ from analyzer.idle import analyze_idle
 from analyzer.output import OutputFormat, TableLayout, render
 from analyzer.quota import quota_yaml, sandbox_requests
 from analyzer.recommend import DEFAULT_SCALER_ADDRESS, emit_yaml, recommend_agent
+from analyzer.recommend import Emit as YamlEmit
 from analyzer.sandbox_cost import DEFAULT_CPU_PRICE, DEFAULT_IDLE_COST_PER_HOUR, DEFAULT_MEMORY_PRICE
 from analyzer.timeparse import TimeRange, parse_duration
 
@@ -45,6 +46,10 @@ class Emit(StrEnum):
     warmpool = "warmpool"
     all = "all"
     quota = "quota"
+
+
+# the documents each --emit writes (quota is written by its own generator)
+YAML_EMITS: dict[Emit, YamlEmit] = {Emit.keda: "keda", Emit.warmpool: "warmpool", Emit.all: "all"}
 
 
 def idle(
@@ -162,7 +167,9 @@ def recommend_command(
         gpu_prices_file=gpu_prices,
     )
     assert emit is not Emit.quota
-    sys.stdout.write(emit_yaml(rec, emit.value, namespace=namespace, scaler_address=scaler_address, template=template))
+    sys.stdout.write(
+        emit_yaml(rec, YAML_EMITS[emit], namespace=namespace, scaler_address=scaler_address, template=template)
+    )
 
 
 def _quota(data: Path | None, namespace: str, window: TimeRange, template: Path, headroom: float) -> str:

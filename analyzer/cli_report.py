@@ -39,6 +39,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     prices: PricesOption = None,
     gpu_prices: GpuPricesOption = None,
+    budgets: Annotated[
+        Path | None,
+        typer.Option("--budgets", help="Budgets YAML (format: analyzer/budgets.py): the console's Budgets page."),
+    ] = None,
 ) -> None:
     """Serve the web console (/), the JSON API (/api/...), its docs (/docs, offline) and the report (/report)
     until interrupted.
@@ -49,6 +53,11 @@ def serve(
 
     from analyzer.api import create_app
 
+    if budgets is not None:
+        from analyzer.budgets import load_budgets
+
+        budgets = budgets.resolve()  # the CLI commands the page shows work from any directory
+        load_budgets(budgets)  # a bad budgets file is an error now, not on the Budgets page
     dataset = open_dataset(data)  # a missing dataset is an error now, not on the first request
     root = dataset.root
 
@@ -64,7 +73,7 @@ def serve(
                     flush=True,
                 )
 
-    app = create_app(data, prices, gpu_prices)
+    app = create_app(data, prices, gpu_prices, budgets_file=budgets)
     app.state.cache.warm()  # the first page need not wait for the dataset to be read
     config = uvicorn.Config(app, host=host, port=port, log_level="warning")
     Server(config).run()

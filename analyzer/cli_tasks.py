@@ -63,12 +63,14 @@ OPTIONAL = (
     "direct_cost_usd",
     "status",
     "unpriced_calls",
+    "calls_without_usage",  # the last to go (the tree and `analyze cost` say it too)
 )
 SHORT_NOTE = (
     f"task_id: the first {SHORT_ID} hex digits (`analyze task` takes them); start/end in UTC; json/csv: whole values"
 )
 TOTALS = ("traces", "agent_runs", "tool_calls", "llm_calls", "input_tokens", "output_tokens", "cache_read_tokens",
-          "cache_write_tokens", "reasoning_tokens", "unpriced_calls", "token_cost_usd", "gpu_busy_cost_usd",
+          "cache_write_tokens", "reasoning_tokens", "unpriced_calls", "calls_without_usage", "token_cost_usd",
+          "gpu_busy_cost_usd",
           "inclusive_cost_usd", "direct_cost_usd", "reported_cost_usd")  # fmt: skip
 
 
@@ -148,7 +150,8 @@ def tasks_command(
         rows = task_stats(analysis, by, window)
         empty = analysis.why_empty("tasks", window) if not rows else None
         render(rows, fmt, title=f"Task cost by {by}", columns=[by, *STATS_COLUMNS], empty=empty,
-               totals=("tasks", "failed_tasks", "failed_cost_usd", "inclusive_cost_usd", "unpriced_calls"))  # fmt: skip
+               totals=("tasks", "failed_tasks", "failed_cost_usd", "inclusive_cost_usd", "unpriced_calls",
+                       "calls_without_usage"))  # fmt: skip
         return
     query = TaskQuery(
         window=window,
@@ -216,7 +219,10 @@ def _money(value: Any) -> str:
 
 def _label(node: dict[str, Any]) -> str:
     d, i = node["direct"], node["inclusive"]
-    unpriced = f" ({i['unpriced_calls']} unpriced)" if i["unpriced_calls"] else ""
+    unknown = [f"{i['unpriced_calls']} unpriced"] if i["unpriced_calls"] else []
+    if i["calls_without_usage"]:  # inclusive: the cost shown leaves them out
+        unknown.append(f"{i['calls_without_usage']} without usage: cost unknown")
+    unpriced = f" ({', '.join(unknown)})" if unknown else ""
     where = f"trace {node['trace_id'][:SHORT_ID]}" + (f" span {node['span_id']}" if node["span_id"] else "")
     depth = node["depth"] if node["depth"] is not None else "-"
     return (

@@ -8,6 +8,9 @@ else by its share of GPU busy time, else it is unpriced) are defined in `analyze
 Group keys come from a fixed whitelist (`GROUP_KEYS`) of SQL expressions; user values (times, `--where`
 values, label keys, `--top`) are bound parameters, never SQL text.
 
+- `provider`, `model`: who serves and bills the call and the model as that provider names it, resolved as
+  genai-prices resolves them (`analyzer.pricing.resolved_names`: strands-agents' `gpt-4.1` is openai's,
+  LiteLLM's `openai/gpt-4.1` is openai's `gpt-4.1`); `span_provider`, `span_model`: as the span named them.
 - `task`: the analyzer's task resolution (`trace_tasks`). A task's figures are **inclusive** of every
   sub-agent's calls by default (the task as `analyze tasks` and `analyze task` show it); `direct` keeps
   only the task's own (top) trace. The total column then says which: `inclusive_cost_usd` or
@@ -45,6 +48,8 @@ GROUP_KEYS: dict[str, str] = {
     "task": f"lower(hex({TASK_EXPR}))",
     "model": "c.model",
     "provider": "c.provider",
+    "span_provider": "c.span_provider",
+    "span_model": "c.span_model",
     "namespace": "c.k8s_namespace",
     "service": "c.service_name",
     "conversation": "c.conversation_id",
@@ -227,25 +232,15 @@ USAGE_GAP_COLUMNS = ("agent", "provider", "model", "calls_without_usage", "llm_c
 
 
 def calls_without_usage(analysis: Analysis, window: TimeRange | None = None) -> list[dict[str, Any]]:
-    """Per agent, provider and model that has any: the LLM calls that reported no usage at all (the `charges`
-    rows with `usage_reported` false: counted in `llm_calls`, their tokens and cost unknown) beside all its
+    """Per agent, provider and model that has any: the figure `calls_without_usage` (analyzer/figures.py: LLM
+    calls that reported no usage at all, counted in `llm_calls`, their tokens and cost unknown) beside all its
     calls, most first. The usual cause is instrumentation that does not record usage (streamed responses
     without usage, an instrumentation library that drops it)."""
-    analysis.install_charges()
-    window = window or TimeRange()
-    cursor = analysis.con.execute(
-        """
-        SELECT agent_name AS agent, provider, model,
-               count(*) FILTER (WHERE NOT usage_reported) AS calls_without_usage,
-               coalesce(sum(llm_calls), 0)::BIGINT AS llm_calls
-        FROM charges
-        WHERE ($since::TIMESTAMPTZ IS NULL OR start_time >= $since::TIMESTAMPTZ)
-          AND ($until::TIMESTAMPTZ IS NULL OR start_time < $until::TIMESTAMPTZ)
-          AND llm_calls > 0
-        GROUP BY ALL
-        HAVING count(*) FILTER (WHERE NOT usage_reported) > 0
-        ORDER BY calls_without_usage DESC, agent, provider, model
-        """,
-        {"since": window.since, "until": window.until},
-    )
-    return [dict(zip(USAGE_GAP_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+    rows = cost_rows(analysis, CostQuery(by=["agent", "provider", "model"], window=window or TimeRange())).rows
+    gaps = [{key: row[key] for key in USAGE_GAP_COLUMNS} for row in rows if row["calls_without_usage"]]
+
+    def order(row: dict[str, Any]) -> tuple:
+        names = [(row[key] is None, row[key] or "") for key in ("agent", "provider", "model")]
+        return (-row["calls_without_usage"], *names)
+
+    return sorted(gaps, key=order)

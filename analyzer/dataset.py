@@ -152,6 +152,7 @@ def open_dataset(data: Path | str | None = None, *, threads: int | None = None) 
         _create_view(con, "span_rows" if spans else table, schema, files, columns, pattern=pattern, row_ids=spans)
     duplicates = _install_unique_spans(con, root, span_files, rows)
     con.execute(load_sql("counted_spans.sql"))
+    con.execute(load_sql("idle_spans.sql"))
     if skipped:
         log.warning(skipped_files_warning(tuple(skipped)))
     return Dataset(root=root, con=con, skipped_files=tuple(skipped), duplicate_span_rows=duplicates)

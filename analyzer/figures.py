@@ -11,6 +11,10 @@ and selects `FIGURE_SELECT`; nothing else computes these numbers.
 - tokens: input (includes cache read/write), output (includes reasoning), cache read, cache write, reasoning.
 - `unpriced_calls`: calls that reported usage but have neither a token price nor GPU time: their cost is
   unknown (never zero). A call priced by GPU time is never unpriced.
+- `calls_without_usage`: calls (in `llm_calls`) that reported no usage at all: their tokens and token cost
+  are unknown, never zero (an instrumentation that sends none, a stream whose usage was never read); the
+  cost figures leave them out (a group made only of them has no token cost: NULL). Charged GPU time where
+  their pod held a GPU slice, like any call without a token price.
 - `token_cost_usd`: the calls with a token price (genai-prices, or the user's `--prices` file); NULL
   (shown `-`) when no call of the group has one.
 - `gpu_busy_cost_usd`: the calls' share of the busy time of the GPU slices their pods held, times the slice's
@@ -53,6 +57,11 @@ FIGURES: tuple[Figure, ...] = (
         "unpriced_calls",
         "coalesce(sum(unpriced_calls), 0)::BIGINT",
         "calls with usage but neither a token price nor GPU time: cost unknown, never zero",
+    ),
+    Figure(
+        "calls_without_usage",
+        "coalesce(sum(calls_without_usage), 0)::BIGINT",
+        "calls that reported no usage: tokens and cost unknown, never zero",
     ),
     Figure("token_cost_usd", "sum(token_cost_usd)", "cost of the calls with a token price; null: none has one"),
     Figure(

@@ -2,7 +2,9 @@
 
 Definitions (DESIGN.md "Idle curves, KEDA and warm pools"):
 
-- An agent run is a span with `category = 'agent'`; its start is an **arrival**. Runs are grouped by agent
+- An agent run is the span of an agent run as the receiver's stitching decides it (`agent_span_id` =
+  `span_id`: a LangGraph graph's run, not each of its steps; not a wrapper), or, in spans written without
+  attribution, a span with `category = 'agent'`; its start is an **arrival**. Runs are grouped by agent
   name, service or namespace (`--by`).
 - The **idle gap** of an arrival (every arrival but a group's first) is the time from the moment the group
   last went idle, i.e. the latest end of all earlier runs, to the arrival; 0 when an earlier run is still in

@@ -71,9 +71,9 @@ def price_list(analysis: Analysis, window: TimeRange | None = None, at: datetime
     if at is None:
         newest = analysis.con.execute("SELECT max(start_time) FROM charges").fetchone()
         at = newest[0] if newest and newest[0] is not None else datetime.now(UTC)
-    used = {
-        (row["provider"] or "", row["model"] or ""): row
-        for row in cost_rows(analysis, CostQuery(by=["provider", "model"], window=window)).rows
+    used = {  # the price rows are per pair as the spans name it
+        (row["span_provider"] or "", row["span_model"] or ""): row
+        for row in cost_rows(analysis, CostQuery(by=["span_provider", "span_model"], window=window)).rows
     }
     in_force: dict[tuple[str, str], dict[str, Any]] = {}
     bands: dict[tuple[str, str], int] = {}

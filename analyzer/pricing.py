@@ -12,6 +12,7 @@ The user price file's format: `collector_ext/pricing/price_file.py`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -32,6 +33,7 @@ from collector_ext.pricing.rules import (
     model_refs,
     price_pair,
     resolve_model,
+    resolved_names,
 )
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "model_refs",
     "price_pair",
     "resolve_model",
+    "resolved_names",
 ]
 
 
@@ -62,9 +65,11 @@ def load_price_file(path: Path) -> list[UserPrice]:
         raise AnalyzerError(str(err)) from None
 
 
-def build_price_table(pairs: list[tuple[str, str]], prices_file: Path | None = None) -> PriceTable:
+def build_price_table(
+    pairs: list[tuple[str, str]], prices_file: Path | None = None, shown: Sequence[tuple[str, str]] = ()
+) -> PriceTable:
     try:
-        return rules.build_price_table(pairs, prices_file)
+        return rules.build_price_table(pairs, prices_file, shown)
     except PriceFileError as err:
         raise AnalyzerError(str(err)) from None
 
@@ -74,17 +79,20 @@ def install_span_costs(con: duckdb.DuckDBPyConnection, prices_file: Path | None 
 
     span_costs(trace_id, span_id, provider, model, cost_usd DECIMAL(38,24), priced BOOLEAN, price_source,
     priced_model, reported_cost_usd): one row per span whose usage counts (`counted`). `cost_usd` is NULL
-    and `priced` false when the model has no price. Also tables `price_rows` and `unpriced_models`.
+    and `priced` false when the model has no price. Also tables `price_rows`, `unpriced_models` and
+    `model_names` (every pair of the dataset's calls and the names it is shown as: `resolved_names`).
     """
     pairs = con.execute(load_sql("prices_pairs.sql")).fetchall()
-    table = build_price_table([(p, m) for p, m in pairs], prices_file)
-    prices = table.arrow()
-    unpriced = table.unpriced_arrow()
-    con.register("_price_rows_arrow", prices)
-    con.register("_unpriced_arrow", unpriced)
-    con.execute("CREATE OR REPLACE TEMP TABLE price_rows AS SELECT * FROM _price_rows_arrow")
-    con.execute("CREATE OR REPLACE TEMP TABLE unpriced_models AS SELECT * FROM _unpriced_arrow")
-    con.unregister("_price_rows_arrow")
-    con.unregister("_unpriced_arrow")
+    table = build_price_table(
+        [(p, m) for p, m, counted in pairs if counted], prices_file, [(p, m) for p, m, counted in pairs if not counted]
+    )
+    for name, arrow in (
+        ("price_rows", table.arrow()),
+        ("unpriced_models", table.unpriced_arrow()),
+        ("model_names", table.names_arrow()),
+    ):
+        con.register(f"_{name}_arrow", arrow)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _{name}_arrow")  # noqa: S608 (fixed)
+        con.unregister(f"_{name}_arrow")
     con.execute(load_sql("cost_span_costs.sql"))
     return table

@@ -43,7 +43,7 @@ from analyzer.dataset import AnalyzerError, Dataset
 from analyzer.gpu import GpuPrices
 from analyzer.idle import DAY_S, GRID_S, GroupIdle, analyze_idle
 from analyzer.sandbox_cost import SandboxCosts, sandbox_costs
-from analyzer.warm_pool import KedaPlan, PlanResult, PoolResult, peak_wanted, replay_plan
+from analyzer.warm_pool import KedaPlan, PlanResult, PoolResult, busiest_window, replay_plan, replicas_for_busiest
 from collector_ext.keda.target import DEFAULT_RATE_WINDOW_S
 
 Emit = Literal["keda", "warmpool", "all"]
@@ -210,6 +210,7 @@ def recommend(
     largest_floor = max(1, max(r.size for r in idle.warm_pool))
     longest_gap_s = max(b - a for a, b in zip(arrivals_ns, arrivals_ns[1:], strict=False)) / 1e9
     polling = polling_interval(idle.cold_start_s)
+    busiest = busiest_window(arrivals_ns, rate_window_s)  # the same for every floor: scanned once
     candidates = []
     for floor in range(largest_floor + 1):
         for cooldown in GRID_S if floor == 0 else (KEDA_DEFAULT_COOLDOWN_S,):
@@ -220,7 +221,7 @@ def recommend(
                 rate_window_s=rate_window_s,
                 polling_s=polling,
                 stabilization_s=stabilization,
-                max_replicas=peak_wanted(arrivals_ns, rate_window_s, idle.cold_start_s, floor),
+                max_replicas=replicas_for_busiest(busiest, rate_window_s, idle.cold_start_s, floor),
             )
             candidates.append(_plan_choice(plan, replay_plan(arrivals_ns, plan), costs, target_warm_hit))
             if cooldown > longest_gap_s + rate_window_s + polling:

@@ -74,12 +74,14 @@ def top_tasks(analysis: Analysis) -> list[tuple[str, Any]]:
     rows = list_tasks(analysis, TaskQuery(sort="cost", limit=TOP_TASKS))
     header = (
         "<tr><th>task</th><th>root agent</th><th>status</th><th>LLM calls</th><th>input tokens</th>"
-        "<th>output tokens</th><th>unpriced calls</th><th>direct cost</th><th>inclusive cost</th></tr>"
+        "<th>output tokens</th><th>unpriced calls</th><th>calls without usage</th><th>direct cost</th>"
+        "<th>inclusive cost</th></tr>"
     )
     body = "".join(
         f"<tr><td><code>{html.escape(r['task_id'])}</code></td><td>{html.escape(r['root_agent'] or '-')}</td>"
         f"<td>{r['status']}</td><td>{r['llm_calls']:,}</td><td>{r['input_tokens']:,}</td>"
-        f"<td>{r['output_tokens']:,}</td><td>{r['unpriced_calls']:,}</td><td>{_usd(r['direct_cost_usd'])}</td>"
+        f"<td>{r['output_tokens']:,}</td><td>{r['unpriced_calls']:,}</td><td>{r['calls_without_usage']:,}</td>"
+        f"<td>{_usd(r['direct_cost_usd'])}</td>"
         f"<td>{_usd(r['inclusive_cost_usd'])}</td></tr>"
         for r in rows
     )
@@ -88,15 +90,28 @@ def top_tasks(analysis: Analysis) -> list[tuple[str, Any]]:
 
 def unpriced_share(analysis: Analysis) -> list[tuple[str, Any]]:
     figures = totals(analysis)
-    unpriced = figures["unpriced_calls"]
-    priced = figures["llm_calls"] - unpriced
-    figure = go.Figure(go.Pie(labels=["priced calls", "unpriced calls"], values=[priced, unpriced], hole=0.5))
+    calls, unpriced, without_usage = figures["llm_calls"], figures["unpriced_calls"], figures["calls_without_usage"]
+    priced = calls - unpriced - without_usage
+    figure = go.Figure(
+        go.Pie(
+            labels=["priced calls", "unpriced calls", "calls without usage"],
+            values=[priced, unpriced, without_usage],
+            hole=0.5,
+        )
+    )
     listed = "".join(
         f"<li><code>{html.escape(p or '-')}/{html.escape(m)}</code>: {html.escape(reason)}</li>"
         for (p, m), reason in sorted(analysis.prices.unpriced.items())
     )
-    note = f"<p>{unpriced:,} of {priced + unpriced:,} calls have no price (tokens or GPU time).</p><ul>{listed}</ul>"
-    return [("Unpriced share (models with no price: add them to a --prices file)", figure), ("Unpriced models", note)]
+    note = f"<p>{unpriced:,} of {calls:,} calls have no price (tokens or GPU time).</p><ul>{listed}</ul>"
+    note += (
+        f"<p>{without_usage:,} of {calls:,} calls reported no usage: their tokens and cost are unknown "
+        "(their instrumentation sent no token counts).</p>"
+    )
+    return [
+        ("Unpriced share (models with no price: add them to a --prices file)", figure),
+        ("Calls whose cost is unknown", note),
+    ]
 
 
 def gpu_section(analysis: Analysis) -> list[tuple[str, Any]]:
@@ -161,8 +176,10 @@ def _usd(value: Any) -> str:
 
 def build_report(analysis: Analysis, budgets: list[Budget] | None = None, at: datetime | None = None) -> str:
     """The report as one HTML string (plotly.js inline: no network needed to view it); with `budgets`, a
-    budget section as of `at` (default now)."""
+    budget section as of `at` (default now). Every section sums the charges rows: they are computed once
+    (`Analysis.keep`), not once per section from the Parquet."""
     analysis.install_charges()
+    analysis.keep("charges")
     sections = [item for section in SECTIONS for item in section(analysis)]
     if budgets:
         sections[:0] = budget_section(analysis, budgets, at or datetime.now(UTC))
@@ -173,6 +190,7 @@ def build_report(analysis: Analysis, budgets: list[Budget] | None = None, at: da
         f"<p>{html.escape(str(analysis.root))}: <b>{_usd(figures['total_cost_usd'])}</b> total cost "
         f"({_usd(figures['token_cost_usd'])} tokens + {_usd(figures['gpu_busy_cost_usd'])} GPU busy time), "
         f"{figures['llm_calls']:,} LLM calls, {figures['unpriced_calls']:,} unpriced calls, "
+        f"{figures['calls_without_usage']:,} calls without usage (tokens and cost unknown), "
         f"{_usd(figures['reported_cost_usd'])} provider-reported. Generated {generated}.</p>"
     )
     exact = json.dumps({"headline": {k: _json_number(v) for k, v in figures.items()}}).replace("</", "<\\/")

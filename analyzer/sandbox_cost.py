@@ -87,7 +87,7 @@ def gpu_cost_per_hour(ds: Dataset, agent: str, prices: GpuPrices) -> tuple[float
         """
         WITH pods AS (
             SELECT DISTINCT k8s_namespace AS namespace, k8s_pod AS pod
-            FROM spans WHERE agent_name = $agent AND k8s_pod IS NOT NULL
+            FROM agent_pods WHERE agent_name = $agent
         ),
         held AS (SELECT DISTINCT h.namespace, h.pod, h.slice_id FROM gpu_holdings AS h JOIN pods USING (namespace, pod))
         SELECT sum(p.usd_per_hour) FROM held JOIN gpu_slice_prices AS p USING (slice_id) GROUP BY namespace, pod

@@ -11,6 +11,13 @@ instead of ~1 s; preparing takes ~20 s there, once per dataset state. The query 
 the CLI calls (`Analysis.keep` swaps a view for a table of its rows under the same name), so the answers are
 the CLI's.
 
+The first state of a starting server is handed out once its charges are kept (all the Overview, the first
+page, reads: `Page.charges_only`); the rest (`LATER_STEPS`: the tasks, their tree nodes, the idle and GPU
+tables) is then done in the background, one step at a time, after that first page. Any question that reads
+more than the charges finishes the preparation first (under the snapshot's lock), so it never builds a table
+a second time: at 100 k tasks the first page comes ~3x sooner, and a page asked before the preparation is
+done waits for it.
+
 While a newer state is being prepared, `DatasetCache.latest` keeps answering from the current one and says
 so (the console shows "refreshing"), so a receiver writing a file every few seconds does not make every
 page wait for a rebuild; `DatasetCache.snapshot` (the JSON API) waits for the newest state.
@@ -18,6 +25,7 @@ page wait for a rebuild; `DatasetCache.snapshot` (the JSON API) waits for the ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -32,6 +40,7 @@ from analyzer.analysis import Analysis
 from analyzer.dataset import open_dataset, resolve_data_dir
 from analyzer.remote import remote_location
 from analyzer.task_queries import install_task_rows
+from analyzer.tasks import BUILDING_TABLES
 
 MAX_MEMO = 256  # answers kept per dataset state
 T = TypeVar("T")
@@ -52,12 +61,40 @@ def dataset_fingerprint(root: Path, *files: Path | None) -> tuple:
 
 
 def prepare(analysis: Analysis) -> None:
-    """Keep what every question reads in memory: the charges rows, the resolved tasks and their listing rows
-    (in that order: the tasks' tables are built from the kept charges)."""
+    """Keep what every question reads in memory (compressed: `Analysis.keep`): the charges rows, the resolved
+    tasks with their listing rows and per-span tree nodes, the agent runs of the idle curves and the GPU
+    tables (in that order: the tasks' tables are built from the kept charges); the per-span tables only
+    building them needed are dropped."""
+    keep_charges(analysis)
+    for step in LATER_STEPS:
+        step(analysis)
+
+
+def keep_charges(analysis: Analysis) -> None:
+    """The first step: the charges rows, all the Overview reads (so it answers before the tasks are resolved)."""
     analysis.install_charges()
     analysis.keep("charges")
+
+
+def _keep_task_rows(analysis: Analysis) -> None:
     install_task_rows(analysis)
     analysis.keep("task_rows")
+
+
+def _keep_task_nodes(analysis: Analysis) -> None:
+    analysis.install_task_nodes()
+    analysis.keep_table("task_span_nodes")
+    analysis.drop_tables(*BUILDING_TABLES)
+
+
+def _keep_idle_and_gpu(analysis: Analysis) -> None:
+    for view in ("idle_spans", "agent_pods", "gpu_allocations", "gpu_metrics"):
+        analysis.keep(view)
+
+
+# What `prepare` keeps after the charges, in order; a snapshot does these after it is handed out.
+LATER_STEPS: tuple[Callable[[Analysis], None], ...] = (_keep_task_rows, _keep_task_nodes, _keep_idle_and_gpu)
+FIRST_QUESTION_GRACE_SECONDS = 2.0  # how long the rest of the preparation lets the first page go first
 
 
 @dataclass
@@ -68,21 +105,54 @@ class Snapshot:
     analysis: Analysis
     opened_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     prepare_seconds: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one DuckDB connection: one query at a time
+    # one DuckDB connection: one query at a time; re-entrant, so a page holds it for all its questions
+    lock: threading.RLock = field(default_factory=threading.RLock)
     memo: dict[Any, Any] = field(default_factory=dict)
+    pending: list[Callable[[Analysis], None]] = field(default_factory=list)  # preparation steps still to do
+    asked: threading.Event = field(default_factory=threading.Event)  # a question was answered
 
-    def answer(self, key: Any, compute: Callable[[Analysis], T]) -> T:
-        """`compute`'s answer, computed once per dataset state for the same `key`."""
+    def answer(self, key: Any, compute: Callable[[Analysis], T], *, charges_only: bool = False) -> T:
+        """`compute`'s answer, computed once per dataset state for the same `key`. A question that reads only
+        the charges (`charges_only`) need not wait for the rest of the preparation; any other finishes it
+        first, so it reads the kept tables rather than building them once more."""
         with self.lock:
+            if not charges_only:
+                self.finish()
             if len(self.memo) >= MAX_MEMO:  # many different questions: start over rather than grow
                 self.memo.clear()
             if key not in self.memo:
                 self.memo[key] = compute(self.analysis)
+            self.asked.set()
             return self.memo[key]
 
     def run(self, compute: Callable[[Analysis], T]) -> T:
         with self.lock:
+            self.finish()
             return compute(self.analysis)
+
+    def finish(self) -> None:
+        """Do the preparation steps still to do (the lock held)."""
+        with self.lock:
+            while self._next_step():
+                pass
+
+    def finish_in_background(self, grace: float) -> None:
+        """Do the preparation steps still to do one at a time, questions going in between; the first waits up
+        to `grace` seconds for the first question (the console's first page) to be answered."""
+        self.asked.wait(grace)
+        while True:
+            with self.lock:
+                if not self._next_step():
+                    return
+
+    def _next_step(self) -> bool:
+        """Do the next preparation step (the lock held); False when none was left. A step that raises stays
+        to do."""
+        if not self.pending:
+            return False
+        self.pending[0](self.analysis)
+        self.pending.pop(0)
+        return True
 
 
 REMOTE_REFRESH_SECONDS = 30.0
@@ -165,8 +235,12 @@ class DatasetCache:
             started = time.monotonic()
             analysis = Analysis(open_dataset(self.root), self.prices_file, self.gpu_prices_file)
             if self.keep:
-                prepare(analysis)
-            snapshot = Snapshot(fingerprint, analysis, prepare_seconds=time.monotonic() - started)
+                keep_charges(analysis)
+            snapshot = Snapshot(fingerprint, analysis, pending=list(LATER_STEPS) if self.keep else [])
+            first = self._current is None
+            if not first:  # a newer state: the current one answers until this one is wholly prepared
+                snapshot.finish()
+            snapshot.prepare_seconds = time.monotonic() - started
         except BaseException as err:  # handed to whoever waits: AnalyzerError is their 400
             future.set_exception(err)
             return
@@ -174,3 +248,7 @@ class DatasetCache:
             self._current = snapshot
             self.opened += 1
         future.set_result(snapshot)
+        if first:  # the first state: its first page (the Overview reads only the charges) goes before the rest
+            # a step that fails is done again by the next question that needs it, which reports the error
+            with contextlib.suppress(Exception):
+                snapshot.finish_in_background(FIRST_QUESTION_GRACE_SECONDS)

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector_ext.schema import SPANS, TIMESTAMP
+from collector_ext.schema import MODALITY_COLUMNS, SPANS, TIMESTAMP
 from collector_ext.storage.dataset_files import DatasetFiles
 
 DEFAULT_START = datetime(2026, 11, 2, tzinfo=UTC)
@@ -87,7 +87,7 @@ class Summary:
     traces: int
     spans: int
     llm_calls: int
-    files: list[Path]
+    files: list[Path | str]  # local paths, or s3:// URIs
 
 
 def model_catalog(models: int) -> list[tuple[str, str, str]]:
@@ -385,7 +385,9 @@ def _spans_of_level(
         ),
         "conversation_id": pc.binary_join_element_wise("conv-", pc.cast(pa.array(tasks_global), pa.string()), ""),
         "dialect": pa.array(np.full(rows, "otel_genai", dtype=object)),
+        "graph_node": pa.nulls(rows, pa.string()),
         **{k: masked(v, llm_row, pa.int64()) for k, v in tokens.items()},
+        **{k: pa.nulls(rows, pa.int64()) for k in MODALITY_COLUMNS},  # text only
         "usage_counted": pa.array(llm_row),
         "reported_cost_usd": masked(reported, reports_cost, pa.float64()),
         "agent_name": names["agent"],

@@ -67,6 +67,7 @@ STATS_COLUMNS = (
     "failed_cost_usd",
     "inclusive_cost_usd",
     "unpriced_calls",
+    "calls_without_usage",
 )
 
 
@@ -222,7 +223,7 @@ def task_tree(analysis: Analysis, task_id: bytes, *, calls: bool = False) -> dic
     """The task as nested agent runs with direct and inclusive figures (see `analyze task --help`); money as
     exact Decimals (`analyzer.output.plain_tree` makes it JSON's). `calls`: each run also lists its LLM and
     tool calls (`task_calls`), in start order."""
-    analysis.install_tasks()
+    analysis.install_task_nodes()
     con = analysis.con
     state = con.execute(
         "SELECT string_agg(DISTINCT stitch_state, ',' ORDER BY stitch_state) FILTER (WHERE stitch_state <> 'ok'), "
@@ -344,7 +345,7 @@ def task_calls(analysis: Analysis, task_id: bytes) -> list[tuple[tuple[bytes, by
     """Every LLM (or embedding) call and tool call of the task, in start order, each with the key of the agent
     run it belongs to (trace id, span id; the root's key for spans of no run) and its figures (CALL_COLUMNS:
     `charged` false for a tool call, or an inference span whose usage counts on another span)."""
-    analysis.install_tasks()
+    analysis.install_task_nodes()
     traces = [
         row[0]
         for row in analysis.con.execute(
@@ -413,7 +414,8 @@ def task_stats(analysis: Analysis, by: str = "agent", window: TimeRange | None =
                CASE WHEN count(*) FILTER (WHERE status = 'failed') = 0 THEN 0
                     ELSE sum(inclusive_cost_usd) FILTER (WHERE status = 'failed') END AS failed_cost_usd,
                sum(inclusive_cost_usd) AS inclusive_cost_usd,
-               sum(unpriced_calls) AS unpriced_calls
+               sum(unpriced_calls) AS unpriced_calls,
+               sum(calls_without_usage) AS calls_without_usage
         FROM ({_listing_sql("*", query)})
         GROUP BY ALL
         ORDER BY {order}

@@ -36,13 +36,38 @@ def open_task(
     """An Analysis over just the traces the task `ref` (an id or a unique prefix) needs, and its task id."""
     prefix = normalize_ref(ref)
     analysis = Analysis(open_dataset(data), prices_file, gpu_prices_file)
-    analysis.install_gpu()
-    scope_to(analysis, prefix)
+    collect_scope(analysis, prefix)
+    # GPU busy time is attributed over the whole dataset, so before `spans` is shadowed; only when one of the
+    # task's calls ran on a pod that ever held a slice (else no GPU time can be charged to it: none to compute)
+    analysis.install_gpu(needed=_on_gpu_pods(analysis))
+    shadow_spans(analysis)
     return analysis, resolve_task_ref(analysis, prefix)
 
 
 def scope_to(analysis: Analysis, prefix: str) -> None:
-    """Shadow `spans` with the traces needed to answer for the tasks whose id starts with `prefix`.
+    """Shadow `spans` with the traces needed to answer for the tasks whose id starts with `prefix`."""
+    collect_scope(analysis, prefix)
+    shadow_spans(analysis)
+
+
+def _on_gpu_pods(analysis: Analysis) -> bool:
+    """Whether an inference span of the scope ran on a pod that holds a GPU slice in the dataset (the spans
+    analyzer/sql/gpu_attribution.sql charges busy time to)."""
+    found = analysis.con.execute(
+        "SELECT count(*) FROM scope_spans WHERE category IN ('llm', 'embedding') "
+        "AND k8s_pod IN (SELECT DISTINCT pod FROM gpu_allocations)"
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def shadow_spans(analysis: Analysis) -> None:
+    """From now on `spans` is the scope's traces (collect_scope)."""
+    analysis.con.execute("CREATE OR REPLACE TEMP VIEW spans AS SELECT * FROM scope_spans")
+    analysis.scoped = True
+
+
+def collect_scope(analysis: Analysis, prefix: str) -> None:
+    """The traces needed to answer for the tasks whose id starts with `prefix`, as the table scope_spans.
     Four narrow scans of the dataset: the named traces, the link edges, the traces' spans, the copies of
     their calls' response ids."""
     con = analysis.con
@@ -102,5 +127,3 @@ def scope_to(analysis: Analysis, prefix: str) -> None:
             """,
             {"responses": responses, "ids": traces},
         )
-    con.execute("CREATE OR REPLACE TEMP VIEW spans AS SELECT * FROM scope_spans")
-    analysis.scoped = True

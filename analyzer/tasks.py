@@ -27,6 +27,19 @@ import pyarrow as pa
 from analyzer.dataset import load_sql
 from analyzer.forest import Forest, components, resolve_forest
 
+# Tables only building trace_tasks, agent_runs and task_span_nodes reads (one row per span, most of them): a
+# process that keeps the built tables (analyzer/snapshot.py) drops these.
+BUILDING_TABLES = (
+    "span_tree",
+    "agent_wrappers",
+    "span_enclosing_agent",
+    "agent_in_trace",
+    "span_agent",
+    "trace_link_targets",
+    "trace_edges",
+    "trace_shared_calls",
+)
+
 
 def install_task_views(con: duckdb.DuckDBPyConnection) -> None:
     """trace_tasks, agent_runs and span_agent (and their building blocks), once per connection."""
@@ -50,7 +63,7 @@ def resolve_trace_forest(con: duckdb.DuckDBPyConnection) -> pa.Table:
     Reads trace_ids (node numbers in trace_id order), trace_edges and trace_shared_calls; returns
     trace_forest(node, task_node, depth, in_cycle, cut, shared) in node order.
     """
-    count = con.execute("SELECT count(*) FROM trace_ids").fetchone()[0]
+    count = _count(con, "trace_ids")
     forest = _forest(con, "SELECT node, parent_node FROM trace_edges", count)
     shared_pairs = con.execute("SELECT node, other_node FROM trace_shared_calls").fetchnumpy()
     # Tasks (roots) joined by a shared call are one: the smallest root, i.e. the smallest task_id, names it.
@@ -72,9 +85,15 @@ def resolve_trace_forest(con: duckdb.DuckDBPyConnection) -> pa.Table:
 
 def resolve_agent_run_forest(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """The depth of every agent run under its parent agent runs: agent_run_forest(node, depth, cut)."""
-    count = con.execute("SELECT count(*) FROM agent_run_parents").fetchone()[0]
+    count = _count(con, "agent_run_parents")
     forest = _forest(con, "SELECT node, parent_node FROM agent_run_parents WHERE parent_node IS NOT NULL", count)
     return pa.table({"node": np.arange(count, dtype=np.int64), "depth": forest.depth, "cut": forest.cut})
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 (a fixed table name)
+    assert row is not None  # count(*) always answers one row
+    return int(row[0])
 
 
 def _forest(con: duckdb.DuckDBPyConnection, edges_sql: str, count: int) -> Forest:

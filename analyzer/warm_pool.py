@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from collector_ext.keda.target import unclaimed_wanted
 
 NS = 1_000_000_000
@@ -47,28 +49,49 @@ def replay(arrivals_ns: Sequence[int], size: int, cold_start_s: float) -> PoolRe
     """Claims that find the pool empty, for a pool of `size` sandboxes; `arrivals_ns` ascending."""
     if size < 0:
         raise ValueError("warm pool size must be >= 0")
-    refill_ns = round(cold_start_s * NS)
-    refilling: deque[int] = deque()  # finish times of replacements under way, ascending
-    empty = 0
-    for t in arrivals_ns:
-        while refilling and refilling[0] <= t:
-            refilling.popleft()
-        if len(refilling) < size:
-            refilling.append(t + refill_ns)
-        else:
-            empty += 1
-    return PoolResult(size=size, claims=len(arrivals_ns), empty_claims=empty)
+    return _Claims(arrivals_ns, cold_start_s).replay(size)
 
 
 def sizes_curve(arrivals_ns: Sequence[int], cold_start_s: float, max_size: int = 64) -> list[PoolResult]:
     """Replays for sizes 0, 1, 2, ... up to the first size no claim finds empty (or `max_size`)."""
+    claims = _Claims(arrivals_ns, cold_start_s)
     results = []
     for size in range(max_size + 1):
-        result = replay(arrivals_ns, size, cold_start_s)
+        result = claims.replay(size)
         results.append(result)
         if result.empty_claims == 0:
             break
     return results
+
+
+class _Claims:
+    """The arrivals with, for each, how many earlier claims fall within one refill before it, (t - refill, t].
+
+    A claim finds the pool empty exactly when `size` of those earlier claims were warm: so a claim with fewer
+    than `size` earlier claims in its window is warm whatever came before, and only the others need the
+    event-by-event walk. Those are few for the sizes that matter (all but the smallest), so the curve costs
+    O(arrivals) in NumPy plus a Python step per claim that could go either way."""
+
+    def __init__(self, arrivals_ns: Sequence[int], cold_start_s: float) -> None:
+        self.arrivals = np.asarray(arrivals_ns, dtype=np.int64)
+        self.refill_ns = round(cold_start_s * NS)
+        positions = np.arange(len(self.arrivals), dtype=np.int64)
+        self.earlier = positions - np.searchsorted(self.arrivals, self.arrivals - self.refill_ns, side="right")
+
+    def replay(self, size: int) -> PoolResult:
+        claims = len(self.arrivals)
+        if size == 0:
+            return PoolResult(size=0, claims=claims, empty_claims=claims)
+        undecided = np.flatnonzero(self.earlier >= size)
+        empties: deque[int] = deque()  # times of the empty claims within one refill before the current one
+        empty = 0
+        for t, before in zip(self.arrivals[undecided].tolist(), self.earlier[undecided].tolist(), strict=True):
+            while empties and empties[0] <= t - self.refill_ns:
+                empties.popleft()
+            if before - len(empties) >= size:  # `size` warm claims in the window: all still being replaced
+                empties.append(t)
+                empty += 1
+        return PoolResult(size=size, claims=claims, empty_claims=empty)
 
 
 # -- a pool scaled by KEDA on the unclaimed sandboxes wanted (collector_ext/keda/target.py) --------------
@@ -101,14 +124,20 @@ class PlanResult:
         return self.empty_claims / self.claims if self.claims else 0.0
 
 
-def peak_wanted(arrivals_ns: Sequence[int], window_s: float, startup_s: float, warm_floor: int) -> int:
-    """The largest replica count the metric asks for over the arrivals: ceil of the most claims in any window."""
+def busiest_window(arrivals_ns: Sequence[int], window_s: float) -> int:
+    """The most claims (arrivals, ascending) in any window of `window_s`: the same for every floor of a replay."""
     window_ns = round(window_s * NS)
     most, lo = 0, 0
     for hi, t in enumerate(arrivals_ns):
         while arrivals_ns[lo] <= t - window_ns:
             lo += 1
         most = max(most, hi - lo + 1)
+    return most
+
+
+def replicas_for_busiest(most: int, window_s: float, startup_s: float, warm_floor: int) -> int:
+    """The largest replica count the metric asks for over the arrivals, from the most claims in any window
+    (`busiest_window`): ceil of the metric at its peak, at least the floor and 1."""
     return max(1, warm_floor, _replicas(unclaimed_wanted(most, window_s, startup_s, warm_floor)))
 
 
@@ -132,81 +161,90 @@ def replay_plan(arrivals_ns: Sequence[int], plan: KedaPlan) -> PlanResult:
     (what came before it is unknown, as it has no idle gap): `claims` are the arrivals after it. Unclaimed
     time is integrated from the first to the last arrival, the observed window. Polls at which nothing can
     change (no claim entering or leaving the window, no request leaving the stabilization window, no cooldown
-    ending) are skipped: they would repeat the previous answer. O(arrivals + polls that matter)."""
+    ending) are skipped: they would repeat the previous answer. O(arrivals + polls that matter).
+
+    Between two polls the pool holds exactly spec.replicas sandboxes (ready or starting: the controller
+    follows every change at once), so a claim is warm exactly when fewer than spec.replicas are starting."""
     if not arrivals_ns:
         return PlanResult(0, 0, 0.0, 0.0, plan.warm_floor)
     t0 = arrivals_ns[0]
     arrivals = [(t - t0) / NS for t in arrivals_ns]
     n, end = len(arrivals), arrivals[-1]
     p, w, s, floor = plan.polling_s, plan.rate_window_s, plan.stabilization_s, plan.warm_floor
-    ready = floor
-    pending: deque[float] = deque()  # ready times of sandboxes starting, ascending
+    startup, cooldown, max_replicas = plan.startup_s, plan.cooldown_s, plan.max_replicas
+    pending: deque[float] = deque()  # the starting sandboxes' ready times
+    popleft, append = pending.popleft, pending.append
     replicas, peak = floor, floor
-    # the HPA's requests within the stabilization window, as a sliding maximum: values strictly decreasing
-    requests: deque[tuple[float, int]] = deque()
+    requests: deque[tuple[float, int]] = deque()  # (poll time, replicas asked), the HPA's stabilization window
+    popleft_request, pop_request, append_request = requests.popleft, requests.pop, requests.append
     last_active, was_active = -math.inf, False
     unclaimed_s, integrated_to = 0.0, 0.0
     empty = 0
-    entered = left = 0  # arrivals at or before the poll / at or before the poll - window
-
-    def reconcile(now: float) -> None:
-        nonlocal ready
-        while pending and pending[0] <= now:
-            pending.popleft()
-            ready += 1
-        population = ready + len(pending)
-        for _ in range(replicas - population):
-            pending.append(now + plan.startup_s)
-        for _ in range(population - replicas):
-            if pending:
-                pending.pop()  # the newest one still starting
-            else:
-                ready -= 1
-
+    entered = left = 0
     i, tick = 0, 0.0
+    ceil = math.ceil
     while True:
-        while i < n and arrivals[i] <= tick:
+        # claims up to this poll: the pool holds `replicas` sandboxes (ready or starting) between polls
+        while i < n:
             at = arrivals[i]
-            unclaimed_s += (ready + len(pending)) * (at - integrated_to)
+            if at > tick:
+                break
+            unclaimed_s += replicas * (at - integrated_to)
             integrated_to = at
-            reconcile(at)
-            if ready > 0:
-                ready -= 1
-                reconcile(at)  # the controller replaces the claimed sandbox
+            while pending and pending[0] <= at:
+                popleft()
+            if len(pending) < replicas:
+                append(at + startup)  # a ready one claimed, replaced at once
             elif i > 0:
                 empty += 1
             i += 1
         if tick > end:
             break
-        unclaimed_s += (ready + len(pending)) * (tick - integrated_to)
+        unclaimed_s += replicas * (tick - integrated_to)
         integrated_to = tick
         while entered < n and arrivals[entered] <= tick:
             entered += 1
         while left < n and arrivals[left] <= tick - w:
             left += 1
-        value = unclaimed_wanted(entered - left, w, plan.startup_s, floor)
-        asked = min(plan.max_replicas, max(_replicas(value), 1 if value > 0 else 0))
-        while requests and requests[0][0] <= tick - s:
-            requests.popleft()
+        value = unclaimed_wanted(entered - left, w, startup, floor)
+        if value > 0:
+            asked = ceil(round(value, 9))  # _replicas
+            if asked < 1:
+                asked = 1
+            if asked > max_replicas:
+                asked = max_replicas
+        else:
+            asked = 0 if max_replicas > 0 else max_replicas
+        horizon = tick - s
+        while requests and requests[0][0] <= horizon:
+            popleft_request()
         while requests and requests[-1][1] <= asked:
-            requests.pop()
-        requests.append((tick, asked))
+            pop_request()
+        append_request((tick, asked))
         stabilized = requests[0][1]
         if was_active and value <= 0:
-            # the polls skipped since the last one processed all read what it read: > 0, up to the previous one
             last_active = max(last_active, tick - p)
         was_active = value > 0
+        before = replicas
         if value > 0:
             last_active = tick
             replicas = stabilized
-        elif replicas > 0 and tick - last_active >= plan.cooldown_s:
-            replicas = 0  # KEDA: inactive for cooldownPeriod -> minReplicaCount 0
+        elif replicas > 0 and tick - last_active >= cooldown:
+            replicas = 0
             requests.clear()
         elif replicas > 0:
-            replicas = max(1, stabilized)  # the HPA's minimum while KEDA keeps the target active
-        peak = max(peak, replicas)
-        reconcile(tick)
-        # the next poll at which anything can change
+            replicas = max(1, stabilized)
+        if replicas > peak:
+            peak = replicas
+        # the controller follows spec.replicas: ready ones stay, missing ones start, surplus goes (starting first)
+        while pending and pending[0] <= tick:
+            popleft()
+        if replicas > before:
+            for _ in range(replicas - before):
+                append(tick + startup)
+        elif replicas < before:
+            for _ in range(min(before - replicas, len(pending))):
+                pending.pop()
         soonest = math.inf
         if i < n:
             soonest = arrivals[i]
@@ -215,7 +253,7 @@ def replay_plan(arrivals_ns: Sequence[int], plan: KedaPlan) -> PlanResult:
         if len(requests) > 1:
             soonest = min(soonest, requests[0][0] + s)
         if replicas > 0 and floor == 0 and value <= 0:
-            soonest = min(soonest, last_active + plan.cooldown_s)
-        tick = math.ceil(round(max(soonest, tick + p) / p, 9)) * p
-    unclaimed_s += (ready + len(pending)) * (end - integrated_to)
+            soonest = min(soonest, last_active + cooldown)
+        tick = ceil(round(max(soonest, tick + p) / p, 9)) * p
+    unclaimed_s += replicas * (end - integrated_to)
     return PlanResult(n - 1, empty, unclaimed_s, end, peak)

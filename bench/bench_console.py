@@ -3,8 +3,9 @@ the CLI command that gives the same figures (a fresh process reading the Parquet
 
 A synthetic dataset of 100 k tasks (~2.9 M spans, 310 k traces) plus 40 GPU slices over its 3 days (quick:
 10 k tasks; `BENCH_CONSOLE_TASKS` overrides; `BENCH_CONSOLE_DIR` keeps / reuses the dataset). `analyze serve`
-runs in its own process on a loopback port; the time until its first page answers is the preparation a
-dataset state costs once (`prepare_s`). Then, each round, alternating with the CLI command:
+runs in its own process on a loopback port; the time until its first page answers (`prepare_s`: the charges
+kept), then until a Tasks page answers (`ready_s`: the rest of the preparation a dataset state costs once,
+done in the background after the first page). Then, each round, alternating with the CLI command:
 
 - every page with filters not asked before (a window shifted by a minute, another page of tasks, another
   task): the work of a new question (`<page>_s`), and the same URL again (`<page>_again_s`: the memo);
@@ -97,6 +98,10 @@ def main(quick: bool) -> dict:
                 started = time.perf_counter()
                 _get(client, base + "/?range=all")
                 figures["prepare_s"] = round(time.perf_counter() - started, 2)
+                # the rest of the preparation goes on in the background after the first page (analyzer/snapshot.py);
+                # a Tasks page waits for it: from then on every page is in its steady state, which the rounds time
+                _get(client, base + "/tasks?range=all")
+                figures["ready_s"] = round(time.perf_counter() - started, 2)
                 for n in range(rounds):
                     since = (newest - timedelta(days=2, minutes=n + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")
                     task = picked[n % len(picked)]
@@ -133,5 +138,8 @@ def main(quick: bool) -> dict:
         table.add_row(name, str(figures[f"{name}_s"]), str(figures[f"{name}_again_s"]), str(figures[f"{name}_cli_s"]),
                       str(figures[f"{name}_cli_vs_page"]))  # fmt: skip
     Console().print(table)
-    print(f"prepare (first page after start-up) {figures['prepare_s']} s; analyze report {figures['report_cli_s']} s")
+    print(
+        f"first page after start-up {figures['prepare_s']} s, every page prepared {figures['ready_s']} s; "
+        f"analyze report {figures['report_cli_s']} s"
+    )
     return figures

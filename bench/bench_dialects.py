@@ -1,7 +1,7 @@
 """Per-span cost of the ingest hot path's attribute handling: attributes_to_dict, normalize, attribute_map,
 and decode_traces as a whole (its own fast paths: normalize_into, interned keys, inline ints).
 
-Input: every span of the real-instrumentation corpus (../shared/corpus/*.pb), repeated.
+Input: every span of the real-instrumentation corpus (tests/corpus/*.pb), repeated.
     .venv/bin/python bench/bench_dialects.py            # AGENTMETER_BENCH_ROUNDS=200 by default
     AGENTMETER_BENCH_ROUNDS=20 .venv/bin/python bench/bench_dialects.py   # quick run
 """
@@ -18,7 +18,7 @@ from collector_ext.decode.dialects import normalize
 from collector_ext.decode.otlp_values import attribute_map, attributes_to_dict
 from collector_ext.decode.spans import decode_traces
 
-CORPUS = Path(os.environ.get("AGENTMETER_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
+CORPUS = Path(os.environ.get("AGENTMETER_CORPUS", Path(__file__).resolve().parents[1] / "tests" / "corpus"))
 ROUNDS = int(os.environ.get("AGENTMETER_BENCH_ROUNDS", "200"))
 
 

@@ -18,7 +18,8 @@ per span held in the trace buffer (bench/held_memory.py).
 
 Before/after in one run: BENCH_INGEST_BASELINE=DIR (a copy of an older source tree, e.g.
 `git archive HEAD | tar -x -C DIR`) adds a third server, that tree's receiver, alternated with the other two
-(bare, baseline, receiver, ...) so that a change is compared side by side under the same machine noise.
+(bare, baseline, receiver, ...) so that a change is compared side by side under the same machine noise;
+DIR1:DIR2 adds one server per tree (named baseline-<directory name>).
 """
 
 from __future__ import annotations
@@ -484,12 +485,21 @@ def _medians(runs: list[dict], kind: str, gzip: bool, bare: dict | None) -> dict
     return figures
 
 
+def baseline_sources(text: str) -> dict[str, Path]:
+    """BENCH_INGEST_BASELINE: one directory ("baseline"), or several separated by os.pathsep, each named by
+    its directory ("baseline-<name>")."""
+    dirs = [Path(part).resolve() for part in text.split(os.pathsep) if part]
+    if len(dirs) == 1:
+        return {"baseline": dirs[0]}
+    return {f"baseline-{d.name}": d for d in dirs}
+
+
 def main(quick: bool) -> dict:
     count = int(os.environ.get("BENCH_INGEST_REQUESTS", 30 if quick else 150))
     rounds = int(os.environ.get("BENCH_INGEST_ROUNDS", 1 if quick else 3))
-    baseline = os.environ.get("BENCH_INGEST_BASELINE")
-    sources = {"receiver": ROOT} | ({"baseline": Path(baseline).resolve()} if baseline else {})
-    kinds = ["bare", *(["baseline"] if baseline else []), "receiver"]
+    baselines = baseline_sources(os.environ.get("BENCH_INGEST_BASELINE", ""))
+    sources = {"receiver": ROOT} | baselines
+    kinds = ["bare", *baselines, "receiver"]
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
         requests = make_requests(count)
@@ -515,7 +525,7 @@ def main(quick: bool) -> dict:
 
     print(f"\ningest: {count} requests x {SPANS_PER_REQUEST} spans, {STREAMS} streams, {rounds} round(s), medians")
     print(
-        f"{'':16}{'spans/s':>10}{'durable':>10}{'ratio':>8}{'CPU us/span':>13}{'peak MiB':>10}"
+        f"{'':30}{'spans/s':>10}{'durable':>10}{'ratio':>8}{'CPU us/span':>13}{'peak MiB':>10}"
         f"{'+children':>10}{'rows ok':>9}"
     )
     for label, servers in table.items():
@@ -524,7 +534,7 @@ def main(quick: bool) -> dict:
             ratio = f"{row['ratio_to_bare']:>8.2f}" if "ratio_to_bare" in row else f"{'':>8}"
             rows_ok = str(row.get("parquet_rows_equal_acked", ""))
             print(
-                f"{label + ' ' + kind:16}{row['spans_per_s']:>10,.0f}{durable}{ratio}"
+                f"{label + ' ' + kind:30}{row['spans_per_s']:>10,.0f}{durable}{ratio}"
                 f"{row['cpu_us_per_span']:>13.1f}{row['peak_rss_mib']:>10.0f}{row['children_rss_mib']:>10.0f}"
                 f"{rows_ok:>9}"
             )

@@ -219,6 +219,11 @@ class ReceiverConfig(BaseSettings):
     scaler_endpoint: str | None = Field(
         "localhost:9090", description="KEDA external scaler gRPC address HOST:PORT; empty switches it off."
     )
+    ready_file: Path | None = Field(
+        None,
+        description="Once every endpoint listens, write the addresses bound (a port given as 0 is chosen by the "
+        "kernel) as JSON to this file: pid, grpc, http, scaler (collector_ext/ready_file.py); removed at stop.",
+    )
     prices: Path | None = Field(
         None,
         description="User price file (YAML, the analyzer's --prices format: collector_ext/pricing/price_file.py) "

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "agentmeter-v1"
+# v2: graph_node (agent runs of graph frameworks: LangGraph), the input / output tokens per modality (priced
+# at a model's own audio, image and video prices)
+SCHEMA_VERSION = "agentmeter-v2"
 # Every version ever written, oldest first: the analyzer reads them all (a column an older version lacks reads
 # as NULL). A change to any table's columns bumps SCHEMA_VERSION and appends it here; tests/golden/ holds the
 # columns of each version and tests/test_schema_golden.py fails on a change without a bump.
-SCHEMA_VERSIONS: tuple[str, ...] = ("agentmeter-v1",)
+SCHEMA_VERSIONS: tuple[str, ...] = ("agentmeter-v1", "agentmeter-v2")
 
 STRING_MAP = pa.map_(pa.string(), pa.string())
 TIMESTAMP = pa.timestamp("ns", tz="UTC")
@@ -68,6 +70,10 @@ STITCH_MISSING_PARENT = "missing_parent"
 # response_id): two instrumentations of one run, each making its own trace.
 STITCH_SHARED_CALLS = "shared_calls"
 
+# The parts of input / output tokens in a modality other than text (text is the rest), priced apart where
+# a model has prices for them (genai-prices' input_audio / input_image / input_video / output_audio).
+MODALITY_COLUMNS = ("input_audio_tokens", "input_image_tokens", "input_video_tokens", "output_audio_tokens")
+
 SPANS = pa.schema(
     [
         # identity
@@ -98,12 +104,20 @@ SPANS = pa.schema(
         pa.field("tool_name", pa.string()),
         pa.field("conversation_id", pa.string()),
         pa.field("dialect", pa.string()),
+        # the graph node this span runs, on the node's own span (LangGraph's `langgraph_node`): its parent span
+        # is the run of the graph, an agent run (collector_ext/traces/stitching.py)
+        pa.field("graph_node", pa.string()),
         # usage (input includes cache, output includes reasoning)
         pa.field("input_tokens", pa.int64()),
         pa.field("output_tokens", pa.int64()),
         pa.field("cache_read_tokens", pa.int64()),
         pa.field("cache_write_tokens", pa.int64()),
         pa.field("reasoning_tokens", pa.int64()),
+        # the parts of input / output in other modalities than text (gen_ai.usage.<modality>.input_tokens ...)
+        pa.field("input_audio_tokens", pa.int64()),
+        pa.field("input_image_tokens", pa.int64()),
+        pa.field("input_video_tokens", pa.int64()),
+        pa.field("output_audio_tokens", pa.int64()),
         pa.field("usage_counted", pa.bool_()),
         pa.field("reported_cost_usd", pa.float64()),
         # attribution (stitching)
@@ -198,6 +212,7 @@ DICTIONARY_COLUMNS: dict[str, list[str]] = {
         "response_model",
         "tool_name",
         "dialect",
+        "graph_node",
         "agent_name",
         "agent_id",
         "parent_agent_name",

@@ -3,7 +3,9 @@
 Start order: the writer lock (one receiver per writer id and WAL directory: storage/writer_lock.py), telemetry,
 live state, stitcher, pipeline (its start replays the WAL before anything is accepted), GPU metrics receiver
 and PodResources poller, the decode processes, the OTLP gRPC server, the KEDA scaler gRPC server, and last
-the HTTP server (so `/healthz` answering means every endpoint is up). On SIGTERM/SIGINT: stop accepting
+the HTTP server (so `/healthz` answering means every endpoint is up); then the addresses really bound (ports
+given as 0 are chosen by the kernel) go to the `receiver ready` log line and `--ready-file`
+(collector_ext/ready_file.py). On SIGTERM/SIGINT: remove the ready file, stop accepting
 (HTTP, gRPC with a short grace for in-flight requests), stop the poller and the decode processes,
 `pipeline.close()` writes every held trace, then exit 0 (1 when rows could not be written: they stay in the
 WAL and are replayed at the next start).
@@ -12,6 +14,7 @@ WAL and are replayed at the next start).
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import ssl
 import threading
@@ -20,27 +23,34 @@ from typing import Any
 
 import grpc
 import uvicorn
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from collector_ext.config import ReceiverConfig, parse_endpoint
 from collector_ext.decode.limits import DecodeLimits
 from collector_ext.decode.pool import DecodePool, default_processes
+from collector_ext.errors import ErrorKind, ReceiverError
 from collector_ext.gpu.metrics import GpuMetricsReceiver
 from collector_ext.gpu.podresources import PodResourcesPoller
 from collector_ext.keda.scaler import ExternalScalerServicer, add_scaler_servicer, demand_json
 from collector_ext.pricing.live import LivePrices
+from collector_ext.ready_file import BoundEndpoints, bound_address, remove_ready_file, write_ready_file
 from collector_ext.receiver.grpc_server import GrpcHandlers, build_grpc_server
 from collector_ext.receiver.http_connections import guarded_protocol
 from collector_ext.receiver.http_server import build_app
 from collector_ext.receiver.ingest import TraceIngest
 from collector_ext.receiver.telemetry import Telemetry
+from collector_ext.storage.stores import is_object_store
 from collector_ext.storage.writer_lock import WriterLock
 from collector_ext.traces.cost_meter import CostMeter
 from collector_ext.traces.live_state import LiveState
 from collector_ext.traces.pipeline import Pipeline
 from collector_ext.traces.runaway import RunawayThresholds, RunawayWatch
 from collector_ext.traces.stitching import Stitcher
+from collector_ext.user_error import UserError
 
 GRPC_STOP_GRACE_S = 5.0
+CONNECT_FIRST_WAIT_S = 1.0  # an object store unreachable at start: first retry after this, doubling ...
+CONNECT_MAX_WAIT_S = 30.0  # ... up to this (the durable writer's own cap between failed writes)
 HTTP_START_TIMEOUT_S = 20.0
 GC_GEN0_THRESHOLD = 10_000
 SCALER_STREAMS = 16  # StreamIsActive holds a worker per KEDA stream: as many workers as concurrent RPCs
@@ -77,8 +87,9 @@ class Receiver:
         # the price file first: a bad one is a UserError (PriceFileError) before anything is held
         self.prices = LivePrices(config.prices)
         self.prices.rows("", "")  # loads genai-prices' bundled data now, not on the first call
-        # before anything reads or writes the WAL or the dataset: raises WriterIdInUse (a UserError)
-        self.lock = WriterLock(config.wal_path, config.data_dir, config.writer_id).acquire()
+        # before anything reads or writes the WAL or the dataset: raises WriterIdInUse (a UserError); an object
+        # store's lease comes with the rest of what needs the store (_connect)
+        self.lock = WriterLock(config.wal_path, config.data_dir, config.writer_id).acquire(lease=False)
         self.telemetry = Telemetry(config.log_level, config.log_format)
         self.log = self.telemetry.log
         self.live = LiveState()
@@ -96,30 +107,45 @@ class Receiver:
         self.scaler_servicer: ExternalScalerServicer | None = None
         self.http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
+        self.endpoints: BoundEndpoints | None = None  # what is really listening, once started
+        self._pipeline_started = False
+        self._connecting: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.failed = threading.Event()  # a start step that waited for the store found a user error
+        self.failure: UserError | None = None
 
     def start(self) -> None:
         config = self.config
-        self.pipeline.start()
         self.telemetry.watch_pipeline(self.pipeline.snapshot)
-        # one DatasetFiles per writer: the file sequence numbers of all tables come from it
-        self.gpu_metrics = GpuMetricsReceiver(config, self.pipeline.files)
-        self.telemetry.watch_gpu_metrics(self.gpu_metrics.snapshot)
-        if config.podresources_interval_seconds > 0:
-            self.poller = PodResourcesPoller(config, self.pipeline.files)
-            self.poller.start()
+        deferred = False
+        try:
+            self._connect()
+        except OSError as err:
+            if not is_object_store(config.data_dir):
+                raise  # a directory that cannot be written is no transient trouble: say it and exit
+            self.pipeline.defer_start()
+            deferred = True
+            self.log.warning(
+                "object store unreachable at start: accepting traces into the write-ahead log (up to "
+                "--max-pending-mib, then retryable refusals), GPU metrics refused (retryable); retrying with "
+                "back-off",
+                data_dir=str(config.data_dir),
+                error=" ".join(str(err).split()),
+            )
 
         processes = config.decode_processes if config.decode_processes is not None else default_processes()
         self.decoder = DecodePool(processes, DecodeLimits.from_config(config))
         ingest = TraceIngest(self.pipeline, self.telemetry, config, self.decoder)
         self.telemetry.request_memory.set_function(lambda: ingest.memory.used)
-        handlers = GrpcHandlers(ingest, self.telemetry, config, self.gpu_metrics.export)
-        self.grpc, _ = build_grpc_server(
+        handlers = GrpcHandlers(ingest, self.telemetry, config, self._export_gpu_metrics)
+        self.grpc, grpc_port = build_grpc_server(
             lambda executor: [handlers.generic_handler(executor)], config.grpc_endpoint, config
         )
         self.grpc.start()
 
+        scaler_address = None
         if config.scaler_endpoint:
-            self.scaler, _ = build_grpc_server(
+            self.scaler, scaler_port = build_grpc_server(
                 lambda executor: [],
                 config.scaler_endpoint,
                 config,
@@ -128,11 +154,12 @@ class Receiver:
             )
             self.scaler_servicer = add_scaler_servicer(self.scaler, self.live, config.bearer_token)
             self.scaler.start()
+            scaler_address = bound_address(config.scaler_endpoint, scaler_port)
 
         def demand(query: dict) -> dict:
             return demand_json(self.live, query)
 
-        app = build_app(ingest, self.telemetry, config, self.gpu_metrics.export, demand)
+        app = build_app(ingest, self.telemetry, config, self._export_gpu_metrics, demand)
         self.http = _http_server(app, config)
         self._http_thread = threading.Thread(target=self.http.run, name="http", daemon=True)
         self._http_thread.start()
@@ -141,19 +168,95 @@ class Receiver:
             if not self._http_thread.is_alive() or time.monotonic() > deadline:
                 raise OSError(f"cannot serve HTTP on {config.http_endpoint} (address in use?)")
             time.sleep(0.01)
+        http_port = self.http.servers[0].sockets[0].getsockname()[1]
+        self.endpoints = BoundEndpoints(
+            pid=os.getpid(),
+            grpc=bound_address(config.grpc_endpoint, grpc_port),
+            http=bound_address(config.http_endpoint, http_port),
+            scaler=scaler_address,
+        )
+        if config.ready_file is not None:
+            write_ready_file(config.ready_file, self.endpoints)
         self.log.info(
             "receiver ready",
-            grpc=config.grpc_endpoint,
-            http=config.http_endpoint,
-            scaler=config.scaler_endpoint if self.scaler else None,
+            grpc=self.endpoints.grpc,
+            http=self.endpoints.http,
+            scaler=self.endpoints.scaler,
             data_dir=str(config.data_dir),
             writer_id=config.writer_id,
             replayed_spans=self.pipeline.stats.spans_replayed,
         )
+        if deferred:
+            self._connecting = threading.Thread(target=self._keep_connecting, name="connect", daemon=True)
+            self._connecting.start()
+
+    def _connect(self) -> None:
+        """What needs the dataset's store, each step once: the writer id's lease (object stores), the span
+        pipeline's start (its WAL replayed), GPU metrics (theirs), the PodResources poller. Raises OSError
+        while the store cannot be reached; call again."""
+        config = self.config
+        self.lock.acquire_lease()
+        if not self._pipeline_started:
+            self.pipeline.start()
+            self._pipeline_started = True
+        if self.gpu_metrics is None:
+            # one DatasetFiles per writer: the file sequence numbers of all tables come from it
+            gpu_metrics = GpuMetricsReceiver(config, self.pipeline.files)
+            self.telemetry.watch_gpu_metrics(gpu_metrics.snapshot)
+            self.gpu_metrics = gpu_metrics
+        if config.podresources_interval_seconds > 0 and self.poller is None:
+            self.poller = PodResourcesPoller(config, self.pipeline.files)
+            self.poller.start()
+
+    def _keep_connecting(self) -> None:
+        """Retry `_connect` with exponential back-off (capped) until it succeeds or the receiver stops; a user
+        error found meanwhile (another receiver holds the writer id) stops the receiver (run_server)."""
+        wait = CONNECT_FIRST_WAIT_S
+        attempts = 1
+        while not self._stopping.wait(wait):
+            attempts += 1
+            try:
+                self._connect()
+            except OSError as err:
+                wait = min(CONNECT_MAX_WAIT_S, wait * 2)
+                self.log.warning(
+                    "object store still unreachable; retrying",
+                    attempts=attempts,
+                    next_attempt_in_s=wait,
+                    error=" ".join(str(err).split()),
+                )
+                continue
+            except UserError as err:
+                self.failure = err
+                self.failed.set()
+                return
+            self.log.info(
+                "object store reached: write-ahead log replayed, writing",
+                attempts=attempts,
+                replayed_spans=self.pipeline.stats.spans_replayed,
+            )
+            return
+
+    def _export_gpu_metrics(self, request: ExportMetricsServiceRequest) -> tuple[int, str]:
+        """GPU metric exports, once their pipeline has started (it replays from the store); until then the
+        retryable STORAGE_UNAVAILABLE (scrapes come again: nothing is lost)."""
+        gpu_metrics = self.gpu_metrics
+        if gpu_metrics is None:
+            raise ReceiverError(
+                ErrorKind.STORAGE_UNAVAILABLE,
+                "receiver cannot write its data now: its object store has not been reached yet",
+                self.config.retry_after_seconds,
+            )
+        return gpu_metrics.export(request)
 
     def stop(self) -> bool:
         """Stop accepting, then write out everything held. Safe on a partly started receiver. Returns False
         when rows could not be written (they stay in the WAL for the next start)."""
+        self._stopping.set()
+        if self._connecting is not None:
+            self._connecting.join(timeout=60)  # an attempt under way ends within the S3 client's timeouts
+        if self.config.ready_file is not None:
+            remove_ready_file(self.config.ready_file)  # the endpoints are going away
         if self.http is not None:
             self.http.should_exit = True
         if self.scaler_servicer is not None:
@@ -218,10 +321,13 @@ def run_server(config: ReceiverConfig) -> int:
             receiver.stop()
             raise
         tune_gc()
-        while not stop.wait(1.0):
+        while not stop.wait(1.0) and not receiver.failed.is_set():
             pass
-        receiver.log.info("stopping", reason="signal")
+        receiver.log.info("stopping", reason="signal" if stop.is_set() else "error")
         complete = receiver.stop()
+        if receiver.failure is not None:  # e.g. the writer id's lease, found held once the store answered
+            receiver.log.error("cannot go on", error=str(receiver.failure))
+            raise receiver.failure
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

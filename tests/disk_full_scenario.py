@@ -113,7 +113,11 @@ def main(mount: Path, result_path: Path) -> None:
             payload, ids = request(request_no)
             export(payload, timeout=10)
             acked.extend(ids)
-    rows = duckdb.sql(f"SELECT hex(trace_id), hex(span_id) FROM read_parquet('{data}/spans/*/*.parquet')").fetchall()
+    rows = (
+        duckdb.connect()
+        .sql(f"SELECT hex(trace_id), hex(span_id) FROM read_parquet('{data}/spans/*/*.parquet')")
+        .fetchall()
+    )
     result = {
         "acked": sorted(acked),
         "written": [f"{t.lower()}:{s.lower()}" for t, s in rows],

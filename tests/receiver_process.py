@@ -5,15 +5,22 @@
         ...
     # leaving the block sends SIGTERM and asserts a clean exit (0): every held span is in Parquet
 
-The receiver listens on free loopback ports (gRPC, HTTP, KEDA scaler), uses the fixed writer id "test"
-unless told otherwise (None: none given, so env/YAML apply) (so a restart on the same data dir replays the same WAL), and small timings so that
-traces are written quickly. `kill()` is SIGKILL (crash tests); `stop()` is SIGTERM + bounded wait;
-`start()` again after either restarts the receiver on the same ports, data dir and writer id.
+The receiver listens on loopback ports the kernel chooses when it binds them (gRPC, HTTP and KEDA scaler
+endpoints given as 127.0.0.1:0) and says which in its `--ready-file` (collector_ext/ready_file.py), which
+`start()` waits for: no port is chosen here and released before the receiver binds it, so another process
+(another test, another engineer's run) cannot take it in between, and the ports used are the ones the
+receiver we started reports (its pid in the file). It uses the fixed writer id "test" unless told otherwise
+(None: none given, so env/YAML apply) (so a restart on the same data dir replays the same WAL), and small
+timings so that traces are written quickly. `kill()` is SIGKILL (crash tests); `stop()` is SIGTERM +
+bounded wait; `start()` again after either restarts the receiver on the same ports (clients keep their
+endpoints), data dir and writer id; should another process have bound one of them meanwhile, start() says
+so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import ssl
@@ -24,7 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import free_port
+from collector_ext.ready_file import BoundEndpoints, read_ready_file
 
 # Small timings for tests; any of them can be overridden by passing the flag again in `extra_args`.
 TEST_DEFAULTS = {
@@ -44,6 +51,8 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 60.0
 # glibc: keep protobuf arenas mapped (DESIGN.md "Measured limits")
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "67108864"}
+ENDPOINT_FLAGS = ("--grpc-endpoint", "--http-endpoint", "--scaler-endpoint")
+_instances = itertools.count()
 
 
 class ReceiverProcess:
@@ -57,46 +66,84 @@ class ReceiverProcess:
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.scaler_port = free_port()
-        self.grpc_endpoint = f"127.0.0.1:{self.grpc_port}"
         # with --tls-cert the HTTP endpoint speaks https: pass the client context that trusts it
         self.tls_context = tls_context
-        self.http_url = f"{'https' if tls_context else 'http'}://127.0.0.1:{self.http_port}"
-        self.scaler_endpoint = f"127.0.0.1:{self.scaler_port}"
         flags = {
             "--data-dir": str(self.data_dir),
-            "--grpc-endpoint": self.grpc_endpoint,
-            "--http-endpoint": f"127.0.0.1:{self.http_port}",
-            "--scaler-endpoint": self.scaler_endpoint,
+            **{flag: "127.0.0.1:0" for flag in ENDPOINT_FLAGS},
             **({"--writer-id": writer_id} if writer_id else {}),
             **TEST_DEFAULTS,
         }
         given = set(extra_args)
+        self._own_endpoint_flags = [flag for flag in ENDPOINT_FLAGS if flag not in given]
         args = [a for key, value in flags.items() if key not in given for a in (key, value)]
         self.args = [sys.executable, "-m", "collector_ext.cli", "serve", *args, *extra_args]
         self.env = {**os.environ, **MALLOC_ENV, **(env or {})}
-        self.log_path = log_path or self.data_dir.parent / f"receiver-{writer_id}-{self.grpc_port}.log"
+        instance = f"{writer_id}-{os.getpid()}-{next(_instances)}"
+        self.log_path = log_path or self.data_dir.parent / f"receiver-{instance}.log"
+        self.ready_path = self.log_path.parent / f"receiver-{instance}.ready.json"
+        self.bound: BoundEndpoints | None = None  # from the ready file: kept for restarts
         self.process: subprocess.Popen | None = None
         self.returncode: int | None = None
+
+    # -- where it listens (known once started) ---------------------------------------------------------
+    def _endpoints(self) -> BoundEndpoints:
+        assert self.bound is not None, "receiver not started: its ports are known once it listens"
+        return self.bound
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return self._endpoints().grpc
+
+    @property
+    def grpc_port(self) -> int:
+        return int(self.grpc_endpoint.rsplit(":", 1)[1])
+
+    @property
+    def http_url(self) -> str:
+        return f"{'https' if self.tls_context else 'http'}://{self._endpoints().http}"
+
+    @property
+    def http_port(self) -> int:
+        return int(self._endpoints().http.rsplit(":", 1)[1])
+
+    @property
+    def scaler_endpoint(self) -> str:
+        scaler = self._endpoints().scaler
+        assert scaler is not None, "the KEDA scaler is off"
+        return scaler
+
+    def _start_args(self) -> list[str]:
+        """The command line; on a restart, the endpoints this helper chose are the ports bound before."""
+        args = [*self.args, "--ready-file", str(self.ready_path)]
+        if self.bound is not None:
+            bound = dict(zip(ENDPOINT_FLAGS, (self.bound.grpc, self.bound.http, self.bound.scaler), strict=True))
+            for flag in self._own_endpoint_flags:
+                args[args.index(flag) + 1] = bound[flag] or ""
+        return args
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> ReceiverProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.ready_path.unlink(missing_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in _reap)
         repo = Path(__file__).resolve().parent.parent
-        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=repo)
+        self.process = subprocess.Popen(
+            self._start_args(), stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=repo
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self._reap()
-                raise RuntimeError(f"receiver exited with {self.returncode} at start:\n{self.log()}")
-            if self.healthy():
+                restarted = " (restarted on the ports it had: another process took one?)" if self.bound else ""
+                raise RuntimeError(f"receiver exited with {self.returncode} at start{restarted}:\n{self.log()}")
+            ready = read_ready_file(self.ready_path)
+            if ready is not None and ready.pid == self.process.pid:  # ours, not a file left by an earlier one
+                self.bound = ready
                 return self
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"receiver did not answer /healthz within {START_TIMEOUT_S} s:\n{self.log()}")
+        raise RuntimeError(f"receiver wrote no ready file within {START_TIMEOUT_S} s:\n{self.log()}")
 
     def healthy(self) -> bool:
         try:

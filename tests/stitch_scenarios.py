@@ -47,6 +47,7 @@ def span(
     response_id: str | None = None,
     start: int = 0,
     service: str = "svc",
+    graph_node: str | None = None,
 ) -> dict:
     """One span row keyed by schema.SPANS names; `links` are (trace, k) pairs; start in ms from BASE."""
     row = {f.name: None for f in SPANS}
@@ -65,6 +66,7 @@ def span(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         response_id=response_id,
+        graph_node=graph_node,
         links=[{"trace_id": tid(t), "span_id": sid(t, s), "attributes": {}} for t, s in links],
         attributes={},
         resource_attributes={},
@@ -86,6 +88,18 @@ def llm(trace: int, k: int, parent: int, tokens: tuple[int, int], **kw) -> dict:
 
 def tool(trace: int, k: int, parent: int, **kw) -> dict:
     return span(trace, k, parent, name="mcp.tool.call", category="tool", **kw)
+
+
+def graph(trace: int, k: int, parent: int | None = None, *, name: str, **kw) -> dict:
+    """The run of a LangGraph graph as OpenInference's LangChain tracer emits it: a chain span named for the
+    graph (the agent's name), carrying no agent marker of its own."""
+    return span(trace, k, parent, name=name, **kw)
+
+
+def node(trace: int, k: int, parent: int, *, name: str, category: str = "other", **kw) -> dict:
+    """A span that runs graph node `name` (decoded `graph_node`); OpenInference marks a node whose name holds
+    "agent" (a prebuilt ReAct agent's step) AGENT: category "agent"."""
+    return span(trace, k, parent, name=name, category=category, graph_node=name, **kw)
 
 
 @dataclass
@@ -252,6 +266,88 @@ def reverse_order() -> Scenario:
     )
 
 
+def langgraph_agent_as_tool() -> Scenario:
+    # LangGraph prebuilt ReAct agents: the orchestrator graph's `research` tool invokes the researcher graph; every
+    # ReAct step is an `agent` node marked AGENT (one run per graph, not per step)
+    t90 = [
+        graph(90, 1, name="orchestrator"),
+        node(90, 2, 1, name="agent", category="agent", start=1),
+        llm(90, 3, 2, (100, 10), start=1),
+        node(90, 4, 1, name="tools", start=2),
+        span(90, 5, 4, name="research", category="tool", start=2),
+        graph(90, 6, 5, name="researcher", start=2),
+        node(90, 7, 6, name="agent", category="agent", start=2),
+        llm(90, 8, 7, (20, 2), start=2),
+        node(90, 9, 6, name="tools", start=3),
+        span(90, 10, 9, name="search", category="tool", start=3),
+        node(90, 11, 6, name="agent", category="agent", start=4),
+        llm(90, 12, 11, (30, 3), start=4),
+        node(90, 13, 1, name="agent", category="agent", start=5),
+        llm(90, 14, 13, (40, 4), start=5),
+    ]
+    return Scenario(
+        "langgraph_agent_as_tool",
+        [t90],
+        tasks={90: (90, 0, "ok")},
+        runs={(90, 1): ("orchestrator", None, 0), (90, 6): ("researcher", "orchestrator", 1)},
+        tokens={90: (190, 19)},
+    )
+
+
+def langgraph_queued() -> Scenario:
+    # the researcher graph runs as a job: a new trace whose root links to the orchestrator's tool span
+    t91 = [
+        graph(91, 1, name="orchestrator"),
+        node(91, 2, 1, name="agent", category="agent"),
+        llm(91, 3, 2, (5, 1)),
+        node(91, 4, 1, name="tools", start=1),
+        span(91, 5, 4, name="research", category="tool", start=1),
+    ]
+    t92 = [
+        span(92, 1, name="researcher-job", links=[(91, 5)]),
+        graph(92, 2, 1, name="researcher"),
+        node(92, 3, 2, name="agent", category="agent"),
+        llm(92, 4, 3, (7, 2)),
+    ]
+    return Scenario(
+        "langgraph_queued",
+        [t91, t92],
+        tasks={91: (91, 0, "ok"), 92: (91, 1, "ok")},
+        runs={(91, 1): ("orchestrator", None, 0), (92, 2): ("researcher", "orchestrator", 1)},
+        tokens={91: (12, 3)},
+    )
+
+
+def langgraph_sub_graph_nodes() -> Scenario:
+    # trace 95: a graph `team` with a plain node and a sub-graph used as a node (`writer`: a run of its own);
+    # trace 97: a graph `app` whose only node is the sub-graph `assistant`: a wrapper, not a run
+    t95 = [
+        graph(95, 1, name="team"),
+        node(95, 2, 1, name="planner"),
+        llm(95, 3, 2, (3, 1)),
+        node(95, 4, 1, name="writer", start=1),
+        node(95, 5, 4, name="agent", category="agent", start=1),
+        llm(95, 6, 5, (4, 1), start=1),
+    ]
+    t97 = [
+        graph(97, 1, name="app"),
+        node(97, 2, 1, name="assistant"),
+        node(97, 3, 2, name="agent", category="agent"),
+        llm(97, 4, 3, (9, 1)),
+        node(97, 5, 2, name="tools", start=1),
+        span(97, 6, 5, name="lookup", category="tool", start=1),
+        node(97, 7, 2, name="agent", category="agent", start=2),
+        llm(97, 8, 7, (8, 1), start=2),
+    ]
+    return Scenario(
+        "langgraph_sub_graph_nodes",
+        [t95, t97],
+        tasks={95: (95, 0, "ok"), 97: (97, 0, "ok")},
+        runs={(95, 1): ("team", None, 0), (95, 4): ("writer", "team", 1), (97, 2): ("assistant", None, 0)},
+        tokens={95: (7, 2), 97: (17, 2)},
+    )
+
+
 def _linked(trace: int, name: str, parent_trace: int | None, tokens: int = 1) -> list[dict]:
     """A trace of one agent run (linked to `parent_trace`'s delegate span), a delegate span and an LLM call."""
     links = [(parent_trace, 2)] if parent_trace is not None else []
@@ -336,6 +432,9 @@ def all_scenarios() -> list[Scenario]:
         missing_parent(),
         duplicate_response(),
         reverse_order(),
+        langgraph_agent_as_tool(),
+        langgraph_queued(),
+        langgraph_sub_graph_nodes(),
     ]
 
 

@@ -120,6 +120,10 @@ def test_bad_budget_files_are_one_line(tmp_path: Path, capsys) -> None:
         assert main(["budget", "--budgets", str(path), "--emit", "prometheus-rules"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: budgets file") and err.count("\n") == 1
+        # the console's Budgets page reads the same file: a bad one stops `analyze serve` before it listens
+        assert main(["serve", "--budgets", str(path), "--data", str(tmp_path / "data"), "--port", "0"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: budgets file") and err.count("\n") == 1
 
 
 def test_emitted_rules_parse_and_validate() -> None:

@@ -66,6 +66,7 @@ def test_tasks_json(dataset: Path, prices: Path, capsys) -> None:
         "cache_write_tokens": 0,
         "reasoning_tokens": 0,
         "unpriced_calls": 0,
+        "calls_without_usage": 0,
         "gpu_busy_cost_usd": 0.0,
         "reported_cost_usd": None,
         "stitch_state": "ok",

@@ -17,20 +17,34 @@ import shlex
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 import uvicorn
-from conftest import DemoRun, free_port
+from conftest import DemoRun
 from playwright import sync_api as playwright_api
 
+from analyzer.analysis import Analysis
 from analyzer.api import create_app
 from analyzer.cli import main
+from analyzer.console.app import newest_call
+from analyzer.console.filters import iso
 
 pytestmark = pytest.mark.slow
-PAGES = ("/", "/tasks", "/agents", "/gpu", "/prices")
+PAGES = ("/", "/tasks", "/agents", "/gpu", "/prices", "/budgets")
+# The Budgets page's file: the demo's orchestrator past a tiny monthly budget, its namespace well within one.
+BUDGETS = """budgets:
+  - scope: agent=research-planner
+    period: month
+    amount_usd: 0.000001
+  - name: research-namespace
+    scope: namespace=research
+    period: month
+    amount_usd: 1000000
+"""
 
 
 @pytest.fixture(scope="session")
@@ -40,16 +54,20 @@ def demo_data(demo_run: DemoRun) -> Path:
 
 
 @pytest.fixture(scope="session")
-def base(demo_data: Path) -> Iterator[str]:
+def base(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The console and API of the demo's dataset on a loopback port (one server for every test)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(demo_data), host="127.0.0.1", port=port, log_level="warning"))
+    budgets = tmp_path_factory.mktemp("budgets") / "budgets.yaml"
+    budgets.write_text(BUDGETS)
+    app = create_app(demo_data, budgets_file=budgets)
+    # port 0: the kernel picks a free port as it binds (nothing can take it in between); read it back
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert time.monotonic() < deadline, "the console did not start"
         time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=30)
@@ -304,10 +322,67 @@ def test_agents_gpu_and_prices_pages_are_the_cli_json(watched: Watched) -> None:
     watched.check()
 
 
+def analyze_json(command: str, exit_code: int) -> Any:
+    """Run an `analyze ...` command as the page prints it, expecting `exit_code`; its JSON output."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(shlex.split(command)[1:]) == exit_code
+    return json.loads(out.getvalue())
+
+
+def test_budgets_and_runaway_tasks_are_the_cli_json_and_follow_the_limits(watched: Watched, demo_data: Path) -> None:
+    analysis = Analysis.open(demo_data)
+    analysis.install_charges()
+    newest = newest_call(analysis)
+    analysis.con.close()
+    at = iso(newest.replace(microsecond=0) + timedelta(seconds=1))  # every call of the demo counted
+    page = watched.goto(f"/budgets?range=all&at={at}&max_llm_calls=2")
+    (budget_cli,) = commands(page, "budgets")
+    assert f"--at {at}" in budget_cli
+    expected = analyze_json(budget_cli, 3)  # a budget is breached: exit code 3, as a cron job sees it
+    table = page.locator("#budget-table")
+    shown = [(r.get_attribute("data-budget"), r.get_attribute("data-status")) for r in table.locator("tbody tr").all()]
+    assert shown == [(e["budget"], e["status"]) for e in expected]
+    assert [status for _, status in shown] == ["breached", "ok"]
+    for name in ("amount_usd", "spend_usd", "burn_rate_usd_per_day", "forecast_usd"):
+        assert values(table, name) == [e[name] for e in expected], name
+    assert all(e["spend_usd"] > 0 for e in expected)
+
+    def runaway_rows() -> tuple[list[Any], list[Any]]:
+        (command,) = commands(page, "runaway")
+        cli = [(r["task_id"], r["reason"], r["value"], r["threshold"]) for r in cli_json(command)]
+        rows = page.locator("#runaway-table tbody tr").all()
+        shown = [
+            (r.get_attribute("data-task"), r.get_attribute("data-reason"), *values(r, "value"), *values(r, "threshold"))
+            for r in rows
+        ]
+        return cli, shown
+
+    assert "--max-llm-calls 2" in commands(page, "runaway")[0]
+    cli, shown = runaway_rows()
+    assert cli and shown == cli  # every demo task makes more than 2 LLM calls
+    # a higher limit in the form: the tasks past it, as the CLI lists them with that option
+    llm_calls = sorted(value for _, reason, value, _ in cli if reason == "llm_calls")
+    limit = int(llm_calls[len(llm_calls) // 2])
+    page.fill('input[name="max_llm_calls"]', str(limit))
+    navigate(page, lambda: page.click("#budgets-apply"))
+    assert f"--max-llm-calls {limit}" in commands(page, "runaway")[0]
+    higher, shown = runaway_rows()
+    assert shown == higher and len(higher) < len(cli)
+    assert all(value > limit for _, reason, value, _ in higher if reason == "llm_calls")
+    task = page.locator("#runaway-table tbody tr").first.get_attribute("data-task") if higher else cli[0][0]
+    page = watched.goto(f"/tasks/{task}")  # a runaway task's link: its page
+    assert page.locator("#error").count() == 0
+    watched.check()
+
+
 def test_a_bad_filter_is_a_clear_400_page(watched: Watched) -> None:
     response = watched.page.goto(watched.base + "/?since=2026-12-05&until=2026-12-01")
     assert response.status == 400
     assert "is not before --until" in watched.page.locator("#error").text_content()
+    response = watched.page.goto(watched.base + "/budgets?max_llm_calls=0")
+    assert response.status == 400
+    assert watched.page.locator("#error").text_content() == "bad max_llm_calls '0': >= 1"
     response = watched.page.goto(watched.base + "/tasks/ffffffffffff")
     assert response.status == 404
     assert "unknown task id" in watched.page.locator("#error").text_content()

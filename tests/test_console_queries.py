@@ -17,7 +17,7 @@ from analyzer.cli import main
 from analyzer.cost import CostQuery, cost_rows, totals
 from analyzer.dataset import AnalyzerError
 from analyzer.price_list import price_list
-from analyzer.snapshot import DatasetCache, prepare
+from analyzer.snapshot import LATER_STEPS, DatasetCache, Snapshot, keep_charges, prepare
 from analyzer.synthetic import generate
 from analyzer.task_queries import TaskQuery, count_tasks, list_tasks, task_tree
 from analyzer.timeparse import TimeRange
@@ -110,6 +110,23 @@ def test_a_kept_snapshot_answers_as_the_plain_views(dataset: Path) -> None:
         assert cost_rows(kept, query).rows == cost_rows(plain, query).rows
     query = TaskQuery(sort="cost", limit=20, agent="code-writer")
     assert list_tasks(kept, query) == list_tasks(plain, query)
+
+
+def test_a_charges_only_question_goes_before_the_rest_of_the_preparation(dataset: Path) -> None:
+    plain, kept = Analysis.open(dataset), Analysis.open(dataset)
+    keep_charges(kept)
+    snapshot = Snapshot((), kept, pending=list(LATER_STEPS))
+    query = CostQuery(by=["agent"], window=TimeRange.parse("2026-11-03"))
+    overview = snapshot.answer("overview", lambda a: cost_rows(a, query).rows, charges_only=True)
+    assert overview == cost_rows(plain, query).rows
+    assert snapshot.pending == list(LATER_STEPS)  # the tasks not resolved for it
+    assert not kept.has_relation("task_rows")
+    listing = snapshot.answer("tasks", lambda a: list_tasks(a, TaskQuery(sort="cost", limit=20)))
+    assert snapshot.pending == []  # any other question finishes the preparation first, then reads the kept rows
+    assert kept.con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'kept' AND table_name = 'task_rows'"
+    ).fetchone() == (1,)
+    assert listing == list_tasks(plain, TaskQuery(sort="cost", limit=20))
 
 
 def test_latest_answers_from_the_current_state_while_a_newer_one_is_prepared(dataset: Path, tmp_path: Path) -> None:

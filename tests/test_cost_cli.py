@@ -140,7 +140,8 @@ def test_json_by_model_and_day(dataset: Path, capsys) -> None:
     assert unpriced == [
         {"model": "acme-coder-13b", "day": "2026-11-03", "llm_calls": 1, "input_tokens": 7000, "output_tokens": 500,
          "cache_read_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0, "unpriced_calls": 1,
-         "token_cost_usd": None, "gpu_busy_cost_usd": 0.0, "total_cost_usd": None, "reported_cost_usd": None}
+         "calls_without_usage": 0, "token_cost_usd": None, "gpu_busy_cost_usd": 0.0, "total_cost_usd": None,
+         "reported_cost_usd": None}
     ]  # fmt: skip
 
 

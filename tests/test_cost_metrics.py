@@ -81,6 +81,32 @@ def send_again(endpoint: str, call: CallRecord) -> None:
     provider.shutdown()
 
 
+# Calls as agent frameworks report them (tests/frameworks): a framework's name as the provider, LiteLLM's
+# provider/model and no provider, audio tokens; the metrics label them as `analyze cost` groups them (the
+# provider that served the call) and price them as it does (the price entry for openai's gpt-4o-mini applies
+# to LiteLLM's openai/gpt-4o-mini, the audio tokens at gpt-audio's audio prices)
+FRAMEWORK_CALLS = [
+    {"gen_ai.provider.name": "strands-agents", "gen_ai.request.model": "gpt-4.1",
+     "gen_ai.usage.input_tokens": 900, "gen_ai.usage.output_tokens": 60},
+    {"gen_ai.request.model": "openai/gpt-4o-mini", "gen_ai.usage.input_tokens": 700, "gen_ai.usage.output_tokens": 40},
+    {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-audio", "gen_ai.usage.input_tokens": 3000,
+     "gen_ai.usage.audio.input_tokens": 2500, "gen_ai.usage.output_tokens": 1200,
+     "gen_ai.usage.audio.output_tokens": 1000},
+]  # fmt: skip
+
+
+def send_framework_calls(endpoint: str) -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": "framework-agent"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    start = int(START.timestamp() * 1e9) + 2 * 10**12
+    for n, attributes in enumerate(FRAMEWORK_CALLS):
+        span = provider.get_tracer("sdk").start_span(
+            "chat", attributes={"gen_ai.operation.name": "chat", **attributes}, start_time=start + n * 10**9
+        )
+        span.end(end_time=start + n * 10**9 + 10**8)
+    provider.shutdown()
+
+
 def wait_until_written(receiver: ReceiverProcess, spans: int) -> str:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -111,7 +137,8 @@ def test_cost_metrics_equal_analyze_cost(tmp_path: Path) -> None:
         assert len(again) == 3
         for call in again:
             send_again(receiver.grpc_endpoint, call)
-        metrics = metric_rows(wait_until_written(receiver, result.spans_sent + len(again)))
+        send_framework_calls(receiver.grpc_endpoint)
+        metrics = metric_rows(wait_until_written(receiver, result.spans_sent + len(again) + len(FRAMEWORK_CALLS)))
 
     series = {key: row for key, row in metrics.items() if "llm_calls" in row}
     totals = analyze_cost(data, prices)[0]
@@ -119,7 +146,8 @@ def test_cost_metrics_equal_analyze_cost(tmp_path: Path) -> None:
     for figure in (*FIGURES.values(), *TOKEN_FIGURES.values()):
         summed = sum(row[figure] for row in series.values())
         assert summed == pytest.approx(float(totals[figure] or 0), rel=1e-12, abs=0), figure
-    assert totals["llm_calls"] == result.total().llm_calls == len(result.calls)  # the calls sent again: once
+    # the calls sent again: once
+    assert totals["llm_calls"] == result.total().llm_calls + len(FRAMEWORK_CALLS) == len(result.calls) + 3
     assert totals["unpriced_calls"] > 0 and totals["token_cost_usd"] > 0  # the vLLM model has no price
 
     # per model, provider and namespace: equal, figure by figure
@@ -132,6 +160,7 @@ def test_cost_metrics_equal_analyze_cost(tmp_path: Path) -> None:
         for r in analyze_cost(data, prices, "model", "provider", "namespace")
     }
     assert set(by_model) == set(expected)
+    assert {("gpt-4.1", "openai"), ("gpt-4o-mini", "openai"), ("gpt-audio", "openai")} <= {k[:2] for k in expected}
     for key, row in by_model.items():
         for figure, value in row.items():
             assert value == pytest.approx(float(expected[key][figure] or 0), rel=1e-12, abs=0), (key, figure)

@@ -127,9 +127,11 @@ def test_kill_9_loses_no_acknowledged_span_and_duplicates_none(tmp_path):
         pass  # restart replays the WAL; SIGTERM writes everything out
 
     assert client.acked_requests >= 163
-    rows = duckdb.sql(
-        f"SELECT lower(hex(trace_id)), lower(hex(span_id)) FROM read_parquet('{data}/spans/*/*.parquet')"
-    ).fetchall()
+    rows = (
+        duckdb.connect()
+        .sql(f"SELECT lower(hex(trace_id)), lower(hex(span_id)) FROM read_parquet('{data}/spans/*/*.parquet')")
+        .fetchall()
+    )
     written = set(rows)
     assert len(rows) == len(written), "a span was written twice"
     assert client.acked <= written, f"{len(client.acked - written)} acknowledged spans lost"

@@ -19,7 +19,7 @@ from analyzer import dataset as dataset_module
 from analyzer.api import create_app
 from analyzer.cli import main
 from analyzer.dataset import SkippedFile, open_dataset
-from collector_ext.schema import SPANS
+from collector_ext.schema import SCHEMA_VERSIONS, SPANS
 
 
 def _two_files(root: Path) -> tuple[Path, Path]:
@@ -81,7 +81,7 @@ def test_files_of_an_unknown_schema_or_other_column_types_are_left_out(data_dir:
     assert sorted(dataset.skipped_files, key=lambda s: s.path) == [
         SkippedFile(
             "spans/date=2026-11-18/future-00000001.parquet",
-            "schema agentmeter-v99, which this analyzer does not know (it reads agentmeter-v1)",
+            f"schema agentmeter-v99, which this analyzer does not know (it reads {', '.join(SCHEMA_VERSIONS)})",
         ),
         SkippedFile(
             "spans/date=2026-11-18/odd-00000001.parquet", "column trace_id is string, not fixed_size_binary[16]"

@@ -32,10 +32,14 @@ def test_files_are_partitioned_by_date_and_numbered_per_writer(data_dir):
     ]
     assert not list(data_dir.rglob("*.tmp"))
     assert json.loads((data_dir / "_schema.json").read_text())["schema_version"] == SCHEMA_VERSION
-    rows = duckdb.sql(
-        f"SELECT date::VARCHAR AS d, count(*) AS n FROM read_parquet('{data_dir}/gpu_metrics/*/*.parquet', "
-        "hive_partitioning=true) GROUP BY ALL ORDER BY d"
-    ).fetchall()
+    rows = (
+        duckdb.connect()
+        .sql(
+            f"SELECT date::VARCHAR AS d, count(*) AS n FROM read_parquet('{data_dir}/gpu_metrics/*/*.parquet', "
+            "hive_partitioning=true) GROUP BY ALL ORDER BY d"
+        )
+        .fetchall()
+    )
     assert rows == [("2026-11-01", 2), ("2026-11-02", 1)]
 
 

@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind
 
 from collector_ext.decode.dialects import COLUMNS, InvalidSpan, Normalized, normalize, normalize_provider
 from collector_ext.decode.otlp_values import any_value_to_python, attribute_map, attributes_to_dict
+from collector_ext.schema import MODALITY_COLUMNS
 
 EXPORTER = InMemorySpanExporter()
 PROVIDER = TracerProvider()
@@ -677,3 +678,106 @@ def test_numeric_strings_and_whole_floats_are_accepted() -> None:
     )
     got = (result.columns["input_tokens"], result.columns["output_tokens"], result.columns["reported_cost_usd"])
     assert got == (42, 7, 0.25)
+
+
+# ---- graph nodes (LangGraph through OpenInference's LangChain tracer) ----
+
+# metadata as OpenInference writes it (the `metadata` attribute: LangChain's run metadata as JSON), copied from
+# the LangGraph capture (tests/frameworks/captures/langgraph__openinference-langchain__chat)
+ROOT_GRAPH = '{"ls_integration": "langgraph"}'
+ROOT_NODE = (
+    '{"ls_integration": "langgraph", "langgraph_step": 1, "langgraph_node": "agent", "langgraph_triggers": '
+    '["branch:to:agent"], "langgraph_path": ["__pregel_pull", "agent"], "langgraph_checkpoint_ns": '
+    '"agent:a9688b12-9ddf-50a5-eacf-79225646d6c2"}'
+)
+TOOLS_NODE_CONTEXT = (
+    '{"ls_integration": "langgraph", "langgraph_step": 2, "langgraph_node": "tools", "langgraph_checkpoint_ns": '
+    '"tools:59daf1ad-551b-9286-67a9-659e86439f40", "checkpoint_ns": "tools:59daf1ad-551b-9286-67a9-659e86439f40"}'
+)
+SUB_GRAPH_NODE = (
+    '{"ls_integration": "langgraph", "langgraph_step": 1, "langgraph_node": "agent", "langgraph_checkpoint_ns": '
+    '"tools:59daf1ad-551b-9286-67a9-659e86439f40|agent:6b33281a-e932-6834-9756-29232e09f22a"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "metadata", "category", "graph_node"),
+    [
+        ("orchestrator", "CHAIN", ROOT_GRAPH, "other", None),  # the graph's run: no node of its own
+        ("agent", "AGENT", ROOT_NODE, "agent", "agent"),  # a ReAct step: the node's own span
+        ("call_model", "CHAIN", ROOT_NODE, "other", None),  # inside the node: same metadata, another name
+        ("researcher", "CHAIN", TOOLS_NODE_CONTEXT, "other", None),  # a sub-graph called from the tools node
+        ("research", "TOOL", TOOLS_NODE_CONTEXT, "tool", None),
+        ("agent", "AGENT", SUB_GRAPH_NODE, "agent", "agent"),  # the sub-graph's step: its namespace's last task
+        ("agent", "AGENT", TOOLS_NODE_CONTEXT, "agent", None),  # named "agent" inside the tools node: no node
+        ("agent", "AGENT", "not json", "agent", None),
+    ],
+)
+def test_langgraph_node_spans(name: str, kind: str, metadata: str, category: str, graph_node: str | None) -> None:
+    result = run(name, {"openinference.span.kind": kind, "metadata": metadata})
+    assert (result.columns["category"], result.columns["graph_node"]) == (category, graph_node)
+    assert "metadata" not in result.consumed  # the whole metadata stays in the attributes map
+
+
+# ---- counts per modality ----
+
+
+def test_modality_counts_are_columns_and_parts_of_the_counts() -> None:
+    result = run(
+        "chat gpt-4o-audio-preview",
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 300,
+            "gen_ai.usage.text.input_tokens": 600,
+            "gen_ai.usage.audio.input_tokens": 300,
+            "gen_ai.usage.image.input_tokens": 80,
+            "gen_ai.usage.video.input_tokens": 20,
+            "gen_ai.usage.text.output_tokens": 100,
+            "gen_ai.usage.audio.output_tokens": 200,
+        },
+    )
+    got = {k: result.columns[k] for k in ("input_tokens", "output_tokens", *MODALITY_COLUMNS)}
+    assert got == {
+        "input_tokens": 1000,
+        "output_tokens": 300,
+        "input_audio_tokens": 300,
+        "input_image_tokens": 80,
+        "input_video_tokens": 20,
+        "output_audio_tokens": 200,
+    }
+    assert {"gen_ai.usage.audio.input_tokens", "gen_ai.usage.audio.output_tokens"} <= result.consumed
+    assert "gen_ai.usage.text.input_tokens" not in result.consumed  # text is the rest: no column of its own
+
+
+def test_modality_counts_alone_make_the_counts_and_never_exceed_them() -> None:
+    alone = run("chat", {"gen_ai.operation.name": "chat", "gen_ai.usage.text.input_tokens": 70,
+                         "gen_ai.usage.audio.input_tokens": 30, "gen_ai.usage.audio.output_tokens": 9})  # fmt: skip
+    assert (alone.columns["input_tokens"], alone.columns["output_tokens"]) == (100, 9)
+    # a total below the sum of its parts is not a total: the parts win
+    short = run("chat", {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 10,
+                         "gen_ai.usage.audio.input_tokens": 30})  # fmt: skip
+    assert (short.columns["input_tokens"], short.columns["input_audio_tokens"]) == (30, 30)
+
+
+def test_openinference_audio_details() -> None:
+    result = run(
+        "ChatOpenAI",
+        {
+            "openinference.span.kind": "LLM",
+            "llm.model_name": "gpt-4o-audio-preview",
+            "llm.token_count.prompt": 500,
+            "llm.token_count.completion": 120,
+            "llm.token_count.prompt_details.audio": 200,
+            "llm.token_count.completion_details.audio": 100,
+        },
+    )
+    assert (result.columns["input_audio_tokens"], result.columns["output_audio_tokens"]) == (200, 100)
+    assert {"llm.token_count.prompt_details.audio", "llm.token_count.completion_details.audio"} <= result.consumed
+
+
+def test_unknown_usage_has_no_modality_parts() -> None:
+    # a Traceloop stream whose usage was never read: every count zero, no response model: unknown, not zero
+    result = run("openai.chat", {"traceloop.span.kind": "task", "llm.request.type": "chat",
+                                 "gen_ai.usage.input_tokens": 0, "gen_ai.usage.audio.input_tokens": 0})  # fmt: skip
+    assert [result.columns[k] for k in ("input_tokens", *MODALITY_COLUMNS)] == [None] * 5

@@ -1,4 +1,4 @@
-"""Every span of the real-instrumentation corpus (../shared/corpus) through attributes_to_dict + normalize.
+"""Every span of the real-instrumentation corpus (tests/corpus, captured from real libraries) through attributes_to_dict + normalize.
 
 Each LLM span in truth.json must get exactly the usage the fake server logged, the provider, the request and
 response model and the response id. Where an instrumentation does not carry a value (the corpus README,

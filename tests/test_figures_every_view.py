@@ -5,29 +5,37 @@ real receiver, with GPU slices) and on a synthetic one, and held equal."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import re
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from conftest import DemoRun
 from fastapi.testclient import TestClient
-from notebook_runner import execute, shown
+from views import cli, cli_csv, cli_json, footer, notebook_headline, plain, report
 
 from analyzer.analysis import Analysis
 from analyzer.api import create_app
-from analyzer.cli import main
 from analyzer.cost import totals
 from analyzer.figures import COUNT_FIGURES, MONEY_FIGURES
 from analyzer.output import money
 from analyzer.synthetic import generate
 
 pytestmark = pytest.mark.slow
-KEYS = ("agent", "provider", "model", "namespace", "service", "day", "week", "month", "task", "label:team")
+KEYS = (
+    "agent",
+    "provider",
+    "model",
+    "span_provider",
+    "span_model",
+    "namespace",
+    "service",
+    "day",
+    "week",
+    "month",
+    "task",
+    "label:team",
+)
 
 
 @pytest.fixture(params=["demo", "synthetic"])
@@ -39,45 +47,6 @@ def dataset(request, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic") / "data"
     generate(root, tasks=60, seed=21)
     return root
-
-
-def cli(capsys, *args: str) -> str:
-    assert main(list(args)) == 0
-    return capsys.readouterr().out
-
-
-def cli_json(capsys, *args: str):
-    return json.loads(cli(capsys, *args, "--format", "json"))
-
-
-def cli_csv(capsys, *args: str) -> list[dict]:
-    def value(text: str):
-        if text == "":
-            return None
-        for kind in (int, float):
-            try:
-                return kind(text)
-            except ValueError:
-                pass
-        return text
-
-    return [
-        {k: value(v) for k, v in row.items()}
-        for row in csv.DictReader(io.StringIO(cli(capsys, *args, "--format", "csv")))
-    ]
-
-
-def plain(figures: dict) -> dict:
-    return {k: v if v is None or isinstance(v, int) else float(v) for k, v in figures.items()}
-
-
-def footer(table: str) -> dict[str, str]:
-    lines = table.splitlines()
-    header = next(line for line in lines if line.startswith("┃"))
-    total = next(line for line in lines if line.startswith("│") and line.split("│")[1].strip() == "total")
-    return dict(
-        zip((c.strip() for c in header.split("┃")[1:-1]), (c.strip() for c in total.split("│")[1:-1]), strict=True)
-    )
 
 
 def test_every_figure_is_one_value_in_every_view(dataset: Path, capsys, tmp_path: Path, monkeypatch) -> None:
@@ -93,19 +62,13 @@ def test_every_figure_is_one_value_in_every_view(dataset: Path, capsys, tmp_path
     assert cli_csv(capsys, "cost", *data) == [headline]
     assert client.get("/api/totals").json() == headline
     assert client.get("/api/cost").json() == [headline]
-    page = client.get("/report").text
-    embedded = re.search(r'id="agentmeter-figures">(.*?)</script>', page, re.S)
-    assert embedded and json.loads(embedded.group(1)) == {"headline": headline}
+    embedded, page = report(client)
+    assert embedded == {"headline": headline}
     calls, unpriced = headline["llm_calls"], headline["unpriced_calls"]
     assert f"{calls:,} LLM calls, {unpriced:,} unpriced calls" in page
     assert f"{unpriced:,} of {calls:,} calls have no price" in page
     assert f"<b>{money(exact['total_cost_usd'])}</b> total cost" in page
-    monkeypatch.setenv("AGENTMETER_DATA", str(dataset))
-    for variable in ("AGENTMETER_PRICES", "AGENTMETER_GPU_PRICES"):
-        monkeypatch.delenv(variable, raising=False)
-    notebook = execute("finops_cost.ipynb", tmp_path)
-    cell = next(c for c in notebook.cells if c.cell_type == "code" and c.source.startswith("headline = totals"))
-    assert eval(shown(cell), {"__builtins__": {}}) == headline  # a dict of plain numbers and None
+    assert notebook_headline(dataset, tmp_path, monkeypatch) == headline
 
     # every grouping: the same rows in JSON, CSV and the API; groups add up to the totals; the table's total
     # row is the totals, as people read them

@@ -17,7 +17,6 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from conftest import free_port
 from idle_datasets import periodic, write_runs
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -65,8 +64,7 @@ def scaler() -> Iterator[tuple[LiveState, pb_grpc.ExternalScalerStub, object]]:
     live = LiveState()
     server = grpc.server(ThreadPoolExecutor(max_workers=4))
     servicer = add_scaler_servicer(server, live)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    port = server.add_insecure_port("127.0.0.1:0")  # the kernel picks a free port as it binds
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +24,6 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from collector_ext.demo.loadgen import GPU_SLICES, WorkloadSpec, make_exporter, run_workload
-from tests.conftest import free_port
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -57,8 +57,7 @@ def grpc_collector():
     collector = TraceCollector()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    port = server.add_insecure_port("127.0.0.1:0")  # the kernel picks a free port as it binds
     server.start()
     yield f"127.0.0.1:{port}", collector
     server.stop(grace=None).wait(5)
@@ -89,7 +88,7 @@ def http_collector():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}", received
@@ -343,8 +342,10 @@ def test_cli_errors_are_one_line():
     done = _cli("--protocol", "thrift", "--tasks", "1")
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --protocol must be grpc or http/protobuf, not 'thrift'"
-    port = free_port()  # nothing listens there: the exporter gives up, the command says so and fails
-    done = _cli("--endpoint", f"127.0.0.1:{port}", "--tasks", "1", "--seed", "1", "--quiet", "--timeout", "0.5")
+    with socket.socket() as closed:  # bound, never listening: connections are refused, and no one else can take it
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        done = _cli("--endpoint", f"127.0.0.1:{port}", "--tasks", "1", "--seed", "1", "--quiet", "--timeout", "0.5")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("error: the exporter could not deliver")
 

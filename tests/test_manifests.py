@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -101,7 +102,7 @@ def container(workload: dict) -> dict:
 
 
 def test_every_overlay_renders_the_expected_objects() -> None:
-    assert OVERLAYS == ["default", "gpu", "warm-pool-example"]
+    assert OVERLAYS == ["default", "gpu", "object-storage", "warm-pool-example"]
     default = sorted((d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in render("default"))
     named = [(kind, ns, re.sub(r"-[a-z0-9]{10}$", "-<hash>", name)) for kind, ns, name in default]
     assert named == [
@@ -109,6 +110,7 @@ def test_every_overlay_renders_the_expected_objects() -> None:
         ("ClusterRoleBinding", None, "agentmeter-otel-collector"),
         ("ConfigMap", "agentmeter", "agentmeter-receiver-<hash>"),
         ("ConfigMap", "agentmeter", "otel-collector-config-<hash>"),
+        ("CronJob", "agentmeter", "agentmeter-compactor"),
         ("Deployment", "agentmeter", "agentmeter-analyzer"),
         ("Deployment", "agentmeter", "otel-collector"),
         ("Namespace", None, "agentmeter"),
@@ -152,6 +154,15 @@ def test_every_overlay_renders_the_expected_objects() -> None:
         (d["kind"], d["metadata"].get("namespace")) for d in render("default")
     }
     assert extra == {("SandboxWarmPool", "research"), ("ScaledObject", "research")}
+    # object storage: the bucket's settings instead of the shared volume
+    in_bucket = {(k, ns, re.sub(r"-[a-z0-9]{10}$", "-<hash>", n)) for k, ns, n in _names("object-storage")}
+    in_default = {(k, ns, re.sub(r"-[a-z0-9]{10}$", "-<hash>", n)) for k, ns, n in _names("default")}
+    assert in_bucket - in_default == {("ConfigMap", "agentmeter", "agentmeter-object-store-<hash>")}
+    assert in_default - in_bucket == {("PersistentVolumeClaim", "agentmeter", "agentmeter-dataset")}
+
+
+def _names(overlay: str) -> list[tuple[str, str | None, str]]:
+    return [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in render(overlay)]
 
 
 def validate(doc: dict, version: str) -> None:
@@ -413,6 +424,7 @@ def test_every_writer_of_the_shared_dataset_has_its_group() -> None:
     assert set(writers) == {
         ("agentmeter-collector-ext", 65532, False),
         ("agentmeter-analyzer", 65532, True),
+        ("agentmeter-compactor", 65532, False),
         ("agentmeter-node", 0, False),
     }
 
@@ -429,6 +441,109 @@ def test_both_namespaces_claim_one_share_in_the_gpu_overlay() -> None:
         assert volume["spec"]["accessModes"] == claim["spec"]["accessModes"] == ["ReadWriteMany"]
         shares.add(json.dumps(volume["spec"]["nfs"], sort_keys=True))
     assert len(shares) == 1
+
+
+# -- compaction and object storage -------------------------------------------------------------------------
+
+
+def resolved_env(overlay: str, main: dict) -> dict[str, str | tuple[str, str, bool]]:
+    """A container's environment as the kubelet makes it: values, ConfigMap keys read from the rendered
+    ConfigMap (an optional key that is absent: no variable), Secret keys as ("secret", name, optional)."""
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in kinds(overlay, "ConfigMap")}
+    env: dict[str, str | tuple[str, str, bool]] = {}
+    for entry in main.get("env", []):
+        source = entry.get("valueFrom", {})
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        elif "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            data = configmaps[ref["name"]]  # a ConfigMap that exists (kustomize's hashed name, referenced)
+            if ref["key"] in data:
+                env[entry["name"]] = data[ref["key"]]
+            else:
+                assert ref.get("optional"), (entry, "a required key that is not there")
+        else:
+            ref = source["secretKeyRef"]
+            assert ref["key"] == entry["name"]
+            env[entry["name"]] = ("secret", ref["name"], ref.get("optional", False))
+    assert "envFrom" not in main
+    return env
+
+
+def expand(args: list[str], env: dict) -> list[str]:
+    """$(VAR) in args, as the kubelet expands it from the container's environment."""
+    return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg) for arg in args]
+
+
+@pytest.mark.parametrize("overlay", ["default", "object-storage"])
+def test_the_compactor_runs_the_real_command_hourly_one_at_a_time(overlay: str, tmp_path: Path) -> None:
+    cronjob = find(overlay, "CronJob", "agentmeter-compactor")
+    spec = cronjob["spec"]
+    assert (spec["schedule"], spec["concurrencyPolicy"]) == ("17 * * * *", "Forbid")  # one run per dataset
+    assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 3600  # over before the next hour's run
+    pod = pod_template(cronjob)["spec"]
+    # the receivers' ServiceAccount: their cloud identity (IRSA, workload identity) writes and deletes objects
+    assert (
+        pod["serviceAccountName"]
+        == find(overlay, "StatefulSet", "agentmeter-collector-ext")["spec"]["template"]["spec"]["serviceAccountName"]
+    )
+    main = container(cronjob)
+    args = expand(main["args"], resolved_env(overlay, main))
+    assert args[0] == "compact" and args[args.index("--retention-days") + 1] == "400"
+    location = args[args.index("--data-dir") + 1]
+    if overlay == "default":
+        mounts = {m["name"]: m["mountPath"] for m in main["volumeMounts"]}
+        assert location == mounts["dataset"] + "/dataset"
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["dataset"]["persistentVolumeClaim"] == {"claimName": "agentmeter-dataset"}
+    else:
+        assert location == "s3://agentmeter-dataset/prod"
+    # the real command takes these arguments (on an empty local dataset in place of the pod's)
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    args[args.index("--data-dir") + 1] = str(dataset)
+    done = subprocess.run(
+        [sys.executable, "-m", "collector_ext.cli", *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["files_merged"] == 0
+
+
+def test_the_object_storage_overlay_writes_the_bucket_with_a_durable_wal_and_secret_refs(tmp_path: Path) -> None:
+    statefulset = find("object-storage", "StatefulSet", "agentmeter-collector-ext")
+    receiver = container(statefulset)
+    env = resolved_env("object-storage", receiver)
+    assert env["AWS_REGION"] == "us-east-1" and "AWS_ENDPOINT_URL" not in env  # set only for non-AWS S3 APIs
+    given = {name: value for name, value in env.items() if isinstance(value, str)}
+    config, _ = receiver_config("object-storage", "agentmeter", tmp_path, **given)  # the receiver's own loader
+    assert config.data_dir == "s3://agentmeter-dataset/prod"
+    # the WAL on the StatefulSet's own PersistentVolume per pod (it survives pod deletion; an emptyDir would not)
+    mounts = {m["name"]: m["mountPath"] for m in receiver["volumeMounts"]}
+    assert str(config.wal_path) == mounts["wal"] == "/wal"
+    pod_volumes = {v["name"] for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert "wal" not in pod_volumes  # so `wal` is the claim template's volume
+    assert [c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]] == ["wal"]
+    # no shared volume: nothing claims agentmeter-dataset or mounts /data
+    for doc in render("object-storage"):
+        if doc["kind"] in WORKLOADS:
+            spec = pod_template(doc)["spec"]
+            assert not [v for v in spec["volumes"] if "persistentVolumeClaim" in v], doc["metadata"]["name"]
+            assert "/data" not in {m["mountPath"] for m in container(doc)["volumeMounts"]}
+    # credentials only by reference: the writers' Secret for the receivers and the compactor, the readers' for
+    # the analyzer, optional (IRSA / workload identity need none)
+    analyzer = find("object-storage", "Deployment", "agentmeter-analyzer")
+    compactor = find("object-storage", "CronJob", "agentmeter-compactor")
+    for workload, secret in ((statefulset, "agentmeter-s3-writer"), (compactor, "agentmeter-s3-writer"),
+                             (analyzer, "agentmeter-s3-reader")):  # fmt: skip
+        found = resolved_env("object-storage", container(workload))
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert found[key] == ("secret", secret, True), (workload["metadata"]["name"], key)
+    # the analyzer reads the bucket through its cache, on a volume of its own
+    main = container(analyzer)
+    analyzer_env = resolved_env("object-storage", main)
+    args = expand(main["args"], analyzer_env)
+    assert args[:3] == ["serve", "--data", "s3://agentmeter-dataset/prod"]
+    assert {m["name"]: m["mountPath"] for m in main["volumeMounts"]}["cache"] == analyzer_env["AGENTMETER_CACHE_DIR"]
 
 
 # -- Services, the Collector, KEDA -------------------------------------------------------------------------
@@ -565,7 +680,7 @@ def test_network_policies_deny_by_default_and_let_in_only_the_peers() -> None:
     assert allowed_ingress("gpu", find("gpu", "DaemonSet", "agentmeter-node")) == {("namespace:monitoring", "http")}
     for overlay in OVERLAYS:  # every port a policy names is a port of the pods it selects
         for workload in (d for d in render(overlay) if d["kind"] in WORKLOADS):
-            names = {p["name"] for p in container(workload)["ports"]}
+            names = {p["name"] for p in container(workload).get("ports", [])}
             assert {port for _, port in allowed_ingress(overlay, workload)} <= names
 
 

@@ -28,7 +28,7 @@ import pytest
 from receiver_process import ReceiverProcess
 from s3_server import HoldingProxy, S3Server
 from test_crash_recovery import EXPORT, agent_request
-from test_receiver_overload import assert_retryable, raw_call
+from test_receiver_overload import METRICS_EXPORT, assert_retryable, raw_call
 
 from collector_ext.demo.loadgen import WorkloadSpec, make_exporter, run_workload
 
@@ -162,32 +162,102 @@ def test_a_receiver_killed_between_its_upload_and_the_wal_retirement_writes_noth
         proxy.close()
 
 
-def test_the_bucket_going_away_is_back_pressure_and_every_acknowledged_span_arrives_once(s3, tmp_path):
+def export_until_refused(endpoint: str) -> tuple[set[tuple[str, str]], grpc.RpcError | None]:
+    """Agent requests exported one by one until the receiver refuses one: the (trace_id, span_id) of every span
+    acknowledged before, and the refusal (None if none came within the bound)."""
     acked: set[tuple[str, str]] = set()
-    refused: grpc.RpcError | None = None
+    for request_no in range(2000):  # bounded: the WAL limit is reached long before
+        payload, ids = agent_request(request_no)
+        answer = raw_call(endpoint, EXPORT, payload)
+        if isinstance(answer, grpc.RpcError):
+            return acked, answer
+        acked |= ids
+    return acked, None
+
+
+def bucket_back_and_holding(s3: S3Server, spans: int) -> None:
+    """The bucket is back (a restarted moto server is empty: the operator restores the bucket); wait until it
+    holds `spans` distinct spans (the receiver's WAL written out), or WAIT_S."""
+    s3.start()
+    s3.create_bucket(BUCKET)
+    deadline = time.monotonic() + WAIT_S
+    while len(set(spans_in_bucket(s3))) < spans and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def test_the_bucket_going_away_is_back_pressure_and_every_acknowledged_span_arrives_once(s3, tmp_path):
     with receiver(tmp_path, s3.env, "w1", "--max-pending-mib", "1", "--parquet-max-seconds", "0.2") as running:
         s3.stop()  # the bucket is gone: uploads fail, rows stay in the WAL
-        for request_no in range(2000):  # bounded: the WAL limit is reached long before
-            payload, ids = agent_request(request_no)
-            answer = raw_call(running.grpc_endpoint, EXPORT, payload)
-            if isinstance(answer, grpc.RpcError):
-                refused = answer
-                break
-            acked |= ids
+        acked, refused = export_until_refused(running.grpc_endpoint)
         assert refused is not None, "never refused: the WAL limit was not enforced"
         assert_retryable(refused, 1)  # UNAVAILABLE + RetryInfo (--retry-after-seconds 1 in the tests)
         assert acked  # acknowledged while the bucket was away: kept in the WAL
-        s3.start()  # the bucket is back (a restarted moto server is empty: the operator restores the bucket)
-        s3.create_bucket(BUCKET)
-        deadline = time.monotonic() + WAIT_S
-        while len(set(spans_in_bucket(s3))) < len(acked) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        bucket_back_and_holding(s3, len(acked))
         payload, ids = agent_request(5000)
         assert raw_call(running.grpc_endpoint, EXPORT, payload) == b""  # accepting again
         acked |= ids
     rows = spans_in_bucket(s3)
     assert len(rows) == len(set(rows)), "a span was written twice"
     assert set(rows) == acked
+
+
+def log_events(receiver_process: ReceiverProcess, event: str) -> list[dict]:
+    return [json.loads(line) for line in receiver_process.log().splitlines() if f'"event": "{event}' in line]
+
+
+def test_a_bucket_unreachable_at_start_is_retried_and_what_was_accepted_meanwhile_arrives_once(s3, tmp_path):
+    """moto's server is down when the receiver starts: it starts anyway, acknowledges traces into its WAL up to
+    --max-pending-mib, then refuses them retryably, as GPU metrics until the bucket answers; it retries the
+    bucket with back-off, and once it is back every acknowledged span is written, once."""
+    s3.stop()
+    with receiver(tmp_path, s3.env, "w1", "--max-pending-mib", "1", "--parquet-max-seconds", "0.2") as running:
+        acked, refused = export_until_refused(running.grpc_endpoint)
+        assert acked, "nothing acknowledged while the bucket was unreachable"
+        assert refused is not None, "never refused: the WAL limit was not enforced"
+        assert_retryable(refused, 1)  # UNAVAILABLE + RetryInfo (--retry-after-seconds 1 in the tests)
+        gpu_answer = raw_call(running.grpc_endpoint, METRICS_EXPORT, b"")
+        assert isinstance(gpu_answer, grpc.RpcError)
+        assert_retryable(gpu_answer, 1)
+        bucket_back_and_holding(s3, len(acked))
+        payload, ids = agent_request(5000)
+        assert raw_call(running.grpc_endpoint, EXPORT, payload) == b""  # accepting again, as usual
+        acked |= ids
+        assert raw_call(running.grpc_endpoint, METRICS_EXPORT, b"") == b""  # GPU metrics too
+    rows = spans_in_bucket(s3)
+    assert len(rows) == len(set(rows)), "a span was written twice"
+    assert set(rows) == acked
+    (unreachable,) = log_events(running, "object store unreachable at start")
+    assert "Connection reset by peer" in unreachable["error"]
+    (reached,) = log_events(running, "object store reached")
+    assert reached["replayed_spans"] == len(acked) - len(ids)  # what waited in the WAL, replayed once
+
+
+def test_a_writer_id_found_in_use_once_the_bucket_answers_stops_the_receiver_and_keeps_its_wal(s3, tmp_path):
+    gate = HoldingProxy(None)  # this receiver's way to the bucket: nothing behind it yet
+    try:
+        with receiver(tmp_path, s3.env, "w1"):  # holds writer id w1's lease
+            second = ReceiverProcess(
+                tmp_path / "unused",
+                "--data-dir", LOCATION, "--wal-dir", str(tmp_path / "wal-second"),
+                writer_id="w1", env={**s3.env, "AWS_ENDPOINT_URL": gate.endpoint},
+                log_path=tmp_path / "receiver-second.log",
+            ).start()  # fmt: skip
+            try:
+                payload, _ = agent_request(1)
+                assert raw_call(second.grpc_endpoint, EXPORT, payload) == b""  # into its WAL
+                gate.target_port = s3.front.target_port  # the bucket answers: the lease is found held
+                assert second.process is not None
+                assert second.process.wait(WAIT_S) == 2
+            finally:
+                second.kill()
+    finally:
+        gate.close()
+    errors = [line for line in second.log().splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, second.log()
+    assert errors[0].startswith(f"error: writer id 'w1' is in use on {LOCATION}: another process (pid ")
+    assert errors[0].endswith("; give every receiver its own --writer-id")
+    assert list((tmp_path / "wal-second").glob("*.wal")), "the acknowledged request left the WAL"
+    assert not [k for k in s3.keys(f"{BUCKET}/{PREFIX}/spans") if "/w1-" in k]  # nothing written by either
 
 
 def test_an_object_store_data_dir_needs_a_local_wal_dir(tmp_path):

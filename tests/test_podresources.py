@@ -98,7 +98,7 @@ def intervals(data_dir: Path) -> list[tuple]:
         GROUP BY ALL
         ORDER BY pod, container, source, 14, driver
     """
-    return duckdb.execute(sql, {"glob": str(data_dir / "gpu_allocations" / "*" / "*.parquet")}).fetchall()
+    return duckdb.connect().execute(sql, {"glob": str(data_dir / "gpu_allocations" / "*" / "*.parquet")}).fetchall()
 
 
 def dra(ns, pod, container, claim, device, first, last, share=None, pool="node-1"):
@@ -142,9 +142,11 @@ def test_changing_cluster_gives_exact_intervals(socket_dir: Path, data_dir: Path
     assert [row[:-1] for row in got] == EXPECTED
     assert {row[-1] for row in got} == {"node-1"}
     # open intervals were re-written at the periodic flushes (t=1020, 1040) and at stop: more rows than intervals
-    raw = duckdb.execute(
-        "SELECT count(*) FROM read_parquet($glob)", {"glob": str(data_dir / "gpu_allocations/*/*.parquet")}
-    ).fetchone()[0]
+    raw = (
+        duckdb.connect()
+        .execute("SELECT count(*) FROM read_parquet($glob)", {"glob": str(data_dir / "gpu_allocations/*/*.parquet")})
+        .fetchone()[0]
+    )
     # t=1020: A closed + 7 open; t=1040 (no DRA): 6 DRA closed + B, E's plugin GPU open; stop: 5 open
     assert raw == 8 + 8 + 5
     events = sorted(entry["event"] for entry in logs if entry["log_level"] == "warning")
@@ -196,7 +198,7 @@ def test_missing_socket_is_reported_once_then_recovers(socket_dir: Path, data_di
     ]
 
 
-def test_outage_longer_than_three_polls_closes_intervals(socket_dir: Path, data_dir: Path) -> None:
+def test_outage_of_three_failed_polls_closes_intervals(socket_dir: Path, data_dir: Path) -> None:
     socket = socket_dir / "kubelet.sock"
     clock = Clock(4000)
     poller = make_poller(socket, data_dir, clock, flush_seconds=10_000)
@@ -205,14 +207,37 @@ def test_outage_longer_than_three_polls_closes_intervals(socket_dir: Path, data_
             clock.now = at
             poller.poll_once()
         kubelet.stop()
-        clock.now = 4020
-        assert poller.poll_once() is False
+        for at in (4020, 4030, 4040):  # three polls in a row without an answer: the outage is not bridged
+            clock.now = at
+            assert poller.poll_once() is False
+        assert poller.open_intervals == 0
         kubelet.start()
-        for at in (4050, 4060):  # 40 s since the last snapshot > 3 intervals: the outage is not bridged
+        for at in (4050, 4060):
             clock.now = at
             assert poller.poll_once() is True
         poller.stop()
     assert [row[-3:-1] for row in intervals(data_dir)] == [(4000, 4010), (4050, 4060)]
+
+
+def test_late_polls_and_a_short_outage_do_not_split_an_interval(socket_dir: Path, data_dir: Path) -> None:
+    """A poll that comes late (the receiver starved of CPU: 40 s between snapshots at a 10 s interval) is no
+    outage, and neither are two failed polls in a row: the allocation seen on both sides goes on."""
+    socket = socket_dir / "kubelet.sock"
+    clock = Clock(5000)
+    poller = make_poller(socket, data_dir, clock, flush_seconds=10_000)
+    with FakeKubelet(socket, [POD_A]) as kubelet:
+        for at in (5000, 5040):
+            clock.now = at
+            assert poller.poll_once() is True
+        kubelet.stop()
+        for at in (5050, 5060):
+            clock.now = at
+            assert poller.poll_once() is False
+        kubelet.start()
+        clock.now = 5070
+        assert poller.poll_once() is True
+        poller.stop()
+    assert [row[-3:-1] for row in intervals(data_dir)] == [(5000, 5070)]
 
 
 def test_background_thread_polls_and_stop_writes_open_intervals(socket_dir: Path, data_dir: Path) -> None:

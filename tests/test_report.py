@@ -41,7 +41,7 @@ def test_report_is_self_contained_with_the_cost_sections(dataset: Path, tmp_path
         "Cost by model",
         "Top 15 tasks (inclusive of every sub-agent)",
         "Unpriced share (models with no price: add them to a --prices file)",
-        "Unpriced models",
+        "Calls whose cost is unknown",
     ]
     assert "Idle time by agent (busiest first)" in titles  # the idle sections follow (no GPU data here)
     assert not re.search(r"<script[^>]+src=", page)  # plotly.js inline: works offline

@@ -8,12 +8,12 @@ still hold exactly the workload that was sent: rows, LLM calls and tokens per ag
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 import pytest
 import rotel
 from conftest import free_port
@@ -28,37 +28,57 @@ START = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
 pytestmark = pytest.mark.slow
 
 
+START_ATTEMPTS = 5
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The loopback TCP ports process `pid` listens on (what the kernel says: the process's own sockets)."""
+    return {c.laddr.port for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+
+
 class Rotel:
-    """rotel-agent in the foreground (no --daemon, so its pid is ours to stop)."""
+    """rotel-agent in the foreground (no --daemon, so its pid is ours to stop).
+
+    rotel cannot bind port 0 (it panics), so its ports are chosen free here and released before it binds
+    them: another process may take one in between. start() therefore checks that the port clients will use
+    is one rotel's own pid listens on, and starts again on new ports when rotel could not bind (it exits 1,
+    "unable to bind ... Address already in use")."""
 
     def __init__(self, receiver_grpc: str, tmp_path: Path) -> None:
-        self.port = free_port()
+        self.receiver_grpc = receiver_grpc
+        self.tmp_path = tmp_path
         self.log_path = tmp_path / "rotel.log"
-        self.args = [
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    def args(self) -> list[str]:
+        return [
             str(ROTEL_AGENT), "start",
             "--otlp-grpc-endpoint", f"127.0.0.1:{self.port}",
             "--otlp-http-endpoint", f"127.0.0.1:{free_port()}",
             "--exporter", "otlp",
-            "--otlp-exporter-endpoint", f"http://{receiver_grpc}",
+            "--otlp-exporter-endpoint", f"http://{self.receiver_grpc}",
             "--otlp-exporter-compression", "gzip",
             "--batch-timeout", "200ms",
-            "--pid-file", str(tmp_path / "rotel.pid"),
+            "--pid-file", str(self.tmp_path / "rotel.pid"),
         ]  # fmt: skip
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> Rotel:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"rotel exited: {self.log_path.read_text()}"
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
+        for _ in range(START_ATTEMPTS):  # bounded: a new pair of ports each time rotel could not bind
+            self.port = free_port()
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and self.process.poll() is None:
+                if self.port in listening_ports(self.process.pid):
+                    return self
                 time.sleep(0.05)
-        self.process.kill()
-        raise AssertionError(f"rotel did not listen within 20 s: {self.log_path.read_text()}")
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(10)
+                raise AssertionError(f"rotel did not listen within 20 s: {self.log_path.read_text()}")
+            assert b"Address already in use" in self.log_path.read_bytes(), self.log_path.read_text()
+        raise AssertionError(f"rotel found no free ports in {START_ATTEMPTS} attempts: {self.log_path.read_text()}")
 
     def stop(self) -> int:
         """SIGTERM: rotel flushes its batches and exits; bounded wait, then SIGKILL."""

@@ -3,14 +3,17 @@ clean exits on SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
+import grpc
 import httpx
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -144,6 +147,42 @@ def test_sigint_is_a_clean_stop_too(data_dir: Path) -> None:
         receiver.kill()
     assert written(data_dir) == [("test", "plain-http-span")]
     assert '"event": "receiver ready"' in receiver.log()
+
+
+def test_ports_given_as_0_are_chosen_at_bind_and_reported_in_the_ready_file_and_the_log(data_dir: Path) -> None:
+    """Every endpoint on port 0: the kernel picks the ports when the receiver binds them (nothing can take them
+    in between), the ready file and the `receiver ready` line say which, and the file goes at the stop."""
+    ready_file = data_dir.parent / "ready.json"
+    args = ["serve", "--data-dir", str(data_dir), "--writer-id", "test", "--keep", "all", "--log-format", "json"]
+    args += ["--grpc-endpoint", "127.0.0.1:0", "--http-endpoint", "127.0.0.1:0", "--scaler-endpoint", "127.0.0.1:0"]
+    args += ["--podresources-interval-seconds", "0", "--span-max-age-hours", "0", "--trace-grace-seconds", "0.2"]
+    args += ["--ready-file", str(ready_file)]
+    log = data_dir.parent / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "collector_ext.cli", *args], cwd=REPO, stdout=out, stderr=out)
+    try:
+        for _ in range(600):  # bounded: up to 30 s
+            if ready_file.exists() or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        ready = json.loads(ready_file.read_text())
+        assert ready["pid"] == process.pid
+        ports = {name: int(ready[name].removeprefix("127.0.0.1:")) for name in ("grpc", "http", "scaler")}
+        assert all(port > 0 for port in ports.values()) and len(set(ports.values())) == 3
+        url = f"http://{ready['http']}/v1/traces"
+        assert httpx.post(url, content=plain_span_request(), headers=PROTOBUF).status_code == 200
+        with grpc.insecure_channel(ready["scaler"]) as channel:  # the scaler answers where the file says
+            grpc.channel_ready_future(channel).result(timeout=10)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert not ready_file.exists()  # the endpoints are gone with the receiver
+    (line,) = [json.loads(line) for line in log.read_text().splitlines() if '"receiver ready"' in line]
+    assert (line["grpc"], line["http"], line["scaler"]) == (ready["grpc"], ready["http"], ready["scaler"])
+    assert written(data_dir) == [("test", "plain-http-span")]
 
 
 def test_restart_after_kill_on_the_same_ports(data_dir: Path) -> None:

@@ -33,7 +33,7 @@ def _one_metric_row() -> pa.Table:
 
 
 def test_directories_are_group_writable_setgid_and_files_group_readable(tmp_path, umask_022):
-    root = tmp_path / "shared" / "dataset"
+    root = tmp_path / "team-volume" / "dataset"
     (written,) = DatasetFiles(root, "receiver-a").write("gpu_metrics", _one_metric_row())
     for directory in (root.parent, root, root / "gpu_metrics", written.parent):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o2775, directory

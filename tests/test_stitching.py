@@ -38,7 +38,7 @@ def agent_rows(rows: list[dict]) -> dict[tuple[int, int], tuple[str, str | None,
             r["agent_depth"],
         )
         for r in rows
-        if r["category"] == "agent"
+        if r["agent_span_id"] == r["span_id"]  # the span of an agent run
     }
 
 

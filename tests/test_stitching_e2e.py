@@ -103,9 +103,11 @@ def wait_written(data_dir: Path, trace_ids: list[int], spans: int, timeout: floa
     written = 0
     while time.monotonic() < deadline:
         if list((data_dir / "spans").glob("date=*/*.parquet")):
-            written = duckdb.execute(
-                "SELECT count(*) FROM read_parquet(?) WHERE list_contains(?, trace_id)", [pattern, wanted]
-            ).fetchone()[0]
+            written = (
+                duckdb.connect()
+                .execute("SELECT count(*) FROM read_parquet(?) WHERE list_contains(?, trace_id)", [pattern, wanted])
+                .fetchone()[0]
+            )
             if written >= spans:
                 return
         time.sleep(0.1)

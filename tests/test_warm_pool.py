@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.warm_pool import NS, KedaPlan, PlanResult, peak_wanted, replay, replay_plan, sizes_curve
+from analyzer.warm_pool import (
+    NS,
+    KedaPlan,
+    PlanResult,
+    busiest_window,
+    replay,
+    replay_plan,
+    replicas_for_busiest,
+    sizes_curve,
+)
 
 
 def brute_force_empty(arrivals_ns: list[int], size: int, cold_start_s: float) -> int:
@@ -123,7 +132,8 @@ def test_a_burst_faster_than_a_start_up_is_served_by_what_is_ready() -> None:
     assert replay_plan(arrivals, KedaPlan(**{**vars(PLAN), "warm_floor": 2})).empty_claims == 2
     assert replay_plan(arrivals, KedaPlan(**{**vars(PLAN), "warm_floor": 4})).empty_claims == 0
     # the most the metric asks for: a floor of 2 plus 4 claims in 60 s x 10 s
-    assert peak_wanted(arrivals, 60, 10, 2) == 3
+    assert busiest_window(arrivals, 60) == 4
+    assert replicas_for_busiest(busiest_window(arrivals, 60), 60, 10, 2) == 3
 
 
 def test_the_replay_and_the_live_scaler_share_one_target() -> None:

@@ -15,7 +15,7 @@ from analyzer.console.filters import Cli, Window, resolve_window
 from analyzer.console.pages import Inputs, Section, Source
 from analyzer.cost import CostQuery, cost_rows
 from analyzer.dataset import AnalyzerError
-from analyzer.idle import analyze_idle
+from analyzer.idle import GroupIdle, analyze_idle
 from analyzer.idle_charts import cooldown_figure, survival_figure, warm_pool_figure, with_gaps
 from analyzer.recommend import emit_yaml, recommend_agent
 from analyzer.task_queries import task_stats
@@ -84,18 +84,27 @@ class IdleCurves:
     cli: list[Cli]
 
 
+def idle_groups(analysis: Analysis, f: AgentFilters) -> list[GroupIdle]:
+    """`analyze idle --by agent` over the window: computed once per window, read by two sections."""
+    since, until = f.window.range.since, f.window.range.until
+    return analysis.memo(
+        ("idle", "agent", since, until), lambda: analyze_idle(analysis.dataset, by="agent", since=since, until=until)
+    )
+
+
 def idle_curves(analysis: Analysis, f: AgentFilters) -> IdleCurves:
-    groups = analyze_idle(analysis.dataset, by="agent", since=f.window.range.since, until=f.window.range.until)
+    groups = idle_groups(analysis, f)
     top = with_gaps(groups)
-    charts: list[str | None] = [None, None, None]
-    if top:
-        charts = [
-            figure_json(survival_figure(top), title=None),
-            figure_json(cooldown_figure(top), title=None),
-            figure_json(warm_pool_figure(top), title=None),
-        ]
     cli = [f.source.cli("idle", *f.window.cli_args(), "--format", "json")]
-    return IdleCurves([g.row() for g in groups], *charts, cli)
+    if not top:
+        return IdleCurves([g.row() for g in groups], None, None, None, cli)
+    return IdleCurves(
+        [g.row() for g in groups],
+        figure_json(survival_figure(top), title=None),
+        figure_json(cooldown_figure(top), title=None),
+        figure_json(warm_pool_figure(top), title=None),
+        cli,
+    )
 
 
 @dataclass(frozen=True)
@@ -108,8 +117,7 @@ class Recommendation:
 
 
 def recommendation(analysis: Analysis, f: AgentFilters) -> Recommendation:
-    groups = analyze_idle(analysis.dataset, by="agent", since=f.window.range.since, until=f.window.range.until)
-    agents = [g.group for g in groups if g.survival]
+    agents = [g.group for g in idle_groups(analysis, f) if g.survival]
     agent = f.agent or (agents[0] if agents else None)
     if agent is None:
         return Recommendation(None, agents, None, "no agent has two runs in this time range: nothing to replay", [])

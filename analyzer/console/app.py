@@ -10,11 +10,13 @@ JavaScript from `static/`: nothing is loaded from elsewhere, so it works offline
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import plotly
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -22,7 +24,7 @@ from fastapi.templating import Jinja2Templates
 from plotly.offline import get_plotlyjs_version
 
 from analyzer.analysis import Analysis
-from analyzer.console import agents, gpu, overview, prices, tasks
+from analyzer.console import agents, budgets, gpu, overview, prices, tasks
 from analyzer.console.filters import RANGE_LABELS, RANGES, url
 from analyzer.console.pages import Inputs, Page, Source
 from analyzer.dataset import AnalyzerError
@@ -31,15 +33,16 @@ from analyzer.snapshot import DatasetCache, Snapshot
 
 HERE = Path(__file__).resolve().parent
 STATIC = "/console/static"
-PLOTLY_JS = Path(__import__("plotly").__file__).parent / "package_data" / "plotly.min.js"
+PLOTLY_JS = Path(plotly.__file__ or "").parent / "package_data" / "plotly.min.js"
 
 PAGES: tuple[Page, ...] = (
-    Page("/", "Overview", "overview.html", overview.parse, overview.SECTIONS),
+    Page("/", "Overview", "overview.html", overview.parse, overview.SECTIONS, charges_only=True),
     Page("/tasks", "Tasks", "tasks.html", tasks.parse_list, tasks.LIST_SECTIONS, charts=False),
     Page("/tasks/{task_ref}", "Task", "task.html", tasks.parse_task, tasks.TASK_SECTIONS, nav=False, charts=False),
     Page("/agents", "Agents", "agents.html", agents.parse, agents.SECTIONS),
     Page("/gpu", "GPU", "gpu.html", gpu.parse, gpu.SECTIONS),
     Page("/prices", "Prices", "prices.html", prices.parse, prices.SECTIONS, charts=False),
+    Page("/budgets", "Budgets", "budgets.html", budgets.parse, budgets.SECTIONS, charts=False),
 )
 
 
@@ -122,11 +125,18 @@ def mount(app: FastAPI, cache: DatasetCache, source: Source) -> None:
 
 
 def _build(page: Page, snapshot: Snapshot, request: Request, source: Source) -> tuple[Any, list]:
-    newest = snapshot.answer("newest-call", newest_call)
-    inputs = Inputs(dict(request.query_params), dict(request.path_params), newest, source)
-    filters = page.parse(inputs)
-    sections = []
-    for section in page.sections:
-        data = snapshot.answer((page.path, section.id, filters), lambda a, s=section: s.build(a, filters))
-        sections.append((section, data))
-    return filters, sections
+    with snapshot.lock:  # the page's questions together: the snapshot's preparation goes before or after them
+        newest = snapshot.answer("newest-call", newest_call, charges_only=True)
+        inputs = Inputs(dict(request.query_params), dict(request.path_params), newest, source)
+        filters = page.parse(inputs)
+        sections = []
+        for section in page.sections:
+            compute = _computation(section.build, filters)
+            data = snapshot.answer((page.path, section.id, filters), compute, charges_only=page.charges_only)
+            sections.append((section, data))
+        return filters, sections
+
+
+def _computation(build: Callable[[Analysis, Any], Any], filters: Any) -> Callable[[Analysis], Any]:
+    """A section's answer for these filters, as Snapshot.answer computes it."""
+    return lambda analysis: build(analysis, filters)

@@ -18,9 +18,9 @@ import uvicorn
 
 from analyzer.api import create_app
 from analyzer.console.browser import launch
-from collector_ext.config import free_loopback_port
 
 OUT = Path(__file__).resolve().parent / "screenshots"
+BUDGETS = Path("deploy/budgets/budgets.yaml")  # the demo agents' budgets (make screenshots runs at the top)
 WIDTH, HEIGHT = 1440, 1000
 
 
@@ -38,16 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("demo-data"))
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--budgets", type=Path, default=BUDGETS)
     args = parser.parse_args(argv)
     task = most_expensive_task(args.data)
-    port = free_loopback_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(args.data), host="127.0.0.1", port=port, log_level="warning"))
+    # port 0: the kernel picks a free port as it binds; read back once started
+    app = create_app(args.data, budgets_file=args.budgets)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
+    if not server.started:
+        raise SystemExit("the console did not start within 30 s")
+    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     pages = {
         "overview": "/?every=hour",
         "tasks": "/tasks",
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "agents": "/agents",
         "gpu": "/gpu",
         "prices": "/prices",
+        "budgets": "/budgets",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     try:

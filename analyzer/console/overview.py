@@ -23,6 +23,7 @@ from analyzer.console.filters import Cli, Window, iso, resolve_window
 from analyzer.console.pages import Inputs, Section, Source
 from analyzer.cost import GROUP_KEYS, LABEL_PREFIX, TIME_KEYS, CostQuery, calls_without_usage, check_keys, cost_rows
 from analyzer.dataset import AnalyzerError
+from analyzer.timeparse import TimeRange
 
 GROUPS = tuple(key for key in GROUP_KEYS if key not in TIME_KEYS)  # agent, task, model, ... (+ label:KEY)
 BUCKETS = tuple(TIME_KEYS)  # hour, day, week, month
@@ -120,11 +121,10 @@ def headline(analysis: Analysis, f: OverviewFilters) -> Headline:
         Card(name, TITLES[name], now[name], before[name] if before else None, name.endswith("_usd"))
         for name in HEADLINE
     ]
-    gaps = sum(row["calls_without_usage"] for row in calls_without_usage(analysis, f.window.range))
+    gaps = now["calls_without_usage"]
     cli = [f.source.cli("cost", *f.window.cli_args(), "--format", "json")]
     if f.window.previous:
-        prev = f.window.previous
-        cli.append(f.source.cli("cost", "--since", iso(prev.since), "--until", iso(prev.until), "--format", "json"))
+        cli.append(f.source.cli("cost", *_previous_args(f.window.previous), "--format", "json"))
     return Headline(cards, gaps, cli)
 
 
@@ -215,9 +215,7 @@ def movers(analysis: Analysis, f: OverviewFilters) -> Movers:
     prev = f.window.previous
     cli = [
         f.source.cli("cost", "--by", f.group, *f.window.cli_args(), "--format", "json"),
-        f.source.cli(
-            "cost", "--by", f.group, "--since", iso(prev.since), "--until", iso(prev.until), "--format", "json"
-        ),
+        f.source.cli("cost", "--by", f.group, *_previous_args(prev), "--format", "json"),
     ]
     return Movers(up, down, f.group, True, cli)
 
@@ -246,12 +244,13 @@ class Attention:
 def attention(analysis: Analysis, f: OverviewFilters) -> Attention:
     figures = cost_rows(analysis, CostQuery(by=[], window=f.window.range)).rows[0]
     reasons = analysis.prices.unpriced
-    pairs = cost_rows(analysis, CostQuery(by=["provider", "model"], window=f.window.range)).rows
+    # as the spans name them: what a --prices entry matches, and the key of the reasons
+    pairs = cost_rows(analysis, CostQuery(by=["span_provider", "span_model"], window=f.window.range)).rows
     unpriced = [
         UnpricedModel(
-            r["provider"],
-            r["model"],
-            reasons.get((r["provider"] or "", r["model"] or ""), "no price"),
+            r["span_provider"],
+            r["span_model"],
+            reasons.get((r["span_provider"] or "", r["span_model"] or ""), "no price"),
             r["unpriced_calls"],
         )  # fmt: skip
         for r in pairs
@@ -266,7 +265,7 @@ def attention(analysis: Analysis, f: OverviewFilters) -> Attention:
         for m in unpriced
     )
     cli = [
-        f.source.cli("cost", "--by", "provider", "--by", "model", *f.window.cli_args(), "--format", "json"),
+        f.source.cli("cost", "--by", "span_provider", "--by", "span_model", *f.window.cli_args(), "--format", "json"),
         f.source.cli("prices", *f.window.cli_args(), "--format", "json"),
     ]
     return Attention(
@@ -285,3 +284,9 @@ SECTIONS = (
     Section("movers", "Top movers", "overview_movers.html", movers),
     Section("attention", "Needs attention", "overview_attention.html", attention),
 )
+
+
+def _previous_args(previous: TimeRange) -> list[str]:
+    """--since / --until of the period before (resolve_window bounds it on both sides)."""
+    assert previous.since is not None and previous.until is not None
+    return ["--since", iso(previous.since), "--until", iso(previous.until)]

@@ -4,7 +4,7 @@ section is added to.
 A page is a URL (its filters in the query string), a template, a parser from the URL to the page's typed
 filters, and sections. A section is a partial template (`templates/sections/`) and a function
 `(Analysis, filters) -> data` that calls the query layer; its answer is computed once per dataset state and
-filters (`Snapshot.answer`). To add a section (say, budgets on the Overview): write the function and the
+filters (`Snapshot.answer`). To add a section (say, a chart on the Overview): write the function and the
 partial, and append a `Section` to that page's `sections`. To add a page: a module with its filters, parser
 and sections, a template extending `page.html`, and an entry in `PAGES` (analyzer/console/app.py).
 """
@@ -28,6 +28,7 @@ class Source:
     data: Path
     prices: Path | None = None
     gpu_prices: Path | None = None
+    budgets: Path | None = None  # the budgets file (analyze serve --budgets): the Budgets page
 
     def cli(self, *args: str) -> Cli:
         return Cli.of(*args, data=self.data, prices=self.prices, gpu_prices=self.gpu_prices)
@@ -64,3 +65,5 @@ class Page:
     sections: tuple[Section, ...]
     nav: bool = True  # listed in the navigation bar
     charts: bool = True  # loads plotly.js
+    # its questions read only the charges: answered before the snapshot has resolved the tasks (the first page)
+    charges_only: bool = False

@@ -1,6 +1,7 @@
 -- span_costs: the cost of every span whose token usage counts (exactly once, see counted_spans.sql).
 -- price_rows (analyzer/pricing.py) holds, per (provider, model) pair of the dataset, one row per validity
--- period x time-of-day window x input-tier band, with exact DECIMAL(38,24) coefficients per token field;
+-- period x time-of-day window x input-tier band, with exact DECIMAL(38,24) coefficients per token field
+-- (and per modality part: audio / image / video input, audio output tokens);
 -- exactly one row matches a priced span. No matching row: the model has no price, cost_usd is NULL.
 -- The grouping columns of the span ride along so that cost queries scan the spans once.
 CREATE OR REPLACE VIEW span_costs AS
@@ -15,7 +16,11 @@ WITH calls AS (
            coalesce(output_tokens, 0) AS output_tokens,
            coalesce(cache_read_tokens, 0) AS cache_read_tokens,
            coalesce(cache_write_tokens, 0) AS cache_write_tokens,
-           coalesce(reasoning_tokens, 0) AS reasoning_tokens
+           coalesce(reasoning_tokens, 0) AS reasoning_tokens,
+           coalesce(input_audio_tokens, 0) AS input_audio_tokens,
+           coalesce(input_image_tokens, 0) AS input_image_tokens,
+           coalesce(input_video_tokens, 0) AS input_video_tokens,
+           coalesce(output_audio_tokens, 0) AS output_audio_tokens
     FROM counted_calls
 )
 SELECT c.trace_id, c.span_id, c.start_time, c.category, c.task_id, c.agent_name, c.service_name, c.k8s_namespace,
@@ -24,7 +29,10 @@ SELECT c.trace_id, c.span_id, c.start_time, c.category, c.task_id, c.agent_name,
        c.input_tokens, c.output_tokens, c.cache_read_tokens, c.cache_write_tokens, c.reasoning_tokens,
        c.input_tokens * p.c_input + c.output_tokens * p.c_output
          + c.cache_read_tokens * p.c_cache_read + c.cache_write_tokens * p.c_cache_write
-         + c.reasoning_tokens * p.c_reasoning + p.c_request AS cost_usd,
+         + c.reasoning_tokens * p.c_reasoning
+         + c.input_audio_tokens * p.c_input_audio + c.input_image_tokens * p.c_input_image
+         + c.input_video_tokens * p.c_input_video + c.output_audio_tokens * p.c_output_audio
+         + p.c_request AS cost_usd,
        p.source IS NOT NULL AS priced,
        p.source AS price_source,
        p.priced_model,

@@ -6,7 +6,7 @@ SELECT coalesce(
        ) AS grp,
        count(*) AS n_startups,
        quantile_cont((epoch_ns(end_time) - epoch_ns(start_time)) / 1e9, 0.9) AS p90_startup_s
-FROM spans
+FROM idle_spans
 WHERE name = 'sandbox.startup'
   AND ($since IS NULL OR start_time >= $since)
   AND ($until IS NULL OR start_time < $until)

@@ -9,7 +9,13 @@
 -- follows the parents to the depth of every run (pointer jumping, no recursive walk); then
 -- tasks_agent_tree.sql gives agent_runs.
 CREATE OR REPLACE TEMP TABLE agent_run_parents AS
-WITH runs AS (
+WITH run_spans AS (  -- the spans agent_in_trace can hold, each once: agent spans, graph runs
+    SELECT * FROM spans WHERE category = 'agent'  -- a filter the scan applies itself
+    UNION ALL
+    SELECT s.* FROM graph_runs AS g JOIN spans AS s ON s.trace_id = g.trace_id AND s.span_id = g.span_id
+    WHERE s.category IS DISTINCT FROM 'agent'  -- graph_runs is usually empty: nothing probed
+),
+runs AS (
     SELECT s.trace_id, s.span_id, t.task_id, s.agent_id, s.start_time, s.end_time, s.service_name,
            s.k8s_namespace,
            coalesce(
@@ -26,13 +32,12 @@ WITH runs AS (
            END AS parent_agent_trace_id,
            CASE WHEN a.above_span_id IS NOT NULL THEN a.above_span_id
                 ELSE coalesce(linked.agent_span_id, ptop.top_agent_span_id) END AS parent_agent_span_id
-    FROM spans AS s
+    FROM run_spans AS s
     JOIN agent_in_trace AS a ON a.trace_id = s.trace_id AND a.span_id = s.span_id
     JOIN trace_tasks AS t ON t.trace_id = s.trace_id
     LEFT JOIN span_agent AS linked
            ON a.above_span_id IS NULL AND linked.trace_id = t.parent_trace_id AND linked.span_id = t.parent_span_id
     LEFT JOIN trace_top_agent AS ptop ON a.above_span_id IS NULL AND ptop.trace_id = t.parent_trace_id
-    WHERE s.category = 'agent'  -- what agent_in_trace holds; the scan filters on it before any join
 ),
 numbered AS (
     SELECT *, (row_number() OVER (ORDER BY trace_id, span_id) - 1)::BIGINT AS node FROM runs

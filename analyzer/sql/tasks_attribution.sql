@@ -1,24 +1,36 @@
 -- Stitching rules, SQL form, part 1: agent runs and the agent run each span is attributed to, within a trace.
 -- The same rules as collector_ext/stitching.py (its docstring states them; a test holds both equal):
---   * an agent run is a span with category 'agent', except a wrapper: an agent span with no llm, embedding,
---     tool or retrieval span of its own and exactly one agent run directly inside it (agent_wrappers);
+--   * an agent run is a span with category 'agent' that runs no graph node, or the run of a graph: the parent
+--     of a span that runs a graph node (graph_node: LangGraph's graph or sub-graph, whose node spans, e.g. the
+--     ReAct steps marked AGENT, are not runs); except a wrapper: an agent run with no llm, embedding, tool or
+--     retrieval span of its own and exactly one agent run directly inside it (agent_wrappers);
 --   * a span belongs to its nearest enclosing agent run (itself for an agent span), walking parent_span_id;
 --     where the chain breaks (a parent not written, e.g. --keep genai) the receiver's agent_span_id is used
 --     if that agent span is in the trace; a span outside every agent run belongs to the trace's top agent
 --     run: the first-started agent run with no agent run above it (ties: smallest span_id);
 --   * agent name: own agent identity, the span name unless generic ('invoke_agent X' gives X), service.name.
 
+-- The runs of graphs: the parents of the spans that run a graph node (usually none: a narrow scan).
+CREATE OR REPLACE TEMP TABLE graph_runs AS
+SELECT DISTINCT trace_id, parent_span_id AS span_id
+FROM spans
+WHERE graph_node IS NOT NULL AND parent_span_id IS NOT NULL;
+
 -- Spans' tree structure only (every table below is computed once per connection).
 CREATE OR REPLACE TEMP TABLE span_tree AS
 SELECT s.trace_id, s.span_id,
        CASE WHEN EXISTS (SELECT 1 FROM spans AS p WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id)
             THEN s.parent_span_id END AS parent_span_id,  -- NULL: a root
-       s.category = 'agent' AS is_agent,
+       s.category = 'agent' AND s.graph_node IS NULL AS is_agent,  -- graph runs: set below
        s.category IN ('llm', 'embedding', 'tool', 'retrieval') AS is_work,
        s.start_time, s.agent_span_id AS receiver_agent_span_id
 FROM spans AS s;
 
--- Wrappers: with every agent span taken as a run, the agent spans that enclose no work of their own and
+UPDATE span_tree SET is_agent = true
+FROM graph_runs AS g
+WHERE span_tree.trace_id = g.trace_id AND span_tree.span_id = g.span_id;
+
+-- Wrappers: with every agent span taken as a run, the agent runs that enclose no work of their own and
 -- exactly one agent run directly; they are not agent runs (is_agent cleared), the walk below runs again.
 CREATE OR REPLACE TEMP TABLE agent_wrappers AS
 WITH RECURSIVE walk(trace_id, span_id, agent_span_id, steps) AS (

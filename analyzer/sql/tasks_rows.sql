@@ -1,23 +1,45 @@
 -- task_rows: one row per task with every column of `analyze tasks` (the listing: analyzer/sql/tasks_list.sql
 -- filters, orders and pages these rows). The figures (the fixed list of analyzer/figures.py, filled in by
--- analyzer/task_queries.py) sum the task's spans, all its traces (inclusive); direct_cost_usd is the same
--- total over the task's own (top) trace only. The task's stitch_state lists every state other than 'ok' met
+-- analyzer/task_queries.py) sum the task's charges rows, all its traces (inclusive); direct_cost_usd is the
+-- same total over the task's own (top) trace only. Spans and charges are first summed per trace, then the
+-- traces per task (every figure is a sum: the figures of the per-trace figures are the task's), so no row per
+-- span is joined to its task. The task's stitch_state lists every state other than 'ok' met
 -- in it: the link states of its traces and the receiver's early writes. Columns starting with _ are for
 -- filtering and ordering only. A view: a long-lived process keeps its rows (analyzer/snapshot.py).
 CREATE OR REPLACE TEMP VIEW task_rows AS
 WITH trace_counts AS (
     SELECT task_id, count(*) AS traces FROM trace_tasks GROUP BY task_id
 ),
-span_totals AS (
-    SELECT task_id,
+trace_spans AS (  -- per trace: its times, tool calls, whether a root span ended in error, its early writes
+    SELECT trace_id,
            min(start_time) AS start_time,
            max(end_time) AS end_time,
-           bool_or(failed_root) AS failed,
-           count(*) FILTER (WHERE is_tool_call) AS tool_calls,
+           count(*) FILTER (WHERE category = 'tool') AS tool_calls,
+           bool_or(parent_span_id IS NULL AND status_code = 'error') AS root_failed,
+           list(DISTINCT stitch_state) FILTER (WHERE stitch_state IN ('early_flush', 'shutdown_flush', 'no_root'))
+               AS split_states
+    FROM spans
+    GROUP BY trace_id
+),
+trace_charges AS (  -- per trace: the figures of its charges rows, under the charges columns' names
+    SELECT trace_id,
+           {figures}
+    FROM charges
+    GROUP BY trace_id
+),
+span_totals AS (
+    SELECT t.task_id,
+           min(s.start_time) AS start_time,
+           max(s.end_time) AS end_time,
+           -- the task failed when its top trace's root span ended in error
+           bool_or(s.root_failed AND t.trace_id = t.task_id) AS failed,
+           sum(s.tool_calls)::BIGINT AS tool_calls,
            {figures},
-           sum(total_cost_usd) FILTER (WHERE trace_id = task_id) AS direct_cost_usd
-    FROM task_span_nodes
-    GROUP BY task_id
+           sum(c.total_cost_usd) FILTER (WHERE t.trace_id = t.task_id) AS direct_cost_usd
+    FROM trace_tasks AS t
+    JOIN trace_spans AS s USING (trace_id)
+    LEFT JOIN trace_charges AS c USING (trace_id)
+    GROUP BY t.task_id
 ),
 run_totals AS (
     SELECT task_id,
@@ -46,8 +68,7 @@ states AS (
     FROM (
         SELECT task_id, stitch_state AS state FROM trace_tasks WHERE stitch_state <> 'ok'
         UNION ALL
-        SELECT task_id, stitch_state FROM task_span_nodes
-        WHERE stitch_state IN ('early_flush', 'shutdown_flush', 'no_root')
+        SELECT t.task_id, unnest(s.split_states) FROM trace_spans AS s JOIN trace_tasks AS t USING (trace_id)
     )
     GROUP BY task_id
 )

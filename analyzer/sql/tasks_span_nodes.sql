@@ -11,7 +11,7 @@ SELECT t.task_id, s.trace_id, s.span_id, s.start_time, s.end_time, s.stitch_stat
        -- the task failed when its top trace's root span ended in error
        s.trace_id = t.task_id AND s.parent_span_id IS NULL AND s.status_code = 'error' AS failed_root,
        c.llm_calls, c.input_tokens, c.output_tokens, c.cache_read_tokens, c.cache_write_tokens,
-       c.reasoning_tokens, c.unpriced_calls, c.token_cost_usd, c.gpu_busy_cost_usd, c.total_cost_usd,
+       c.reasoning_tokens, c.unpriced_calls, c.calls_without_usage, c.token_cost_usd, c.gpu_busy_cost_usd, c.total_cost_usd,
        c.reported_cost_usd
 FROM spans AS s
 JOIN trace_tasks AS t ON t.trace_id = s.trace_id

@@ -71,6 +71,7 @@ def compact(
         raise UserError(f"--format {output!r}: use text or json")
     last = _through(through)
     # the log goes to stderr: stdout is the summary (and --format json)
+    # PrintLoggerFactory is typed for a TextIO; it only calls write and flush, which _Stderr has
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=_Stderr()))  # type: ignore[arg-type]
     store = open_store(data_dir)
     if isinstance(store, LocalStore) and not store.root.is_dir():

@@ -23,7 +23,10 @@ best-ranked key (lower rank wins). The slot values then become the columns:
   reasoning > output). Every Anthropic instrumentation seen reports input with cache already included, and
   the rule leaves those untouched. A span whose token counts are all zero and that names no response model
   (Traceloop 0.40.14 `messages.stream()`) has unknown usage: None, not zero. Negative, fractional or
-  non-numeric counts raise `InvalidSpan`; numeric strings ("42") are accepted.
+  non-numeric counts raise `InvalidSpan`; numeric strings ("42") are accepted. Counts per modality
+  (`gen_ai.usage.{text,image,audio,video}.input_tokens`, `gen_ai.usage.{text,audio}.output_tokens`,
+  OpenInference's `*_details.audio`) are parts of input / output: the input (output) is at least their sum,
+  and the non-text parts are columns, priced at a model's own audio / image / video prices.
 * **Wrapper spans** keep category "other" but keep their token numbers: OpenInference CHAIN, Traceloop
   workflow/task and the Vercel outer `ai.generateText` / `ai.streamText` / `ai.embed` ... spans (which repeat
   the summed usage of their `do*` children). `stitching.py` counts such a rollup only when the span has no
@@ -34,6 +37,11 @@ best-ranked key (lower rank wins). The slot values then become the columns:
   `mcp.tool.name`, `traceloop.entity.name` on a tool span, else the `<name>` of a `mcp.tool.<name>` span.
   conversation_id: `gen_ai.conversation.id`, else OpenInference `session.id`. Agent spans without a name
   keep None: the fallback (span name, service name) is `stitching.py`'s.
+* **Graph nodes.** LangGraph runs every node of a graph (each ReAct step of a prebuilt agent, which
+  OpenInference marks AGENT because its name holds "agent") as a run named for the node, with
+  `langgraph_node` and `langgraph_checkpoint_ns` in the run's metadata (OpenInference's `metadata` JSON,
+  which the runs inside the node inherit). `graph_node` is set on the node's own span only; its parent span is
+  the run of the graph (named for the graph: the agent's name), which stitching makes the agent run.
 * **Consumed keys** are the keys whose raw value a typed column now holds unchanged; a key whose value was
   normalized (provider "OpenAI" -> "openai", input plus exclusive cache) or that lost to a better-ranked key
   stays in the attributes map, so nothing is lost.
@@ -60,9 +68,11 @@ from collector_ext.schema import (
     CATEGORY_RETRIEVAL,
     CATEGORY_TOOL,
     INFERENCE_CATEGORIES,
+    MODALITY_COLUMNS,
 )
 
 INT64_MAX = 2**63 - 1
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 _MAX_OUTPUT_JSON = 1 << 20  # larger output.value bodies are not parsed for a response id
 
 # `dialect` column values, in precedence order (a span mixing dialects is labelled with the first).
@@ -92,8 +102,9 @@ COLUMNS = (
     "reported_cost_usd",
     "agent_name",
     "agent_id",
+    "graph_node",
+    *MODALITY_COLUMNS,
 )
-TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
 class InvalidSpan(ValueError):
@@ -201,6 +212,32 @@ def _invocation_model(key: str, value: object) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
+def _graph_node(key: str, value: object) -> tuple[str, str | None] | None:
+    """(node, checkpoint namespace) from OpenInference's `metadata` JSON (LangChain's run metadata) where
+    LangGraph put its node there (langgraph/pregel/_algo.py `prepare_single_task`: `langgraph_node`, and
+    `langgraph_checkpoint_ns` = the graph's namespace + `|<node>:<task id>`); bounded in size."""
+    if type(value) is not str or len(value) > 65536 or '"langgraph_node"' not in value:
+        return None
+    try:
+        metadata = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(metadata, dict):
+        return None
+    node, namespace = metadata.get("langgraph_node"), metadata.get("langgraph_checkpoint_ns")
+    if not isinstance(node, str) or not node:
+        return None
+    return node, namespace if isinstance(namespace, str) else None
+
+
+_INPUT_MODALITIES = ("text", "image", "audio", "video")
+_OUTPUT_MODALITIES = ("text", "audio")
+
+
+def _modality_slot(direction: str, modality: str) -> str:
+    return f"{direction}_{modality}" if modality == "text" else f"{direction}_{modality}_tokens"
+
+
 # ---- the table: attribute key -> (slot, rank, parser, dialect) ----
 
 _OI, _TL, _VC, _OT = range(4)  # indexes into _DIALECTS
@@ -244,6 +281,7 @@ _RULES: dict[str, _Rule] = {
     gen_ai.GEN_AI_CONVERSATION_ID: ("conversation_id", 0, _text, _OT),
     "session.id": ("conversation_id", 1, _text, _WEAK),
     "output.value": ("oi_output", 0, _raw_text, _WEAK),
+    "metadata": ("graph_node", 0, _graph_node, _WEAK),  # OpenInference LangChain: the run's metadata as JSON
     # tokens
     gen_ai.GEN_AI_USAGE_INPUT_TOKENS: ("input_tokens", 0, _tokens, _OT),
     "llm.token_count.prompt": ("input_tokens", 1, _tokens, _OI),
@@ -272,9 +310,12 @@ _RULES: dict[str, _Rule] = {
     "gen_ai.usage.reasoning_tokens": ("reasoning_tokens", 2, _tokens, _OT),
     "ai.usage.reasoningTokens": ("reasoning_tokens", 3, _tokens, _VC),
     "gen_ai.usage.details.reasoning_tokens": ("reasoning_tokens", 4, _tokens, _OT),  # pydantic-ai
-    # counts per modality: validated; they make the input / output count when a span gives only them
-    **{f"gen_ai.usage.{m}.input_tokens": (f"input_{m}", 0, _tokens, _OT) for m in ("text", "image", "audio", "video")},
-    **{f"gen_ai.usage.{m}.output_tokens": (f"output_{m}", 0, _tokens, _OT) for m in ("text", "audio")},
+    # counts per modality (parts of input / output): columns but text, which is the rest; they make the input /
+    # output count when a span gives only them. OpenInference: OpenAI's prompt/completion_tokens_details.audio
+    **{f"gen_ai.usage.{m}.input_tokens": (_modality_slot("input", m), 0, _tokens, _OT) for m in _INPUT_MODALITIES},
+    **{f"gen_ai.usage.{m}.output_tokens": (_modality_slot("output", m), 0, _tokens, _OT) for m in _OUTPUT_MODALITIES},
+    "llm.token_count.prompt_details.audio": ("input_audio_tokens", 1, _tokens, _OI),
+    "llm.token_count.completion_details.audio": ("output_audio_tokens", 1, _tokens, _OI),
     # totals: validated and used to tell "all zero", never a column (they stay in the attributes map)
     "gen_ai.usage.total_tokens": ("total_tokens", 0, _tokens, _OT),
     "llm.token_count.total": ("total_tokens", 1, _tokens, _OI),
@@ -286,8 +327,8 @@ _RULES: dict[str, _Rule] = {
     "operation.cost": ("reported_cost_usd", 2, _cost, _WEAK),  # pydantic-ai (genai-prices at the client)
 }
 _MODALITY_SLOTS = {
-    "input_tokens": tuple(f"input_{m}" for m in ("text", "image", "audio", "video")),
-    "output_tokens": tuple(f"output_{m}" for m in ("text", "audio")),
+    "input_tokens": tuple(_modality_slot("input", m) for m in _INPUT_MODALITIES),
+    "output_tokens": tuple(_modality_slot("output", m) for m in _OUTPUT_MODALITIES),
 }
 
 # Slots that hold a column value as is.
@@ -300,6 +341,7 @@ _DIRECT_COLUMNS = (
     "agent_name",
     "agent_id",
     "reported_cost_usd",
+    *MODALITY_COLUMNS,
 )
 
 # ---- category rules ----
@@ -484,6 +526,8 @@ def normalize_into(columns: dict[str, object], name: str, kind: int, attributes:
         oi_output = found["oi_output"][2]
         columns["response_id"] = _output_response_id(oi_output) if type(oi_output) is str else None
     _identities(name, category, found, columns)
+    if "graph_node" in found:  # the dialect table's graph_node value is a (node, namespace) pair
+        columns["graph_node"] = _node_span(name, found["graph_node"][2])  # type: ignore[arg-type]
     if not found.keys().isdisjoint(_USAGE_SLOTS):
         _usage(found, columns)
 
@@ -503,7 +547,19 @@ _DIRECT_SLOTS = frozenset(_DIRECT_COLUMNS)
 _USAGE_SLOTS = frozenset((*TOKEN_COLUMNS, "total_tokens", *(s for v in _MODALITY_SLOTS.values() for s in v)))
 _ABSENT = object()
 # Keys a column reads only a part of (the request model inside the invocation JSON): always kept in the map.
-_PARTLY_READ = frozenset({"llm.invocation_parameters"})
+_PARTLY_READ = frozenset({"llm.invocation_parameters", "metadata"})
+
+
+def _node_span(name: str, node: tuple[str, str | None]) -> str | None:
+    """The node's name when this span is the run of a graph node: named for the node (LangGraph runs a node
+    under its name) and, where the namespace is known, its last segment is that node's task. The spans
+    inside a node (its model calls, tools, a sub-graph) carry the same metadata under other names."""
+    node_name, namespace = node
+    if name != node_name:
+        return None
+    if namespace is not None and namespace.rpartition("|")[2].partition(":")[0] != node_name:
+        return None
+    return intern(node_name) if len(node_name) <= _INTERN_MAX_CHARS else node_name
 
 
 def _category(name: str, found: dict[str, tuple[int, str, object]]) -> tuple[str, str | None, str | None]:
@@ -585,14 +641,16 @@ def _usage(found: dict[str, tuple[int, str, object]], columns: dict[str, object]
         hit = found.get(column)
         if hit is not None:
             tokens[column] = hit[2]  # type: ignore[assignment]  # the token slots' parser (_tokens) gives int
-    for column, slots in _MODALITY_SLOTS.items():  # only counts per modality: their sum is the count
+    for column, slots in _MODALITY_SLOTS.items():  # parts of the count: it is at least their sum
         parts = [found[slot][2] for slot in slots if slot in found]
-        if column not in tokens and parts:
+        if parts and (column not in tokens or sum(parts) > tokens[column]):  # type: ignore[arg-type]  # ints
             tokens[column] = _bounded(sum(parts), column)  # type: ignore[arg-type]  # as above: ints
     total = found.get("total_tokens")
     if not tokens and total is None:
         return
     if columns["response_model"] is None and not any(tokens.values()) and not (total and total[2]):
+        for column in MODALITY_COLUMNS:  # unknown usage: no part of it is known either
+            columns[column] = None
         return  # all zero and no response: a stream whose usage was never read (Traceloop 0.40.14)
     cache = tokens.get("cache_read_tokens", 0) + tokens.get("cache_write_tokens", 0)
     input_tokens = tokens.get("input_tokens")

@@ -29,8 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -41,11 +39,11 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from collector_ext.config import free_loopback_port
 from collector_ext.demo.dcgm_exporter import ExporterConfig, Gpu, Holder, MigInstance, otlp_request, scrape
 from collector_ext.demo.fake_kubelet import FakeKubelet, demo_cluster
 from collector_ext.demo.loadgen import GPU_SLICES, NS_PER_S, GpuSlice, WorkloadResult, WorkloadSpec, make_exporter
 from collector_ext.demo.loadgen import run_workload as send_workload
+from collector_ext.ready_file import read_ready_file
 
 DEFAULT_TASKS = 40
 LIVE_TASKS = 4
@@ -151,17 +149,19 @@ class HeldSignals:
 
 
 class Receiver:
-    """`collector-ext serve` as a subprocess on free loopback ports; stop() = SIGTERM by pid, bounded."""
+    """`collector-ext serve` as a subprocess on loopback ports it binds itself (port 0) and names in its
+    ready file (collector_ext/ready_file.py); stop() = SIGTERM by pid, bounded."""
 
     def __init__(self, data_dir: Path, kubelet_socket: Path | None, log_path: Path) -> None:
-        self.grpc_endpoint = f"127.0.0.1:{free_loopback_port()}"
-        self.http_url = f"http://127.0.0.1:{free_loopback_port()}"
+        self.ready_path = log_path.with_name("receiver.ready.json")
+        self.grpc_endpoint = self.http_url = ""  # known once it listens
         args = [
             sys.executable, "-m", "collector_ext.cli", "serve",
             "--data-dir", str(data_dir),
-            "--grpc-endpoint", self.grpc_endpoint,
-            "--http-endpoint", self.http_url.removeprefix("http://"),
-            "--scaler-endpoint", f"127.0.0.1:{free_loopback_port()}",
+            "--grpc-endpoint", "127.0.0.1:0",
+            "--http-endpoint", "127.0.0.1:0",
+            "--scaler-endpoint", "127.0.0.1:0",
+            "--ready-file", str(self.ready_path),
             "--writer-id", "demo",
             "--trace-grace-seconds", "0.5",
             "--parquet-max-seconds", "1",
@@ -184,20 +184,19 @@ class Receiver:
 
     def start(self) -> Receiver:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "67108864"}
+        self.ready_path.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise DemoError(f"the receiver exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.http_url}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
+            ready = read_ready_file(self.ready_path)
+            if ready is not None and ready.pid == self.process.pid:
+                self.grpc_endpoint, self.http_url = ready.grpc, f"http://{ready.http}"
+                return self
             time.sleep(0.1)
-        raise DemoError(f"the receiver did not answer /healthz within {START_TIMEOUT_S:.0f} s; see {self.log_path}")
+        raise DemoError(f"the receiver was not ready within {START_TIMEOUT_S:.0f} s; see {self.log_path}")
 
     def stop(self) -> int | None:
         """SIGTERM (the receiver writes every held trace), wait; SIGKILL only past the time limit."""
@@ -296,7 +295,7 @@ def check_dataset(data_dir: Path, expected: dict) -> list[str]:
 
     con = open_dataset(data_dir).con
     problems = []
-    rows = con.execute("SELECT count(*) FROM spans").fetchone()[0]
+    rows = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
     if rows != expected["kept_spans"]:
         problems.append(f"spans: {rows} rows, expected {expected['kept_spans']} (health checks dropped)")
     found = con.execute(

@@ -3,7 +3,8 @@
 The poller asks the kubelet (`List`, `GetAllocatableResources`) every `podresources_interval_seconds`
 and turns the snapshots into intervals: an allocation (a DRA claim's device, or a device-plugin GPU
 resource of a container) is open from the first snapshot that shows it (`first_seen`) to the last one
-(`last_seen`). It closes when a snapshot no longer shows it. Open intervals are written every
+(`last_seen`). It closes when a snapshot no longer shows it, or when MAX_MISSED_POLLS polls in a row get no
+answer from the kubelet (an outage is not bridged; a late poll is not an outage). Open intervals are written every
 `FLUSH_SECONDS` with their current `last_seen`, and again when they close or the poller stops: the
 analyzer takes max(last_seen) per (allocation, first_seen), so re-written open intervals never count twice.
 
@@ -52,8 +53,10 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 GET_DISABLED_TEXT = "Get method disabled"
 # Device-plugin resources that are GPUs (or GPU slices such as nvidia.com/mig-1g.10gb).
 GPU_RESOURCE_PREFIXES = ("nvidia.com/", "amd.com/gpu", "gpu.intel.com/")
-# After this many missed intervals without a snapshot, open intervals are closed at their last_seen:
-# the kubelet was unreachable too long to claim the allocations lasted through the outage.
+# After this many polls in a row that the kubelet did not answer, open intervals are closed at their
+# last_seen: it was unreachable too long to claim the allocations lasted through the outage. Polls that
+# answer late (a busy node, a receiver starved of CPU) are no outage: only failed polls count, as
+# Prometheus marks series stale on a failed scrape, not on a late one.
 MAX_MISSED_POLLS = 3
 
 
@@ -154,7 +157,7 @@ class PodResourcesPoller:
         self.allocatable: list[tuple[str, list[str]]] = []  # device-plugin resources the node offers
         self._open: dict[AllocationKey, Interval] = {}
         self._closed: list[Interval] = []
-        self._last_snapshot_ns: int | None = None
+        self._failed_polls = 0  # in a row, since the last snapshot
         self._last_flush_ns: int | None = None
         self._reported: set[str] = set()  # problems already logged once
         self._unreachable: set[str] = set()  # connectivity problems, logged once per outage
@@ -204,7 +207,7 @@ class PodResourcesPoller:
                 "mount /var/lib/kubelet/pod-resources or set podresources_socket",
                 socket=str(self.config.podresources_socket),
             )
-            self._flush_if_due(now)
+            self._poll_failed(now)
             return False
         stub = self._connect()
         try:
@@ -216,7 +219,7 @@ class PodResourcesPoller:
                 code=err.code().name,
                 details=err.details(),
             )
-            self._flush_if_due(now)
+            self._poll_failed(now)
             return False
         if self._unreachable:
             log.info("kubelet PodResources API reachable", socket=str(self.config.podresources_socket))
@@ -285,14 +288,7 @@ class PodResourcesPoller:
     def apply(self, snapshot: Snapshot, now: int) -> None:
         """Advance the intervals to a snapshot taken at `now` (ns)."""
         with self._lock:
-            interval_ns = int(self.config.podresources_interval_seconds * 1e9)
-            if (
-                self._last_snapshot_ns is not None
-                and interval_ns > 0
-                and now - self._last_snapshot_ns > MAX_MISSED_POLLS * interval_ns
-            ):
-                self._closed.extend(self._open.values())  # an outage: do not bridge it
-                self._open = {}
+            self._failed_polls = 0
             for key in list(self._open):
                 if key not in snapshot.allocations:
                     self._closed.append(self._open.pop(key))
@@ -302,7 +298,15 @@ class PodResourcesPoller:
                     self._open[key] = Interval(row=row, first_seen=now, last_seen=now)
                 else:
                     interval.last_seen = now
-            self._last_snapshot_ns = now
+        self._flush_if_due(now)
+
+    def _poll_failed(self, now: int) -> None:
+        """The kubelet did not answer; the MAX_MISSED_POLLS-th time in a row, the open intervals end."""
+        with self._lock:
+            self._failed_polls += 1
+            if self._failed_polls == MAX_MISSED_POLLS:
+                self._closed.extend(self._open.values())  # an outage: do not bridge it
+                self._open = {}
         self._flush_if_due(now)
 
     # -- writing ---------------------------------------------------------------------------------------

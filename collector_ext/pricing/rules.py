@@ -18,7 +18,8 @@ user price file. The analyzer joins these rows in DuckDB; the receiver looks the
    token counts, so the coefficients are measured from genai-prices itself (`ModelInfo.calc_price` on
    unit probes, Decimal-exact), never re-derived: cost = c_input * input_tokens + c_output * output_tokens
    + c_cache_read * cache_read_tokens + c_cache_write * cache_write_tokens + c_reasoning * reasoning_tokens
-   + c_request;
+   + c_request, plus one coefficient per modality part (audio / image / video input, audio output tokens:
+   genai-prices' `input_audio_mtok` ... prices, as differences to the text price they are part of);
 3. the cost of a call is computed from the one row whose cell and band hold it, exactly: DECIMAL(38, 24)
    in DuckDB (analyzer/sql/cost_span_costs.sql), integers of 1e-24 USD in the receiver (`live.py`).
 
@@ -27,15 +28,22 @@ price applies, as in `calc_price` without `price_context`.
 
 Token semantics (the dataset's rule): input includes cache read/write tokens, output includes reasoning;
 they are passed to genai-prices as `input_tokens`, `cache_read_tokens`, `cache_write_tokens`,
-`output_tokens`, `output_reasoning_tokens`. Models with no price are unpriced: cost NULL, counted as
+`output_tokens`, `output_reasoning_tokens`, and the parts per modality (`schema.MODALITY_COLUMNS`) as
+`input_audio_tokens`, `input_image_tokens`, `input_video_tokens`, `output_audio_tokens` (parts of input /
+output, as genai-prices' usage units nest them). Models with no price are unpriced: cost NULL, counted as
 `unpriced_calls`, never silently zero.
+
+A pair is also shown (grouped, labelled) under the provider that serves it and the model as that provider
+names it (`resolved_names`), the same resolution; the raw strings stay in the dataset.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +61,10 @@ DAY_US = 86_400_000_000
 SEMCONV_PROVIDER_ALIASES = {"x_ai": "x-ai", "azure.ai.inference": "azure", "gcp.gen_ai": "google"}
 
 TOKEN_FIELDS = ("input", "output", "cache_read", "cache_write", "reasoning")
-PRICE_COLUMNS = [f"c_{name}" for name in TOKEN_FIELDS] + ["c_request"]
+# the parts of input / output in another modality (collector_ext.schema.MODALITY_COLUMNS): each a difference
+# to the text price, 0 where the model has no price of its own for it (genai-prices then prices them as text)
+MODALITY_FIELDS = ("input_audio", "input_image", "input_video", "output_audio")
+PRICE_COLUMNS = [f"c_{name}" for name in (*TOKEN_FIELDS, *MODALITY_FIELDS)] + ["c_request"]
 
 PRICE_SCHEMA = pa.schema(
     [
@@ -73,6 +84,15 @@ PRICE_SCHEMA = pa.schema(
 )
 
 UNPRICED_SCHEMA = pa.schema([("provider", pa.string()), ("model", pa.string()), ("reason", pa.string())])
+# every (provider, model) pair of the dataset's calls -> the names it is shown and grouped as (resolved_names)
+NAMES_SCHEMA = pa.schema(
+    [
+        ("provider", pa.string()),  # as spelled in the dataset ('' for none)
+        ("model", pa.string()),
+        ("shown_provider", pa.string()),
+        ("shown_model", pa.string()),
+    ]
+)
 
 
 @dataclass
@@ -81,9 +101,15 @@ class PriceTable:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     unpriced: dict[tuple[str, str], str] = field(default_factory=dict)
+    names: dict[tuple[str, str], tuple[str | None, str]] = field(default_factory=dict)  # resolved_names per pair
 
     def arrow(self) -> pa.Table:
         return pa.Table.from_pylist(self.rows, schema=PRICE_SCHEMA)
+
+    def names_arrow(self) -> pa.Table:
+        pairs = [{"provider": p, "model": m, "shown_provider": sp, "shown_model": sm}
+                 for (p, m), (sp, sm) in sorted(self.names.items())]  # fmt: skip
+        return pa.Table.from_pylist(pairs, schema=NAMES_SCHEMA)
 
     def unpriced_arrow(self) -> pa.Table:
         pairs = [{"provider": p, "model": m, "reason": r} for (p, m), r in sorted(self.unpriced.items())]
@@ -158,6 +184,29 @@ def resolve_model(provider: str, model: str):
     return reason
 
 
+@lru_cache(maxsize=65536)
+def resolved_names(provider: str, model: str) -> tuple[str | None, str]:
+    """The (provider, model) a dataset pair is shown and grouped as (`--by provider`, `--by model`, the live
+    metrics' labels): who serves and bills the call, and the model as that provider names it. The span's
+    provider where it names one (normalized by the decoder: `aws.bedrock`, `openrouter`, `vllm`); where it is
+    missing or names a framework or router (`NOT_A_PROVIDER`), the provider a `provider/` prefix names, else
+    the model's own provider in genai-prices, as its OpenTelemetry name (`normalize_provider`: `google` ->
+    `gcp.gen_ai`), or None when nothing names one. The model without a prefix that names that provider
+    (`openai/gpt-4.1` -> `gpt-4.1`). Bounded cache: a client cannot grow it without end."""
+    from collector_ext.decode.dialects import normalize_provider
+
+    refs = model_refs(provider, model)
+    shown_model = refs[-1].model  # the last reference drops a prefix that names the provider
+    name = (provider or "").strip().lower()
+    if name and name not in NOT_A_PROVIDER:
+        return provider, shown_model
+    prefix, slash, _ = model.partition("/")
+    if slash and refs[0].provider_id is not None:  # a `provider/` prefix names it, as precisely as it can
+        return normalize_provider(prefix), shown_model  # (`vertex_ai/` is gcp.vertex_ai, not all of google)
+    resolved = resolve_model(provider, model)
+    return (normalize_provider(resolved[0].id) if not isinstance(resolved, str) else None), shown_model
+
+
 def _has_token_price(model_info) -> bool:
     from genai_prices.types import ModelPrice
 
@@ -223,6 +272,9 @@ def _bundled_coefficients(model_info, provider, at: datetime, band: tuple[int, i
     with_output = cost(input_tokens=base, output_tokens=1)
     coefficients["c_output"] = with_output - at_base
     coefficients["c_reasoning"] = cost(input_tokens=base, output_tokens=1, output_reasoning_tokens=1) - with_output
+    for part in ("input_audio", "input_image", "input_video"):  # one input token of `base` in that modality
+        coefficients[f"c_{part}"] = cost(input_tokens=base, **{f"{part}_tokens": 1}) - at_base
+    coefficients["c_output_audio"] = cost(input_tokens=base, output_tokens=1, output_audio_tokens=1) - with_output
     coefficients["c_request"] = at_base - coefficients["c_input"] * base
     return coefficients
 
@@ -236,6 +288,7 @@ def _user_coefficients(entry: UserPrice) -> dict[str, Decimal]:
         "c_cache_read": p["cache_read"] - p["input"],  # input includes cache tokens
         "c_cache_write": p["cache_write"] - p["input"],
         "c_reasoning": Decimal(0),
+        **{f"c_{part}": Decimal(0) for part in MODALITY_FIELDS},  # a user's price is one price per direction
         "c_request": Decimal(0),
     }
 
@@ -258,8 +311,10 @@ def _cells(dates: set[datetime], times: set[int]):
 
 
 def price_pair(provider: str, model: str, user_prices: list[UserPrice], table: PriceTable) -> None:
-    """Add the price rows of one dataset pair to `table` (or record why it is unpriced)."""
-    entries = [e for e in user_prices if e.matches(provider, model)]
+    """Add the price rows of one dataset pair to `table` (or record why it is unpriced). A user entry matches
+    the pair as the span names it or as it is shown (`resolved_names`: strands-agents' `gpt-4.1` is openai's)."""
+    shown_provider, shown_model = resolved_names(provider, model)
+    entries = [e for e in user_prices if e.matches(provider, model) or e.matches(shown_provider or "", shown_model)]
     resolved = resolve_model(provider, model)
     bundled = None if isinstance(resolved, str) or not _has_token_price(resolved[1]) else resolved
     if bundled is None and not any(e.per_million for e in entries):
@@ -316,10 +371,16 @@ def _add_rows(provider: str, model: str, entries: list[UserPrice], bundled, tabl
             )
 
 
-def build_price_table(pairs: list[tuple[str, str]], prices_file: Path | None = None) -> PriceTable:
-    """The price rows of every pair (raises PriceFileError for a bad price file)."""
+def build_price_table(
+    pairs: list[tuple[str, str]], prices_file: Path | None = None, shown: Sequence[tuple[str, str]] = ()
+) -> PriceTable:
+    """The price rows of every pair of `pairs` (the pairs whose usage counts), and the names every pair of
+    `pairs` and `shown` (calls that reported no usage, too) is shown as (raises PriceFileError for a bad
+    price file)."""
     user_prices = load_price_file(prices_file) if prices_file else []
     table = PriceTable()
     for provider, model in pairs:
         price_pair(provider, model, user_prices, table)
+    for provider, model in (*pairs, *shown):
+        table.names[(provider, model)] = resolved_names(provider, model)
     return table

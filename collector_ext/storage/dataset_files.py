@@ -100,20 +100,30 @@ class DatasetFiles:
     """Writes Arrow tables of one writer into `<root>/<table>/date=YYYY-MM-DD/<writer>-<seq>.parquet`; the
     root is a directory or `s3://BUCKET/PREFIX`."""
 
-    def __init__(self, root: Path | str, writer_id: str) -> None:
+    def __init__(self, root: Path | str, writer_id: str, connect: bool = True) -> None:
+        """`connect=False`: touch nothing of the store yet (it may not be reachable); `connect()` later."""
         self.store = open_store(root)
         self.root: Path | str = self.store.root if isinstance(self.store, LocalStore) else self.store.location
         self.writer_id = check_writer_id(writer_id)
         self._lock = threading.Lock()
         self._name_re = re.compile(rf"^{re.escape(self.writer_id)}-(\d+)\.parquet$")
+        self._seq = 0  # until connected: a lower bound of every seq (a WAL segment header that checks all files)
+        self.connected = False
+        self.quarantined = 0  # files of this writer moved aside because they could not be read
+        if connect:
+            self.connect()
+
+    def connect(self) -> None:
+        """The first touch of the store: the schema file, this writer's next sequence number (past every name it
+        used), its temporary files left by a crash. Raises OSError while the store cannot be reached."""
         if isinstance(self.store, LocalStore):
             make_shared_dirs(self.store.root)
             write_schema_file(self.store.root, mode=SHARED_FILE_MODE)
         else:
             self.store.put(SCHEMA_FILE, schema_document().encode())
         self._seq = self._highest_existing_seq() + 1
-        self.quarantined = 0  # files of this writer moved aside because they could not be read
         self._remove_temporary_files()
+        self.connected = True
 
     @property
     def local(self) -> bool:
@@ -169,6 +179,8 @@ class DatasetFiles:
 
     def reserve_seq(self) -> int:
         """The sequence number of a file to be written; a retry of that file uses it again."""
+        if not self.connected:  # the names this writer used are not known yet: a number could reuse one
+            raise OSError(f"{self.store.location} has not been reached yet")
         with self._lock:
             seq = self._seq
             self._seq += 1

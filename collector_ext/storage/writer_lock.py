@@ -96,7 +96,7 @@ class ObjectLease:
         )
 
     def acquire(self) -> ObjectLease:
-        current = self._read()  # an unreachable bucket raises here: the receiver does not start
+        current = self._read()  # an unreachable bucket raises OSError here (the receiver retries: server.py)
         if self._held_by_another(current):
             assert current is not None
             raise WriterIdInUse(
@@ -150,22 +150,30 @@ class WriterLock:
         self.lease: ObjectLease | None = None
         self._fds: list[int] = []
 
-    def acquire(self) -> WriterLock:
-        """Take both locks (or none): raises WriterIdInUse when another receiver holds one."""
+    def acquire(self, lease: bool = True) -> WriterLock:
+        """Take both locks (or none): raises WriterIdInUse when another receiver holds one. `lease=False`: only
+        the local flocks; the object store's lease later (`acquire_lease`, before anything is written there)."""
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)  # first: an error names the data directory itself
         try:
             for path in self.paths:
                 self._fds.append(self._take(path))
-            if self.object_store:  # after the WAL's flock: holding it proves the WAL's last owner is gone
-                lease = ObjectLease(
-                    ObjectStore(self.location), self.writer_id, f"writer id {self.writer_id!r}", owner=self._wal_id()
-                )
-                self.lease = lease.acquire()
+            if lease:
+                self.acquire_lease()
         except BaseException:
             self.release()
             raise
         return self
+
+    def acquire_lease(self) -> None:
+        """On an object store, the writer id's lease (no-op when held, or locally). Taken after the WAL's flock:
+        holding it proves the WAL's last owner is gone. Raises OSError while the store cannot be reached,
+        WriterIdInUse when another receiver holds the id."""
+        if self.object_store and self.lease is None:
+            lease = ObjectLease(
+                ObjectStore(self.location), self.writer_id, f"writer id {self.writer_id!r}", owner=self._wal_id()
+            )
+            self.lease = lease.acquire()
 
     def _wal_id(self) -> str:
         """The WAL directory's own id, made once: names it in the writer id's lease."""

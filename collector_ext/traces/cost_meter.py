@@ -11,7 +11,8 @@ batch sent again was recognised: `Pipeline._stitch`), never at accept: stitching
 (a rollup counts only where nothing below reported the call; the same response id twice is one call), so a
 call counts here exactly when the analyzer counts it (analyzer/figures.py; `tests/test_cost_metrics.py`
 holds the sums equal to `analyze cost` over the same spans). Labels are the analyzer's group keys: agent =
-`agent_name` as stitched, model = response model else request model, provider and namespace as sent.
+`agent_name` as stitched, model and provider as `analyze cost --by provider --by model` shows them (the
+response model else the request model, resolved: `pricing.rules.resolved_names`), namespace as sent.
 
 What the receiver cannot know live, and the analyzer does:
 - GPU time: a call without a token price is `unpriced` here; the analyzer charges it its GPU busy time
@@ -33,26 +34,21 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from prometheus_client.core import CounterMetricFamily
 
-from collector_ext.pricing.live import LivePrices, usd
+from collector_ext.pricing.live import PRICED_COLUMNS, LivePrices, shown_names, usd
 from collector_ext.schema import INFERENCE_CATEGORIES
-from collector_ext.traces.span_refs import SpanRef, row_values
+from collector_ext.traces.span_refs import SpanRef, pricing_model, row_table
 from collector_ext.traces.stitching import SPLIT_STATES
 
 OTHER = "other"
 TOP_OTHER = 100  # providers and namespaces: few in practice, bounded all the same
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
-CALL_COLUMNS = (
-    "provider",
-    "response_model",
-    "request_model",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
+# the modality parts are priced (parts of input / output), not counters of their own
+CALL_COLUMNS = ("provider", "response_model", "request_model", "start_time", *PRICED_COLUMNS)
 LABELS = ["agent", "model", "provider", "namespace"]
 
 
@@ -97,6 +93,34 @@ def counted_calls(spans: list[SpanRef]) -> list[SpanRef]:
     return calls
 
 
+def _labelled(limit: LabelLimit, values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """Each value's label as a code into the returned names; values are admitted in order of first
+    appearance, as one call after the other would be (dictionary encoding keeps that order)."""
+    encoded = pc.dictionary_encode(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    labels = [limit(value) for value in encoded.dictionary.to_pylist()] + [limit(None)]
+    names = list(dict.fromkeys(labels))  # few: the admitted names, "other" and "" (so the group keys stay small)
+    position = {name: code for code, name in enumerate(names)}
+    label_code = np.asarray([position[label] for label in labels], dtype=np.int64)
+    codes = encoded.indices.fill_null(len(labels) - 1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return label_code[codes], names
+
+
+def _groups(columns: list[np.ndarray], radices: list[int]) -> tuple[list[list[int]], np.ndarray]:
+    """The distinct rows of the code columns (each code < its radix) and each row's group number."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for codes, radix in zip(columns, radices, strict=True):
+        key = key * radix + codes  # mixed radix: the radices' product is far below 2**63 (labels are bounded)
+    distinct, group_of = np.unique(key, return_inverse=True)
+    groups = []
+    for value in distinct.tolist():
+        digits = []
+        for radix in reversed(radices):
+            value, digit = divmod(value, radix)
+            digits.append(digit)
+        groups.append(digits[::-1])
+    return groups, group_of.reshape(-1)
+
+
 class CostMeter:
     def __init__(self, prices: LivePrices, top_agents: int = 100, top_models: int = 100) -> None:
         self.prices = prices
@@ -108,37 +132,53 @@ class CostMeter:
         self._lock = threading.Lock()
 
     def count(self, spans: list[SpanRef]) -> None:
-        """Count the calls among `spans` (stitched, about to be written)."""
+        """Count the calls among `spans` (stitched, about to be written): their columns read as one table,
+        priced per (provider, model) and summed per label set in NumPy (no Python step per call but reading
+        its ref)."""
         calls = counted_calls(spans)
         if not calls:
             return
-        values = row_values(calls, CALL_COLUMNS)
-        priced: list[tuple[SpanRef, tuple, int | None]] = []
-        for span, (provider, response_model, request_model, *tokens) in zip(calls, values, strict=True):
-            model = response_model or request_model
-            counts = [t or 0 for t in tokens]
-            cost = self.prices.cost(provider, model, span.start_time, *counts) if span.has_usage else None
-            priced.append((span, (provider, model, counts), cost))
+        table = row_table(calls, CALL_COLUMNS)
+        model = pricing_model(table)
+        usage = np.fromiter((span.has_usage for span in calls), dtype=bool, count=len(calls))
+        tokens = np.column_stack([pc.fill_null(table.column(c), 0).to_numpy() for c in PRICED_COLUMNS])
+        tokens[~usage] = 0  # a call without usage counts as a call only
+        start_ns = table.column("start_time").cast(pa.int64()).to_numpy()
+        prices = self.prices.locate(table.column("provider"), model, start_ns, tokens[:, 0], usage)
+        shown_provider, shown_model = shown_names(table.column("provider"), model)  # labelled as analyze groups
+        agents = pa.array([span.agent_name for span in calls], pa.string())
+        namespaces = pa.array([span.k8s_namespace for span in calls], pa.string())
         with self._lock:
-            for span, (provider, model, counts), cost in priced:
-                key = (
-                    self.agents(span.agent_name),
-                    self.models(model),
-                    self.providers(provider),
-                    self.namespaces(span.k8s_namespace),
+            labels = [
+                _labelled(self.agents, agents),
+                _labelled(self.models, shown_model),
+                _labelled(self.providers, shown_provider),
+                _labelled(self.namespaces, namespaces),
+            ]
+            # one group per label set and price row: its calls, tokens, unpriced calls and cost
+            columns = [codes for codes, _ in labels] + [prices.row + 1]
+            radices = [len(names) for _, names in labels] + [len(prices.rows) + 1]
+            groups, group_of = _groups(columns, radices)
+            calls_in = np.bincount(group_of, minlength=len(groups))
+            unpriced_in = np.bincount(group_of, weights=usage & ~prices.priced, minlength=len(groups))
+            tokens_in = np.zeros((len(groups), len(PRICED_COLUMNS)), dtype=np.int64)
+            np.add.at(tokens_in, group_of, tokens)
+            for g, group in enumerate(groups):
+                agent, model_label, provider, namespace = (
+                    names[code] for (_, names), code in zip(labels, group[:-1], strict=True)
                 )
+                key = (agent, model_label, provider, namespace)
+                row = group[-1] - 1
                 sums = self._sums.get(key)
                 if sums is None:
                     sums = self._sums[key] = _Sums()
-                sums.calls += 1
-                if not span.has_usage:
-                    continue
-                for i, count in enumerate(counts):
+                sums.calls += int(calls_in[g])
+                sums.unpriced += int(unpriced_in[g])
+                summed = tokens_in[g].tolist()
+                for i, count in enumerate(summed[: len(TOKEN_TYPES)]):
                     sums.tokens[i] += count
-                if cost is None:
-                    sums.unpriced += 1
-                else:
-                    sums.cost_units += cost
+                if row >= 0:
+                    sums.cost_units += prices.rows[row].cost(summed, int(calls_in[g]))
 
     def agent_label(self, agent: str | None) -> str:
         """An agent as the metrics label it (other metrics, e.g. runaway tasks, share the limit)."""
@@ -162,7 +202,8 @@ class CostMeter:
         )
         unpriced = CounterMetricFamily(
             "agentmeter_genai_unpriced_calls",
-            "Calls that reported usage but whose model has no token price: cost unknown, never zero.",
+            "Calls that reported usage but whose model has no token price: cost unknown, never zero. A self-hosted "
+            "model's calls count here; analyze cost prices them by GPU busy time and leaves them out of unpriced_calls.",
             labels=LABELS,
         )
         for key, n_calls, n_unpriced, units, counts in sorted(rows):

@@ -18,7 +18,11 @@ What keeps it exact:
   back-pressure for up to `--trace-max-wait-seconds`: when the WAL nears `--max-pending-mib`, the traces
   holding spans of its oldest segments are written early (`early_flush`), so those segments retire;
 - on restart the WAL is replayed; spans already in this writer's Parquet files (a crash between a file's
-  rename and the segment's deletion) are skipped (batch_writer.written_keys).
+  rename and the segment's deletion) are skipped (batch_writer.written_keys);
+- a start whose dataset cannot be reached yet (an object store down: `defer_start`) accepts requests into
+  the WAL only, within the writer's limits (back-pressure past --max-pending-mib), and holds nothing; the
+  `start()` that succeeds later replays them with everything else, so they are held, stitched and written
+  exactly as after a restart (the WAL segments opened meanwhile record seq 0: every file is checked).
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ import structlog
 from collector_ext.config import MIB, ReceiverConfig
 from collector_ext.decode.batch import DecodedBatch, decode_request
 from collector_ext.decode.limits import DecodeLimits
+from collector_ext.errors import ErrorKind, ReceiverError
 from collector_ext.schema import STITCH_EARLY
 from collector_ext.storage.batch_writer import DurableBatchWriter, Part, WriterLimits, WriterSnapshot
 from collector_ext.storage.dataset_files import DatasetFiles
+from collector_ext.storage.stores import is_object_store
 from collector_ext.storage.wal import WriteAheadLog
 from collector_ext.traces.cost_meter import CostMeter
 from collector_ext.traces.live_state import LiveState
@@ -109,7 +115,8 @@ class Pipeline:
         self.runaway = runaway  # runaway tasks: fed at accept, a task ends when its top trace is handed on
         self.clock = clock
         self.stats = PipelineStats()
-        self.files = DatasetFiles(config.data_dir, config.writer_id)
+        # an object store is first reached by start() (it may be down now: defer_start); a directory at once
+        self.files = DatasetFiles(config.data_dir, config.writer_id, connect=not is_object_store(config.data_dir))
         self.wal = WriteAheadLog(
             config.wal_path,
             segment_bytes=config.wal_segment_mib * MIB,
@@ -132,15 +139,37 @@ class Pipeline:
         self.buffer = TraceBuffer(config.trace_grace_seconds, config.trace_max_wait_seconds, config.max_held_spans)
         self.recent = RecentSpans(config.dedupe_window_spans)
         self._lock = threading.Lock()  # guards the trace buffer, the recent spans and the stats
+        self._deferred = False  # accept() only appends to the WAL until start() succeeds
+        self._starting = threading.Lock()  # start() against the accepts of a deferred start
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        self._replay()
-        self.writer.start()
+        """Connect to the dataset, replay the WAL (skipping spans already in our Parquet), start the flusher.
+        Raises OSError while the dataset cannot be reached (nothing is then held: start() can be called
+        again)."""
+        with self._starting:
+            if self._deferred:
+                self.wal.rotate()  # what was accepted meanwhile is replayed with the rest
+            if not self.files.connected:
+                self.files.connect()
+            self._replay()
+            self.writer.start()
+            self._deferred = False
+
+    def defer_start(self) -> None:
+        """Accept into the WAL only, until start() succeeds (the dataset cannot be reached yet)."""
+        self._deferred = True
+
+    @property
+    def started(self) -> bool:
+        return not self._deferred
 
     def close(self) -> bool:
         """Write every held trace (marked shutdown_flush) and every staged row, then retire the WAL. Returns
         False when rows could not be written (they stay in the WAL for the next start)."""
+        if self._deferred:  # never started: everything accepted is in the WAL, for the next start
+            self.wal.close()
+            return False
         self.writer.stop_flusher()
         with self._lock:
             ready = self.buffer.drain()
@@ -153,10 +182,30 @@ class Pipeline:
         Raises the retryable ReceiverError (back-pressure, a full disk, a WAL that cannot be written)."""
         if decoded.table is None:
             return
+        if self._deferred and self._accept_into_wal_only(payload, received_time_ns):
+            return
         spans = span_refs(decoded.table)
         seq = self.writer.append(_RECEIVED.pack(received_time_ns), payload, rows=len(spans))
         self._hold(spans, seq)
         self._seen(spans)
+
+    def _accept_into_wal_only(self, payload: bytes, received_time_ns: int) -> bool:
+        """A deferred start: the request into the WAL (with its back-pressure), nothing held; start() replays it.
+        False when the pipeline has started meanwhile (accept as usual); while start() replays, the retryable
+        OVERLOADED (the replay takes seconds at most; a request appended now would miss it)."""
+        if not self._starting.acquire(blocking=False):
+            raise ReceiverError(
+                ErrorKind.OVERLOADED,
+                "receiver is starting: replaying its write-ahead log",
+                self.writer.limits.retry_after_s,
+            )
+        try:
+            if not self._deferred:
+                return False
+            self.writer.append(_RECEIVED.pack(received_time_ns), payload, rows=0)  # counted when replayed
+            return True
+        finally:
+            self._starting.release()
 
     def _seen(self, spans: list[SpanRef]) -> None:
         self.live.spans_seen(spans)

@@ -35,12 +35,15 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from collector_ext.pricing.live import LivePrices, usd
+from collector_ext.pricing.live import PRICED_COLUMNS, SCALE, CallPrices, LivePrices, usd
 from collector_ext.schema import CATEGORY_AGENT, CATEGORY_TOOL, INFERENCE_CATEGORIES
-from collector_ext.traces.span_refs import SpanRef, row_values
+from collector_ext.traces.span_refs import SpanRef, pricing_model, row_table
 from collector_ext.traces.stitching import agent_run_name
 
 log = structlog.get_logger("agentmeter.runaway")
@@ -51,19 +54,13 @@ HISTORY_AGENTS = 1000
 TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
 STATUS_ERROR = "error"
 MAX_WALK = 10_000
-INFERENCE_COLUMNS = (
-    "status_code",
-    "response_id",
-    "provider",
-    "response_model",
-    "request_model",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
+INFERENCE_COLUMNS = ("status_code", "response_id", "provider", "response_model", "request_model", "start_time",
+                     *PRICED_COLUMNS)  # fmt: skip
 TOOL_COLUMNS = ("tool_name", "attributes")
+
+
+_BEST_RANK = 3  # _Task.agent_rank of a name from an agent span: the best
+_BELOW_ANY_LIMIT = 1 - 1e-9  # a cost this share of a limit or less is below it, float rounding aside
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,7 @@ def limit_from(thresholds: RunawayThresholds, reason: str, p99: float | None, ta
 class _Task:
     top: bytes
     agent: str | None = None
-    agent_rank: int = 0  # 0 none, 1 service.name, 2 own identity of a span, 3 of an agent span
+    agent_rank: int = 0  # 0 none, 1 service.name, 2 own identity of a span, 3 of an agent span (_BEST_RANK)
     subagents: int = 0
     depth: int = 0  # the deepest trace below the top, in links
     llm_calls: int = 0
@@ -134,6 +131,36 @@ class _Trace:
     parent: bytes | None = None  # the linked parent trace (None: the top of its task)
     task: _Task | None = None  # set on tops only
     subtree_depth: int = 0  # the deepest chain of links below this trace (tops: the task's depth)
+
+
+@dataclass(frozen=True)
+class _InferenceCalls:
+    """What the watch reads of a request's inference spans, as columns: their response ids, whether each
+    failed, and their price rows and token counts (only calls with usage are priced)."""
+
+    response_ids: list[str | None]
+    failed: list[bool]
+    prices: CallPrices
+    tokens: np.ndarray  # int64, one row per call, PRICED_COLUMNS order (the modality parts priced too)
+
+    @classmethod
+    def read(cls, spans: list[SpanRef], prices: LivePrices) -> _InferenceCalls:
+        table = row_table(spans, INFERENCE_COLUMNS)
+        usage = np.fromiter((span.has_usage for span in spans), dtype=bool, count=len(spans))
+        tokens = np.column_stack([pc.fill_null(table.column(c), 0).to_numpy() for c in PRICED_COLUMNS])
+        start_ns = table.column("start_time").cast(pa.int64()).to_numpy()
+        located = prices.locate(table.column("provider"), pricing_model(table), start_ns, tokens[:, 0], usage)
+        failed = pc.fill_null(pc.equal(table.column("status_code"), STATUS_ERROR), False)
+        return cls(table.column("response_id").to_pylist(), failed.to_pylist(), located, tokens)
+
+
+def _tool_keys(tools: list[SpanRef]) -> list[tuple[str | None, str | None]]:
+    """Each tool call's (tool, arguments): the tool's name (else the span's) and its arguments attribute
+    (the last value of the key, as a dict of the attributes keeps)."""
+    table = row_table(tools, TOOL_COLUMNS)
+    arguments = pc.map_lookup(table.column("attributes"), TOOL_ARGUMENTS, "last").to_pylist()
+    names = table.column("tool_name").to_pylist()
+    return [(name or span.name, argument) for span, name, argument in zip(tools, names, arguments, strict=True)]
 
 
 class RunawayWatch:
@@ -160,9 +187,8 @@ class RunawayWatch:
     def spans_seen(self, spans: list[SpanRef]) -> None:
         inference = [s for s in spans if s.category in INFERENCE_CATEGORIES]
         tools = [s for s in spans if s.category == CATEGORY_TOOL]
-        calls = row_values(inference, INFERENCE_COLUMNS) if inference else []
-        tool_calls = row_values(tools, TOOL_COLUMNS) if tools else []
-        priced = [self._price(span, values) for span, values in zip(inference, calls, strict=True)]
+        calls = _InferenceCalls.read(inference, self.prices) if inference else None
+        tool_keys = _tool_keys(tools) if tools else []
         with self._lock:
             touched: dict[int, _Task] = {}
             current: bytes | None = None
@@ -175,27 +201,20 @@ class RunawayWatch:
                         touched[id(task)] = task
                 if task is None:
                     continue
-                self._learn_agent(task, span)
+                if task.agent_rank < _BEST_RANK:  # an agent span of the top trace named it: nothing ranks higher
+                    self._learn_agent(task, span)
                 if span.links and (not span.parent_span_id or span.category == CATEGORY_AGENT):
                     task = self._link(span)
                     touched[id(task)] = task
-            for span, (status, response_id, *_), cost in zip(inference, calls, priced, strict=True):
-                if span.trace_id in self._ended:
+            if calls is not None:
+                self._count_calls(inference, calls)
+            current, task = None, None
+            for span, key in zip(tools, tool_keys, strict=True):
+                if span.trace_id != current:
+                    current = span.trace_id
+                    task = None if current in self._ended else self._task_of(current)
+                if task is None:
                     continue
-                task = self._task_of(span.trace_id)
-                if response_id:
-                    if response_id in task.responses:
-                        continue
-                    task.responses.add(response_id)
-                task.llm_calls += 1
-                task.failed_calls += status == STATUS_ERROR
-                task.cost_units += cost or 0
-            for span, (tool, attributes) in zip(tools, tool_calls, strict=True):
-                if span.trace_id in self._ended:
-                    continue
-                task = self._task_of(span.trace_id)
-                arguments = dict(attributes or ()).get(TOOL_ARGUMENTS)
-                key = (tool or span.name, arguments)
                 task.tools[key] += 1
                 task.tool_repeats = max(task.tool_repeats, task.tools[key])
             for task in touched.values():
@@ -207,11 +226,45 @@ class RunawayWatch:
                 touched.pop(id(oldest), None)
                 self._forget(oldest)
 
-    def _price(self, span: SpanRef, values: tuple) -> int | None:
-        if not span.has_usage:
-            return None
-        _, _, provider, response_model, request_model, *tokens = values
-        return self.prices.cost(provider, response_model or request_model, span.start_time, *(t or 0 for t in tokens))
+    def _count_calls(self, inference: list[SpanRef], calls: _InferenceCalls) -> None:
+        """LLM calls, failed calls and their cost per task (lock held); a response id seen before in the task
+        is the same call. Costs are summed per task and price row (exact integers: linear in the tokens)."""
+        tasks: list[_Task] = []
+        task_code: dict[int, int] = {}
+        code_of = np.full(len(inference), -1, dtype=np.int64)
+        current: bytes | None = None
+        task: _Task | None = None
+        for position, (span, response_id, failed) in enumerate(
+            zip(inference, calls.response_ids, calls.failed, strict=True)
+        ):
+            if span.trace_id != current:  # runs per trace; tasks do not merge in this loop
+                current = span.trace_id
+                task = None if current in self._ended else self._task_of(current)
+            if task is None:
+                continue
+            if response_id:
+                if response_id in task.responses:
+                    continue
+                task.responses.add(response_id)
+            task.llm_calls += 1
+            task.failed_calls += failed
+            code = task_code.get(id(task))
+            if code is None:
+                code = task_code[id(task)] = len(tasks)
+                tasks.append(task)
+            code_of[position] = code
+        priced = (code_of >= 0) & calls.prices.priced
+        if not priced.any():
+            return
+        rows = len(calls.prices.rows)
+        key = code_of[priced] * rows + calls.prices.row[priced]
+        groups, group_of = np.unique(key, return_inverse=True)
+        group_of = group_of.reshape(-1)
+        tokens = np.zeros((len(groups), calls.tokens.shape[1]), dtype=np.int64)
+        np.add.at(tokens, group_of, calls.tokens[priced])
+        count = np.bincount(group_of, minlength=len(groups))
+        for group, summed, n in zip(groups.tolist(), tokens.tolist(), count.tolist(), strict=True):
+            tasks[group // rows].cost_units += calls.prices.rows[group % rows].cost(summed, n)
 
     def trace_finished(self, trace_id: bytes) -> None:
         """The trace buffer handed the trace on: a task ends with its top trace."""
@@ -336,8 +389,10 @@ class RunawayWatch:
         for reason in REASONS:
             if reason in task.flagged:
                 continue
-            value = task.value(reason)
             limit, basis = self._limit(task.agent, reason)
+            if reason == "cost_usd" and task.cost_units < limit * _BELOW_ANY_LIMIT * SCALE:
+                continue  # far enough below the limit that the exact value (a Fraction) need not be made
+            value = task.value(reason)
             if value > limit:
                 task.flagged[reason] = (value, limit, basis)
                 self._flagged_total[(self.agent_label(task.agent), reason)] += 1

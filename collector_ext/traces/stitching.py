@@ -6,10 +6,15 @@ the same scenarios through both and holds the answers equal. The rules:
 
 Agent runs and attribution (within one trace)
   - An agent run is a span whose `category` is `agent` (dialects map `agent.loop`, `invoke_agent` and
-    the other dialects' agent kinds to it), except a wrapper: an agent span with no llm, embedding, tool
-    or retrieval span of its own (attributed to it) and exactly one agent run directly inside it. Such
-    spans are what instrumentations put around a framework's run (OpenInference openai-agents' "Agent
-    workflow"); the run inside is the agent run, and the wrapper's spans belong to the trace's top run.
+    the other dialects' agent kinds to it) and that runs no graph node, or the run of a graph: the parent
+    span of a span that runs a graph node (`graph_node`, dialects.py). LangGraph runs an agent as a graph
+    (named for the agent) whose nodes are its steps: each ReAct step is a node span that OpenInference
+    marks AGENT, and is not a run of its own; a sub-graph (an agent called as a tool, or a graph used as a
+    node) is a run of its own, nested under the run that called it.
+  - Except a wrapper: an agent run with no llm, embedding, tool or retrieval span of its own (attributed to
+    it) and exactly one agent run directly inside it. Such spans are what instrumentations put around a
+    framework's run (OpenInference openai-agents' "Agent workflow", a graph whose only node is a sub-graph);
+    the run inside is the agent run, and the wrapper's spans belong to the trace's top run.
   - Every span is attributed to its nearest enclosing agent run in the trace (itself for an agent span),
     walking parent_span_id. A span outside every agent run is attributed to the trace's TOP agent run:
     the agent run with no agent run above it that started first (ties: smallest span_id). In a trace with
@@ -68,7 +73,7 @@ Receiver specifics (the analyzer needs none of this: it sees every file of every
     receiver's agent_span_id is used if that agent span is in the trace.
 
 Keep rule: `trace` keeps every span of a trace holding at least one GenAI span (category not `other`);
-`genai` only GenAI spans; `all` everything.
+`genai` only GenAI spans and agent runs; `all` everything.
 """
 
 from __future__ import annotations
@@ -179,14 +184,30 @@ def _enclosing_agents(
     return enclosing
 
 
-def _wrappers(spans: list[SpanRef], by_id: dict[bytes, SpanRef], enclosing: dict[bytes, bytes | None]) -> set[bytes]:
-    """Agent spans that only wrap another agent run: no inference, tool or retrieval span of their own and
+def _agent_spans(spans: list[SpanRef], by_id: dict[bytes, SpanRef]) -> set[bytes]:
+    """The agent runs before the wrapper rule: the agent spans that run no graph node, and the runs of graphs
+    (the parent of a span that runs a graph node: LangGraph's graph or sub-graph, named for the agent)."""
+    agents: set[bytes] = set()
+    for span in spans:
+        if span.graph_node is not None:
+            parent = span.parent_span_id
+            if parent is not None and parent in by_id:
+                agents.add(parent)
+        elif span.category == CATEGORY_AGENT:
+            agents.add(span.span_id)
+    return agents
+
+
+def _wrappers(
+    spans: list[SpanRef], by_id: dict[bytes, SpanRef], enclosing: dict[bytes, bytes | None], agents: set[bytes]
+) -> set[bytes]:
+    """Agent runs that only wrap another agent run: no inference, tool or retrieval span of their own and
     exactly one agent run directly inside (OpenInference's openai-agents "Agent workflow" around the agent)."""
     inner: dict[bytes, int] = {}
     working: set[bytes] = set()
     for span in spans:
         category = span.category
-        if category == CATEGORY_AGENT:
+        if span.span_id in agents:
             parent = span.parent_span_id
             above = enclosing.get(parent) if parent is not None and parent in by_id else None
             if above is not None:
@@ -200,10 +221,10 @@ def _wrappers(spans: list[SpanRef], by_id: dict[bytes, SpanRef], enclosing: dict
 
 def trace_shape(spans: list[SpanRef]) -> TraceShape:
     by_id = {s.span_id: s for s in spans}
-    agents = {s.span_id for s in spans if s.category == CATEGORY_AGENT}
+    agents = _agent_spans(spans, by_id)
     enclosing = _enclosing_agents(spans, by_id, agents)
     if len(agents) > 1:
-        wrappers = _wrappers(spans, by_id, enclosing)
+        wrappers = _wrappers(spans, by_id, enclosing, agents)
         if wrappers:
             agents -= wrappers
             enclosing = _enclosing_agents(spans, by_id, agents)
@@ -279,8 +300,8 @@ def mark_usage_counted(spans: list[SpanRef], shape: TraceShape) -> None:
 def keep_rows(spans: list[SpanRef], keep: str) -> list[SpanRef]:
     if keep == "all":
         return spans
-    if keep == "genai":
-        return [s for s in spans if s.category in GENAI_CATEGORIES]
+    if keep == "genai":  # an agent run is GenAI whatever its category (a graph's run is a chain span)
+        return [s for s in spans if s.category in GENAI_CATEGORIES or s.agent_span_id == s.span_id]
     return spans if any(s.category in GENAI_CATEGORIES for s in spans) else []
 
 

@@ -24,6 +24,7 @@ from receiver_process import ReceiverProcess
 from analyzer.analysis import Analysis
 from analyzer.cost import CostQuery, cost_rows
 from analyzer.dataset import open_dataset
+from analyzer.idle import analyze_idle
 from analyzer.task_queries import TaskQuery, list_tasks, task_tree
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -45,6 +46,8 @@ class Readback:
     tasks: list[dict[str, Any]]  # analyze tasks
     trees: dict[str, dict[str, Any]]  # task id -> analyze task (json form)
     rejected: int  # spans the receiver rejected (partial_success)
+    arrivals: dict[str, int]  # analyze idle --by agent: agent runs per agent
+    by_model: dict[tuple[str | None, str | None], dict[str, Any]]  # analyze cost --by provider --by model
 
 
 def send(endpoint: str, payloads: list[bytes]) -> int:
@@ -77,7 +80,11 @@ def replay(name: str, data_dir: Path) -> Readback:
     by_agent = {row["agent"]: row for row in cost_rows(analysis, CostQuery(by=["agent"])).rows}
     tasks = list_tasks(analysis, TaskQuery())
     trees = {t["task_id"]: task_tree(analysis, bytes.fromhex(t["task_id"])) for t in tasks}
-    return Readback(by_agent, tasks, trees, rejected)
+    arrivals = {g.group: g.arrivals for g in analyze_idle(analysis.dataset, by="agent")}
+    by_model = {
+        (row["provider"], row["model"]): row for row in cost_rows(analysis, CostQuery(by=["provider", "model"])).rows
+    }
+    return Readback(by_agent, tasks, trees, rejected, arrivals, by_model)
 
 
 def served_totals(calls: list[dict[str, Any]]) -> dict[str, Any]:

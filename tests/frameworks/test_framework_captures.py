@@ -55,9 +55,9 @@ REPORTED: dict[str, Callable[[Call], dict | None]] = {
     "langgraph__openinference-langchain__chat": served,
     "google-adk__native-litellm__chat": reasoning_twice,
 }
-# Captures whose agent trees are not yet right (README "Agent frameworks"): LangGraph's agent names live on
-# graph spans that are not marked as agents; two instrumentations of one run are merged by task resolution.
-TREES_PENDING = {"langgraph__openinference-langchain__chat", "openai-agents__both__responses"}
+# Two instrumentations of one run: each makes its own trace of every run, sharing the calls' response ids;
+# task resolution merges them into one task (stitch state shared_calls) where each run appears twice.
+BOTH = "openai-agents__both__responses"
 _READBACKS: dict[str, Readback] = {}
 
 
@@ -83,11 +83,13 @@ def expected_by_agent(name: str) -> dict[str, dict]:
     expected: dict[str, dict] = {}
     for call in truth_of(name)["calls"]:
         row = expected.setdefault(call["agent"], dict.fromkeys(
-            ("llm_calls", "input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens"), 0
+            ("llm_calls", "input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens",
+             "calls_without_usage"), 0
         ) | {"cost_usd": Decimal(0)})  # fmt: skip
         row["llm_calls"] += 1  # a call that reported no usage is a call too (analyzer/figures.py)
         usage = REPORTED[name](call)
         if usage is None:
+            row["calls_without_usage"] += 1
             continue
         row["input_tokens"] += usage["input"]
         row["output_tokens"] += usage["output"]
@@ -118,21 +120,32 @@ def test_no_span_is_rejected_and_the_truth_is_the_scenario(readback: Readback, r
 def test_calls_tokens_and_cost_by_agent(readback: Readback, request) -> None:
     name = request.node.callspec.params["readback"]
     expected = expected_by_agent(name)
-    fields = ("llm_calls", "input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens")
+    fields = (
+        "llm_calls",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "reasoning_tokens",
+        "calls_without_usage",
+    )
     got = {agent: {f: row[f] for f in fields} for agent, row in readback.by_agent.items()}
     want = {agent: {f: row[f] for f in fields} for agent, row in expected.items()}
-    if name == "langgraph__openinference-langchain__chat":  # names pending: every call is the service's
-        want = {"langgraph-app": {f: sum(row[f] for row in want.values()) for f in fields}}
-    if name == "openai-agents__both__responses":  # which copy of a call counts decides its agent: totals only
-        got = {"all": {f: sum(row[f] for row in got.values()) for f in fields}}
-        want = {"all": {f: sum(row[f] for row in want.values()) for f in fields}}
-    assert got == want
+    assert got == want  # two instrumentations of one run: either copy of a call is on the same agent
     total = sum((row["token_cost_usd"] or Decimal(0) for row in readback.by_agent.values()), Decimal(0))
     assert total == sum((row["cost_usd"] for row in expected.values()), Decimal(0))
     assert all(row["unpriced_calls"] == 0 for row in readback.by_agent.values())
 
 
-@pytest.mark.parametrize("readback", [n for n in NAMES if n not in TREES_PENDING], indirect=True)
+def runs_with_calls(node: dict, caller: str | None = None) -> list[tuple[str, str | None, int]]:
+    """(agent, the agent it runs under, its own calls) of every run of a tree that made calls, in tree order:
+    the agent it runs under is the nearest run above of another agent (None: none)."""
+    found = [(node["agent"], caller, node["direct"]["llm_calls"])] if node["direct"]["llm_calls"] else []
+    for child in node["children"]:
+        found += runs_with_calls(child, node["agent"] if child["agent"] != node["agent"] else caller)
+    return found
+
+
+@pytest.mark.parametrize("readback", NAMES, indirect=True)
 def test_tasks_and_trees(readback: Readback, request) -> None:
     name = request.node.callspec.params["readback"]
     truth = truth_of(name)
@@ -140,10 +153,16 @@ def test_tasks_and_trees(readback: Readback, request) -> None:
     in_order = sorted(readback.tasks, key=lambda t: t["start"])
     for task, (task_name, spec) in zip(in_order, truth["tasks"].items(), strict=True):
         assert task["root_agent"] == "orchestrator", task_name
-        assert task["traces"] == (2 if spec["queued"] else 1), task_name
         assert task["llm_calls"] == spec["calls"], task_name
-        assert task["stitch_state"] == "ok"
         root = readback.trees[task["task_id"]]["root"]
+        expected = [(spec["tree"]["agent"], None, spec["tree"]["calls"])]
+        expected += [(c["agent"], spec["tree"]["agent"], c["calls"]) for c in spec["tree"]["children"]]
+        assert runs_with_calls(root) == expected, task_name  # each agent's calls under the agent that called it
+        if name == BOTH:  # one instrumentation's trace (and runs) beside the other's, merged by their calls
+            assert (task["traces"], task["stitch_state"]) == (3 if spec["queued"] else 2, "shared_calls"), task_name
+            continue
+        assert task["traces"] == (2 if spec["queued"] else 1), task_name
+        assert task["stitch_state"] == "ok"
         shape = {
             "agent": root["agent"],
             "calls": root["direct"]["llm_calls"],
@@ -160,7 +179,33 @@ def test_tasks_and_trees(readback: Readback, request) -> None:
         assert all(not c["children"] for c in root["children"])
 
 
-@pytest.mark.parametrize("readback", ["openai-agents__both__responses"], indirect=True)
+@pytest.mark.parametrize("readback", NAMES, indirect=True)
+def test_calls_are_shown_under_the_provider_that_served_them(readback: Readback, request) -> None:
+    # whatever the span called the provider (strands-agents, nothing, LiteLLM's openai/ prefix): the fake
+    # server is OpenAI's API, and the models are the ones asked for or served, never prefixed
+    calls = truth_of(request.node.callspec.params["readback"])["calls"]
+    assert {provider for provider, _ in readback.by_model} == {"openai"}
+    assert {model for _, model in readback.by_model} <= {
+        c[k] for c in calls for k in ("request_model", "response_model")
+    }
+    assert sum(row["llm_calls"] for row in readback.by_model.values()) == 25
+
+
+@pytest.mark.parametrize("readback", NAMES, indirect=True)
+def test_idle_arrivals_are_agent_runs(readback: Readback, request) -> None:
+    # one arrival per agent run (analyze idle, the KEDA and warm-pool curves): a LangGraph agent's steps,
+    # a wrapper around the run, are none
+    name = request.node.callspec.params["readback"]
+    runs: dict[str, int] = {}
+    for spec in truth_of(name)["tasks"].values():
+        for agent in [spec["tree"]["agent"], *(c["agent"] for c in spec["tree"]["children"])]:
+            runs[agent] = runs.get(agent, 0) + 1
+    if name == BOTH:  # each instrumentation reports each run
+        runs = {agent: 2 * count for agent, count in runs.items()}
+    assert readback.arrivals == runs
+
+
+@pytest.mark.parametrize("readback", [BOTH], indirect=True)
 def test_two_instrumentations_count_every_call_once(readback: Readback) -> None:
     # each run is two unlinked traces (one per instrumentation) sharing every call's response id: the calls
     # and tokens count once, and task resolution merges the traces sharing calls: one task per run
