@@ -47,9 +47,9 @@ def slices(analysis: Analysis, f: GpuFilters) -> Slices:
         f.source.cli("gpu", "--by", "namespace", *f.window.cli_args(), "--format", "json"),
     ]
     con = analysis.con
-    kwargs = {"since": since, "until": until, "gpu_prices_file": f.source.gpu_prices}
-    namespaces = gpu_report(con, "namespace", **kwargs)  # type: ignore[arg-type]
-    rows = gpu_report(con, "slice", **kwargs)  # type: ignore[arg-type]
+    prices = f.source.gpu_prices
+    namespaces = gpu_report(con, "namespace", since=since, until=until, gpu_prices_file=prices)
+    rows = gpu_report(con, "slice", since=since, until=until, gpu_prices_file=prices)
     if not rows:
         where = f" {f.window.range.describe()}" if not f.window.range.is_open else ""
         empty = (

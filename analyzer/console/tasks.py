@@ -53,7 +53,7 @@ class TaskListFilters:
         """Sorted by `key`: its natural direction first, the other one when it is sorted so already."""
         if key == self.query.sort:
             return self.link(sort=key, desc="0" if self.query.descending else "1")
-        natural = TaskQuery(sort=key).descending  # type: ignore[arg-type]
+        natural = TaskQuery(sort=key).descending  # type: ignore[arg-type]  # a URL's text; TaskQuery checks the key
         return self.link(sort=key, desc="1" if natural else "0")
 
 
@@ -82,7 +82,7 @@ def parse_list(inputs: Inputs) -> TaskListFilters:
         window=window.range,
         agent=inputs.get("agent"),
         status=status,  # type: ignore[arg-type]  # TaskQuery checks it
-        sort=sort,  # type: ignore[arg-type]
+        sort=sort,  # type: ignore[arg-type]  # a URL's text; TaskQuery checks the key
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
         desc=desc,
