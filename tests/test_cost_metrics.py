@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from framework_calls import FRAMEWORK_CALLS
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -79,20 +80,6 @@ def send_again(endpoint: str, call: CallRecord) -> None:
     span = provider.get_tracer("sdk").start_span(name, kind=kind, attributes=attributes, start_time=start)
     span.end(end_time=start + 10**9)
     provider.shutdown()
-
-
-# Calls as agent frameworks report them (tests/frameworks): a framework's name as the provider, LiteLLM's
-# provider/model and no provider, audio tokens; the metrics label them as `analyze cost` groups them (the
-# provider that served the call) and price them as it does (the price entry for openai's gpt-4o-mini applies
-# to LiteLLM's openai/gpt-4o-mini, the audio tokens at gpt-audio's audio prices)
-FRAMEWORK_CALLS = [
-    {"gen_ai.provider.name": "strands-agents", "gen_ai.request.model": "gpt-4.1",
-     "gen_ai.usage.input_tokens": 900, "gen_ai.usage.output_tokens": 60},
-    {"gen_ai.request.model": "openai/gpt-4o-mini", "gen_ai.usage.input_tokens": 700, "gen_ai.usage.output_tokens": 40},
-    {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-audio", "gen_ai.usage.input_tokens": 3000,
-     "gen_ai.usage.audio.input_tokens": 2500, "gen_ai.usage.output_tokens": 1200,
-     "gen_ai.usage.audio.output_tokens": 1000},
-]  # fmt: skip
 
 
 def send_framework_calls(endpoint: str) -> None:

@@ -8,6 +8,7 @@ import random
 from collections import defaultdict
 
 from conftest import CORPUS
+from framework_calls import FRAMEWORK_CALLS as SHARED_FRAMEWORK_CALLS
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -23,14 +24,10 @@ from collector_ext.traces.stitching import stitch_traces
 
 RECEIVED = 1_800_000_000_000_000_000
 # provider / model as frameworks send them, each shown as the provider that served the call (resolved_names),
-# and the modality parts priced at a model's own prices
+# and the modality parts priced at a model's own prices: the live-metric test's calls, plus an image and a
+# model no price list has
 FRAMEWORK_CALLS = [
-    {"gen_ai.provider.name": "strands-agents", "gen_ai.request.model": "gpt-4.1",
-     "gen_ai.usage.input_tokens": 900, "gen_ai.usage.output_tokens": 60},
-    {"gen_ai.request.model": "openai/gpt-4o-mini", "gen_ai.usage.input_tokens": 700, "gen_ai.usage.output_tokens": 40},
-    {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-audio", "gen_ai.usage.input_tokens": 3000,
-     "gen_ai.usage.audio.input_tokens": 2500, "gen_ai.usage.output_tokens": 1200,
-     "gen_ai.usage.audio.output_tokens": 1000},
+    *SHARED_FRAMEWORK_CALLS,
     {"gen_ai.provider.name": "gcp.gemini", "gen_ai.request.model": "gemini-2.5-flash",
      "gen_ai.usage.input_tokens": 12_000, "gen_ai.usage.output_tokens": 800, "gen_ai.usage.audio.input_tokens": 7000,
      "gen_ai.usage.image.input_tokens": 1000},
