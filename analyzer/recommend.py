@@ -43,7 +43,7 @@ from analyzer.dataset import AnalyzerError, Dataset
 from analyzer.gpu import GpuPrices
 from analyzer.idle import DAY_S, GRID_S, GroupIdle, analyze_idle
 from analyzer.sandbox_cost import SandboxCosts, sandbox_costs
-from analyzer.warm_pool import KedaPlan, PlanResult, PoolResult, busiest_window, replay_plan, replicas_for_busiest
+from analyzer.warm_pool import KedaPlan, PlanReplay, PlanResult, PoolResult, busiest_window, replicas_for_busiest
 from collector_ext.keda.target import DEFAULT_RATE_WINDOW_S
 
 Emit = Literal["keda", "warmpool", "all"]
@@ -211,6 +211,7 @@ def recommend(
     longest_gap_s = max(b - a for a, b in zip(arrivals_ns, arrivals_ns[1:], strict=False)) / 1e9
     polling = polling_interval(idle.cold_start_s)
     busiest = busiest_window(arrivals_ns, rate_window_s)  # the same for every floor: scanned once
+    replays = PlanReplay(arrivals_ns, rate_window_s, polling)  # what every candidate's replay reads, once
     candidates = []
     for floor in range(largest_floor + 1):
         for cooldown in GRID_S if floor == 0 else (KEDA_DEFAULT_COOLDOWN_S,):
@@ -223,7 +224,7 @@ def recommend(
                 stabilization_s=stabilization,
                 max_replicas=replicas_for_busiest(busiest, rate_window_s, idle.cold_start_s, floor),
             )
-            candidates.append(_plan_choice(plan, replay_plan(arrivals_ns, plan), costs, target_warm_hit))
+            candidates.append(_plan_choice(plan, replays.replay(plan), costs, target_warm_hit))
             if cooldown > longest_gap_s + rate_window_s + polling:
                 break
         if candidates[-1].result.empty_claims == 0:
