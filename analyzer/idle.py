@@ -163,6 +163,24 @@ def analyze_idle(
     return groups
 
 
+def group_scale_up_gaps(
+    ds: Dataset,
+    group: str,
+    *,
+    by: GroupBy = "agent",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    namespace: str | None = None,
+) -> list[float]:
+    """One group's `scale_up_gaps` in the window, as analyze_idle(..., with_scale_up_gaps=True) gives it: for a
+    caller that has the group's other figures already (the console's Agents page analyzes every agent once)."""
+    con = ds.con
+    filters = {"by": by, "since": since, "until": until, "namespace": namespace, "group": group}
+    con.execute(load_sql("idle_runs.sql"), filters)
+    found = con.execute(load_sql("idle_intervals.sql")).fetchall()
+    return scale_up_gaps(found[0][1], found[0][2]) if found else []
+
+
 def scale_up_gaps(starts_ns: list[int], ends_ns: list[int]) -> list[float]:
     """Idle gaps of the 2nd, 3rd, ... replica: for each concurrency level k >= 2, the time (s) from the moment
     the number of runs open dropped below k to the next moment it reached k again. A replica released when

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -41,7 +42,7 @@ import yaml
 
 from analyzer.dataset import AnalyzerError, Dataset
 from analyzer.gpu import GpuPrices
-from analyzer.idle import DAY_S, GRID_S, GroupIdle, analyze_idle
+from analyzer.idle import DAY_S, GRID_S, GroupIdle, analyze_idle, group_scale_up_gaps
 from analyzer.sandbox_cost import SandboxCosts, sandbox_costs
 from analyzer.warm_pool import KedaPlan, PlanReplay, PlanResult, PoolResult, busiest_window, replicas_for_busiest
 from collector_ext.keda.target import DEFAULT_RATE_WINDOW_S
@@ -257,35 +258,50 @@ def recommend_agent(
     cpu_price: float | None = None,
     memory_price: float | None = None,
     gpu_prices_file: Path | None = None,
+    idle: GroupIdle | None = None,
+    gpu_costs: Mapping[str, tuple[float, int]] | None = None,
 ) -> Recommendation:
     """The plan for one agent's runs in the window (`analyze recommend`, the console's Agents page): its idle
-    curves, what an idle sandbox and a cold start cost (analyzer/sandbox_cost.py), the cheapest plan."""
-    groups = analyze_idle(
-        ds,
-        by="agent",
-        since=since,
-        until=until,
-        namespace=namespace,
-        group=agent,
-        cold_start_s=cold_start_s,
-        with_scale_up_gaps=True,
-        with_arrivals=True,
-    )
-    if not groups:
-        where = f" in namespace {namespace}" if namespace else ""
-        raise AnalyzerError(f"no runs of agent {agent!r}{where} in the dataset")
+    curves, what an idle sandbox and a cold start cost (analyzer/sandbox_cost.py), the cheapest plan.
+
+    A caller that keeps answers (the console) may pass what it has: `idle`, the agent's group of
+    analyze_idle(ds, by="agent", ..., with_arrivals=True) over the same window, namespace and cold start
+    (its scale-up gaps are then computed for this agent alone), and `gpu_costs`, `agent_gpu_costs` at the
+    same GPU prices."""
+    if idle is None:
+        groups = analyze_idle(
+            ds,
+            by="agent",
+            since=since,
+            until=until,
+            namespace=namespace,
+            group=agent,
+            cold_start_s=cold_start_s,
+            with_scale_up_gaps=True,
+            with_arrivals=True,
+        )
+        if not groups:
+            where = f" in namespace {namespace}" if namespace else ""
+            raise AnalyzerError(f"no runs of agent {agent!r}{where} in the dataset")
+        idle = groups[0]
+    elif idle.group != agent:
+        raise ValueError(f"recommend_agent({agent!r}) was given the idle analysis of {idle.group!r}")
+    elif idle.scale_up_gaps is None:  # a copy: the caller's analysis is shared
+        gaps = group_scale_up_gaps(ds, agent, since=since, until=until, namespace=namespace)
+        idle = replace(idle, scale_up_gaps=gaps)
     found = sandbox_costs(
         ds,
         agent,
-        groups[0].cold_start_s,
+        idle.cold_start_s,
         idle_cost_per_hour=idle_cost_per_hour,
         cold_start_cost=cold_start_cost,
         sandbox_template=sandbox_template,
         cpu_price=cpu_price,
         memory_price=memory_price,
         gpu_prices=GpuPrices.load(gpu_prices_file),
+        gpu_costs=gpu_costs,
     )
-    return recommend(groups[0], target_warm_hit, Costs.of(found), cost_notes=(found.sources, found.assumptions))
+    return recommend(idle, target_warm_hit, Costs.of(found), cost_notes=(found.sources, found.assumptions))
 
 
 def k8s_name(text: str) -> str:

@@ -15,9 +15,11 @@ from analyzer.console.filters import Cli, Window, resolve_window
 from analyzer.console.pages import Inputs, Section, Source
 from analyzer.cost import CostQuery, cost_rows
 from analyzer.dataset import AnalyzerError
+from analyzer.gpu import GpuPrices
 from analyzer.idle import GroupIdle, analyze_idle
 from analyzer.idle_charts import cooldown_figure, survival_figure, warm_pool_figure, with_gaps
 from analyzer.recommend import emit_yaml, recommend_agent
+from analyzer.sandbox_cost import agent_gpu_costs
 from analyzer.task_queries import task_stats
 
 DEFAULT_WARM_HIT = 0.99
@@ -85,11 +87,19 @@ class IdleCurves:
 
 
 def idle_groups(analysis: Analysis, f: AgentFilters) -> list[GroupIdle]:
-    """`analyze idle --by agent` over the window: computed once per window, read by two sections."""
+    """`analyze idle --by agent` over the window: computed once per window, read by two sections (with the
+    arrivals, which the recommendation replays)."""
     since, until = f.window.range.since, f.window.range.until
     return analysis.memo(
-        ("idle", "agent", since, until), lambda: analyze_idle(analysis.dataset, by="agent", since=since, until=until)
+        ("idle", "agent", since, until),
+        lambda: analyze_idle(analysis.dataset, by="agent", since=since, until=until, with_arrivals=True),
     )
+
+
+def gpu_costs(analysis: Analysis, f: AgentFilters) -> dict[str, tuple[float, int]]:
+    """What each agent's GPU slices cost an hour: the same whatever the window, so once per dataset state."""
+    prices = f.source.gpu_prices
+    return analysis.memo(("agent_gpu_costs", prices), lambda: agent_gpu_costs(analysis.dataset, GpuPrices.load(prices)))
 
 
 def idle_curves(analysis: Analysis, f: AgentFilters) -> IdleCurves:
@@ -117,7 +127,8 @@ class Recommendation:
 
 
 def recommendation(analysis: Analysis, f: AgentFilters) -> Recommendation:
-    agents = [g.group for g in idle_groups(analysis, f) if g.survival]
+    groups = idle_groups(analysis, f)
+    agents = [g.group for g in groups if g.survival]
     agent = f.agent or (agents[0] if agents else None)
     if agent is None:
         return Recommendation(None, agents, None, "no agent has two runs in this time range: nothing to replay", [])
@@ -131,6 +142,8 @@ def recommendation(analysis: Analysis, f: AgentFilters) -> Recommendation:
             since=f.window.range.since,
             until=f.window.range.until,
             gpu_prices_file=f.source.gpu_prices,
+            idle=next((g for g in groups if g.group == agent), None),  # the page's analysis, not a second one
+            gpu_costs=gpu_costs(analysis, f),
         )
     except AnalyzerError as err:
         return Recommendation(agent, agents, None, str(err), cli)
