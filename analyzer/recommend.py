@@ -34,6 +34,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode
@@ -153,7 +154,7 @@ def _plan_choice(plan: KedaPlan, result: PlanResult, costs: Costs, target: float
 
 def _window_choice(gaps: list[float], window: float, costs: Costs, target: float, days: float) -> Choice:
     late = sum(1 for gap in gaps if gap > window)
-    idle_hours_per_day = sum(min(gap, window) for gap in gaps) / days / 3600
+    idle_hours_per_day = sum(map(min, gaps, repeat(window))) / days / 3600  # min(gap, window), summed in order
     cost = idle_hours_per_day * costs.idle_cost_per_hour + late / days * costs.cold_start_cost
     warm_hit = 1 - late / len(gaps)
     return Choice(setting=window, warm_hit=warm_hit, cost_per_day=cost, meets_target=warm_hit >= target)

@@ -186,16 +186,25 @@ class PlanReplay:
         self.p, self.w = polling_s, rate_window_s
         t0 = arrivals_ns[0] if arrivals_ns else 0
         self.arrivals = [(t - t0) / NS for t in arrivals_ns]  # exact int / int, as the walk computes them
-        poll_at = self._poll_at
-        self.seen_poll = [poll_at(at) for at in self.arrivals]
-        self.leave_poll = [poll_at(at + rate_window_s) for at in self.arrivals]
-        # the most claims within one rate window (w, as the walk compares): the metric's largest argument
         times = np.asarray(self.arrivals, dtype=np.float64)
+        self.seen_poll = self._polls_at(times)
+        self.leave_poll = self._polls_at(times + rate_window_s)
+        # the most claims within one rate window (w, as the walk compares): the metric's largest argument
         inside = np.arange(len(times)) + 1 - np.searchsorted(times, times - rate_window_s, side="right")
         self.most = int(inside.max()) if len(times) else 0
 
     def _poll_at(self, t: float) -> int:
         return math.ceil(round(t / self.p, 9))
+
+    def _polls_at(self, times: np.ndarray) -> list[int]:
+        """`_poll_at` of each time (>= 0), vectorized: ceil(round(q, 9)) is ceil(q) except where q is just above
+        an integer (round may fall back onto it): those few are rounded one by one."""
+        q = times / self.p  # IEEE division, as t / p
+        whole = np.floor(q)
+        polls = np.ceil(q).astype(np.int64)
+        for j in np.flatnonzero((q > whole) & (q - whole < 1e-8)).tolist():
+            polls[j] = math.ceil(round(float(q[j]), 9))
+        return polls.tolist()
 
     def replay(self, plan: KedaPlan) -> PlanResult:
         if plan.rate_window_s != self.w or plan.polling_s != self.p:

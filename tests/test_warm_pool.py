@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -193,3 +194,18 @@ def test_one_plan_replay_serves_every_candidate_as_the_walk(seed: int) -> None:
             assert replays.replay(plan) == walk_replay_plan(arrivals, plan)
     with pytest.raises(ValueError, match="its own rate window"):
         replays.replay(KedaPlan(0, 0, 8.0, 30.0, 8, 600, 5))
+
+
+@pytest.mark.parametrize("polling_s", [0.7, 2.5, 8, 30])
+def test_polls_are_rounded_as_the_walk_rounds_them(polling_s: float) -> None:
+    """The first poll at or after each arrival (and after it leaves the window), computed at once, is the
+    walk's ceil(round(t / polling, 9)): also for claims a nanosecond off a poll, where the rounding decides."""
+    arrivals = sorted(
+        {max(0, round(k * polling_s * NS) + off) for k in range(0, 5000, 37) for off in (-2, -1, 0, 1, 2, 499, 10**6)}
+    )
+    replays = PlanReplay(arrivals, 60.0, polling_s)
+    seconds = [(t - arrivals[0]) / NS for t in arrivals]
+    assert replays.seen_poll == [math.ceil(round(at / polling_s, 9)) for at in seconds]
+    assert replays.leave_poll == [math.ceil(round((at + 60.0) / polling_s, 9)) for at in seconds]
+    off_integer = [at / polling_s for at in seconds if 0 < at / polling_s - math.floor(at / polling_s) < 1e-8]
+    assert off_integer  # the case rounded one by one is exercised
