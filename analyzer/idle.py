@@ -28,7 +28,7 @@ Definitions (DESIGN.md "Idle curves, KEDA and warm pools"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -224,22 +224,29 @@ def _int_lists(column: pa.ChunkedArray) -> list[np.ndarray]:
     return [values[offsets[j] : offsets[j + 1]] if valid[j] else empty for j in range(len(lists))]
 
 
-def group_scale_up_gaps(
+def with_replay_inputs(
     ds: Dataset,
-    group: str,
+    g: GroupIdle,
     *,
     by: GroupBy = "agent",
     since: datetime | None = None,
     until: datetime | None = None,
     namespace: str | None = None,
-) -> list[float]:
-    """One group's `scale_up_gaps` in the window, as analyze_idle(..., with_scale_up_gaps=True) gives it: for a
-    caller that has the group's other figures already (the console's Agents page analyzes every agent once)."""
+) -> GroupIdle:
+    """A copy of one group's figures (from analyze_idle over the same window) with its arrivals and scale-up
+    gaps, as analyze_idle(..., with_scale_up_gaps=True, with_arrivals=True) gives them: for a caller that
+    analyzed every group without them (the console's Agents page, which keeps that analysis per window and
+    replays one agent)."""
     con = ds.con
-    filters = {"by": by, "since": since, "until": until, "namespace": namespace, "group": group}
+    filters = {"by": by, "since": since, "until": until, "namespace": namespace, "group": g.group}
     con.execute(load_sql("idle_runs.sql"), filters)
-    found = con.execute(load_sql("idle_intervals.sql")).fetchall()
-    return scale_up_gaps(found[0][1], found[0][2]) if found else []
+    arrivals = con.execute(load_sql("idle_arrivals.sql")).fetchall()
+    intervals = con.execute(load_sql("idle_intervals.sql")).fetchall()
+    return replace(
+        g,
+        arrivals_ns=list(arrivals[0][1]) if arrivals else [],
+        scale_up_gaps=scale_up_gaps(intervals[0][1], intervals[0][2]) if intervals else [],
+    )
 
 
 def scale_up_gaps(starts_ns: list[int], ends_ns: list[int]) -> list[float]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
 from pathlib import Path
@@ -43,7 +43,7 @@ import yaml
 
 from analyzer.dataset import AnalyzerError, Dataset
 from analyzer.gpu import GpuPrices
-from analyzer.idle import DAY_S, GRID_S, GroupIdle, analyze_idle, group_scale_up_gaps
+from analyzer.idle import DAY_S, GRID_S, GroupIdle, analyze_idle, with_replay_inputs
 from analyzer.sandbox_cost import SandboxCosts, sandbox_costs
 from analyzer.warm_pool import KedaPlan, PlanReplay, PlanResult, PoolResult, busiest_window, replicas_for_busiest
 from collector_ext.keda.target import DEFAULT_RATE_WINDOW_S
@@ -266,9 +266,9 @@ def recommend_agent(
     curves, what an idle sandbox and a cold start cost (analyzer/sandbox_cost.py), the cheapest plan.
 
     A caller that keeps answers (the console) may pass what it has: `idle`, the agent's group of
-    analyze_idle(ds, by="agent", ..., with_arrivals=True) over the same window, namespace and cold start
-    (its scale-up gaps are then computed for this agent alone), and `gpu_costs`, `agent_gpu_costs` at the
-    same GPU prices."""
+    analyze_idle(ds, by="agent", ...) over the same window, namespace and cold start (its arrivals and
+    scale-up gaps are then read for this agent alone), and `gpu_costs`, `agent_gpu_costs` at the same GPU
+    prices."""
     if idle is None:
         groups = analyze_idle(
             ds,
@@ -287,9 +287,8 @@ def recommend_agent(
         idle = groups[0]
     elif idle.group != agent:
         raise ValueError(f"recommend_agent({agent!r}) was given the idle analysis of {idle.group!r}")
-    elif idle.scale_up_gaps is None:  # a copy: the caller's analysis is shared
-        gaps = group_scale_up_gaps(ds, agent, since=since, until=until, namespace=namespace)
-        idle = replace(idle, scale_up_gaps=gaps)
+    elif idle.scale_up_gaps is None or idle.arrivals_ns is None:  # a copy: the caller's analysis is kept
+        idle = with_replay_inputs(ds, idle, since=since, until=until, namespace=namespace)
     found = sandbox_costs(
         ds,
         agent,

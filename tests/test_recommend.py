@@ -359,7 +359,7 @@ def test_what_the_console_keeps_gives_the_plan_of_the_cli(data_dir: Path) -> Non
     )
     ds = open_dataset(data_dir)
     since = datetime.fromtimestamp(BASE_NS / 1e9 + 300, tz=UTC)
-    kept_idle = {g.group: g for g in analyze_idle(ds, by="agent", since=since, with_arrivals=True)}
+    kept_idle = {g.group: g for g in analyze_idle(ds, by="agent", since=since)}
     kept_gpu = agent_gpu_costs(ds, GpuPrices())
     assert set(kept_gpu) == {"gpu-agent"}
     everything = {g.group: g for g in analyze_idle(ds, by="agent")}
@@ -369,7 +369,7 @@ def test_what_the_console_keeps_gives_the_plan_of_the_cli(data_dir: Path) -> Non
         kept = recommend_agent(ds, agent, since=since, idle=kept_idle[agent], gpu_costs=kept_gpu)
         assert kept == plain
         assert emit_yaml(kept) == emit_yaml(plain)
-        assert kept_idle[agent].scale_up_gaps is None  # the kept analysis is not changed
+        assert (kept_idle[agent].scale_up_gaps, kept_idle[agent].arrivals_ns) == (None, None)  # kept as it was
     assert "GPU slices of its pods in the dataset" in emit_yaml(recommend_agent(ds, "gpu-agent", since=since))
     with pytest.raises(ValueError, match="idle analysis of 'busy'"):
         recommend_agent(ds, "gpu-agent", idle=kept_idle["busy"])

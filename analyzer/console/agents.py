@@ -87,12 +87,10 @@ class IdleCurves:
 
 
 def idle_groups(analysis: Analysis, f: AgentFilters) -> list[GroupIdle]:
-    """`analyze idle --by agent` over the window: computed once per window, read by two sections (with the
-    arrivals, which the recommendation replays)."""
+    """`analyze idle --by agent` over the window: computed once per window, read by two sections."""
     since, until = f.window.range.since, f.window.range.until
     return analysis.memo(
-        ("idle", "agent", since, until),
-        lambda: analyze_idle(analysis.dataset, by="agent", since=since, until=until, with_arrivals=True),
+        ("idle", "agent", since, until), lambda: analyze_idle(analysis.dataset, by="agent", since=since, until=until)
     )
 
 
