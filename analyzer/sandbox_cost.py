@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analyzer.analysis import Analysis
 from analyzer.dataset import AnalyzerError, Dataset, read_yaml_file
 from analyzer.gpu import GpuPrices, install_gpu_views
 
@@ -101,6 +102,14 @@ def agent_gpu_costs(ds: Dataset, prices: GpuPrices) -> dict[str, tuple[float, in
     for agent, usd_per_hour in rows:
         by_agent.setdefault(agent, []).append(usd_per_hour)
     return {agent: (statistics.median(pods), len(pods)) for agent, pods in by_agent.items()}
+
+
+def kept_agent_gpu_costs(analysis: Analysis) -> dict[str, tuple[float, int]]:
+    """`agent_gpu_costs` at the analysis's GPU prices, once per Analysis: the same whatever the window, so a
+    long-lived process computes it once per dataset state (`analyze serve` while preparing the state,
+    analyzer/snapshot.py; the console's Agents page reads it)."""
+    file = analysis.gpu_prices_file
+    return analysis.memo(("agent_gpu_costs", file), lambda: agent_gpu_costs(analysis.dataset, GpuPrices.load(file)))
 
 
 def sandbox_costs(

@@ -15,11 +15,10 @@ from analyzer.console.filters import Cli, Window, resolve_window
 from analyzer.console.pages import Inputs, Section, Source
 from analyzer.cost import CostQuery, cost_rows
 from analyzer.dataset import AnalyzerError
-from analyzer.gpu import GpuPrices
 from analyzer.idle import GroupIdle, analyze_idle
 from analyzer.idle_charts import cooldown_figure, survival_figure, warm_pool_figure, with_gaps
 from analyzer.recommend import emit_yaml, recommend_agent
-from analyzer.sandbox_cost import agent_gpu_costs
+from analyzer.sandbox_cost import kept_agent_gpu_costs
 from analyzer.task_queries import task_stats
 
 DEFAULT_WARM_HIT = 0.99
@@ -94,12 +93,6 @@ def idle_groups(analysis: Analysis, f: AgentFilters) -> list[GroupIdle]:
     )
 
 
-def gpu_costs(analysis: Analysis, f: AgentFilters) -> dict[str, tuple[float, int]]:
-    """What each agent's GPU slices cost an hour: the same whatever the window, so once per dataset state."""
-    prices = f.source.gpu_prices
-    return analysis.memo(("agent_gpu_costs", prices), lambda: agent_gpu_costs(analysis.dataset, GpuPrices.load(prices)))
-
-
 def idle_curves(analysis: Analysis, f: AgentFilters) -> IdleCurves:
     groups = idle_groups(analysis, f)
     top = with_gaps(groups)
@@ -141,7 +134,7 @@ def recommendation(analysis: Analysis, f: AgentFilters) -> Recommendation:
             until=f.window.range.until,
             gpu_prices_file=f.source.gpu_prices,
             idle=next((g for g in groups if g.group == agent), None),  # the page's analysis, not a second one
-            gpu_costs=gpu_costs(analysis, f),
+            gpu_costs=kept_agent_gpu_costs(analysis),  # once per dataset state (prepared by the server)
         )
     except AnalyzerError as err:
         return Recommendation(agent, agents, None, str(err), cli)
