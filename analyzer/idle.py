@@ -28,9 +28,13 @@ Definitions (DESIGN.md "Idle curves, KEDA and warm pools"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
 
 from analyzer.dataset import AnalyzerError, Dataset, load_sql
 from analyzer.warm_pool import PoolResult, sizes_curve
@@ -125,6 +129,7 @@ def analyze_idle(
     con = ds.con
     con.execute(load_sql("idle_runs.sql"), {**filters, "group": group})
     con.execute(load_sql("idle_gaps.sql"))
+    install_idle_levels(con)
     groups = [_group_from_summary(row) for row in _dicts(con.execute(load_sql("idle_summary.sql")))]
     by_name = {g.group: g for g in groups}
 
@@ -161,6 +166,87 @@ def analyze_idle(
         for name, starts_ns, ends_ns in con.execute(load_sql("idle_intervals.sql")).fetchall():
             by_name[name].scale_up_gaps = scale_up_gaps(starts_ns, ends_ns)
     return groups
+
+
+def install_idle_levels(con: duckdb.DuckDBPyConnection) -> None:
+    """Table idle_levels(grp, level, level_ns): per group of idle_runs, the time (ns) spent at each concurrency
+    level between its first and last event (runs half-open [start, end); the starts and ends at one instant
+    net out, and an instant where they cancel out still cuts the time). What the summary's concurrency
+    figures sum (sql/idle_summary.sql). Integer sums, so exactly what a running sum over the sorted events
+    gives in SQL, ~4x faster in NumPy than as a window query (~0.2 s there at 100 k tasks)."""
+    runs = con.sql(
+        "SELECT grp, list(start_ns) FILTER (WHERE start_ns IS NOT NULL) AS starts, "
+        "list(end_ns) FILTER (WHERE end_ns IS NOT NULL) AS ends FROM idle_runs GROUP BY grp"
+    ).to_arrow_table()
+    groups: list[str] = []
+    levels: list[np.ndarray] = []
+    spent: list[np.ndarray] = []
+    names = runs.column("grp").to_pylist()
+    all_starts, all_ends = (_int_lists(runs.column(name)) for name in ("starts", "ends"))
+    for grp, starts, ends in zip(names, all_starts, all_ends, strict=True):
+        times = np.concatenate([starts, ends])
+        deltas = np.repeat(np.array([1, -1], dtype=np.int64), [len(starts), len(ends)])
+        order = np.argsort(times, kind="stable")
+        times, deltas = times[order], deltas[order]
+        first = np.flatnonzero(np.r_[True, times[1:] != times[:-1]]) if len(times) else np.empty(0, np.int64)
+        level = np.cumsum(np.add.reduceat(deltas, first)) if len(first) else np.empty(0, np.int64)
+        duration = np.diff(times[first])  # each instant to the next; the last has none
+        found, where = np.unique(level[:-1], return_inverse=True)
+        total = np.zeros(len(found), dtype=np.int64)
+        np.add.at(total, where, duration)
+        groups += [grp] * len(found)
+        levels.append(found)
+        spent.append(total)
+    table = pa.table(
+        {
+            "grp": pa.array(groups, pa.string()),
+            "level": pa.array(np.concatenate(levels) if levels else [], pa.int64()),
+            "level_ns": pa.array(np.concatenate(spent) if spent else [], pa.int64()),
+        }
+    )
+    con.register("_idle_levels_arrow", table)
+    try:  # HUGEINT: the type of the SQL sums these replace
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE idle_levels AS "
+            "SELECT grp, level::HUGEINT AS level, level_ns::HUGEINT AS level_ns FROM _idle_levels_arrow"
+        )
+    finally:
+        con.unregister("_idle_levels_arrow")
+
+
+def _int_lists(column: pa.ChunkedArray) -> list[np.ndarray]:
+    """A column of lists of BIGINT (NULL: empty) as one int64 array per row, without Python ints."""
+    lists = column.combine_chunks()
+    values = lists.values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)  # no NULLs: filtered out
+    offsets = lists.offsets.to_numpy()
+    valid = lists.is_valid().to_numpy(zero_copy_only=False)
+    empty = np.empty(0, dtype=np.int64)
+    return [values[offsets[j] : offsets[j + 1]] if valid[j] else empty for j in range(len(lists))]
+
+
+def with_replay_inputs(
+    ds: Dataset,
+    g: GroupIdle,
+    *,
+    by: GroupBy = "agent",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    namespace: str | None = None,
+) -> GroupIdle:
+    """A copy of one group's figures (from analyze_idle over the same window) with its arrivals and scale-up
+    gaps, as analyze_idle(..., with_scale_up_gaps=True, with_arrivals=True) gives them: for a caller that
+    analyzed every group without them (the console's Agents page, which keeps that analysis per window and
+    replays one agent)."""
+    con = ds.con
+    filters = {"by": by, "since": since, "until": until, "namespace": namespace, "group": g.group}
+    con.execute(load_sql("idle_runs.sql"), filters)
+    arrivals = con.execute(load_sql("idle_arrivals.sql")).fetchall()
+    intervals = con.execute(load_sql("idle_intervals.sql")).fetchall()
+    return replace(
+        g,
+        arrivals_ns=list(arrivals[0][1]) if arrivals else [],
+        scale_up_gaps=scale_up_gaps(intervals[0][1], intervals[0][2]) if intervals else [],
+    )
 
 
 def scale_up_gaps(starts_ns: list[int], ends_ns: list[int]) -> list[float]:

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode
@@ -41,9 +43,9 @@ import yaml
 
 from analyzer.dataset import AnalyzerError, Dataset
 from analyzer.gpu import GpuPrices
-from analyzer.idle import DAY_S, GRID_S, GroupIdle, analyze_idle
+from analyzer.idle import DAY_S, GRID_S, GroupIdle, analyze_idle, with_replay_inputs
 from analyzer.sandbox_cost import SandboxCosts, sandbox_costs
-from analyzer.warm_pool import KedaPlan, PlanResult, PoolResult, busiest_window, replay_plan, replicas_for_busiest
+from analyzer.warm_pool import KedaPlan, PlanReplay, PlanResult, PoolResult, busiest_window, replicas_for_busiest
 from collector_ext.keda.target import DEFAULT_RATE_WINDOW_S
 
 Emit = Literal["keda", "warmpool", "all"]
@@ -152,7 +154,7 @@ def _plan_choice(plan: KedaPlan, result: PlanResult, costs: Costs, target: float
 
 def _window_choice(gaps: list[float], window: float, costs: Costs, target: float, days: float) -> Choice:
     late = sum(1 for gap in gaps if gap > window)
-    idle_hours_per_day = sum(min(gap, window) for gap in gaps) / days / 3600
+    idle_hours_per_day = sum(map(min, gaps, repeat(window))) / days / 3600  # min(gap, window), summed in order
     cost = idle_hours_per_day * costs.idle_cost_per_hour + late / days * costs.cold_start_cost
     warm_hit = 1 - late / len(gaps)
     return Choice(setting=window, warm_hit=warm_hit, cost_per_day=cost, meets_target=warm_hit >= target)
@@ -211,6 +213,7 @@ def recommend(
     longest_gap_s = max(b - a for a, b in zip(arrivals_ns, arrivals_ns[1:], strict=False)) / 1e9
     polling = polling_interval(idle.cold_start_s)
     busiest = busiest_window(arrivals_ns, rate_window_s)  # the same for every floor: scanned once
+    replays = PlanReplay(arrivals_ns, rate_window_s, polling)  # what every candidate's replay reads, once
     candidates = []
     for floor in range(largest_floor + 1):
         for cooldown in GRID_S if floor == 0 else (KEDA_DEFAULT_COOLDOWN_S,):
@@ -223,7 +226,7 @@ def recommend(
                 stabilization_s=stabilization,
                 max_replicas=replicas_for_busiest(busiest, rate_window_s, idle.cold_start_s, floor),
             )
-            candidates.append(_plan_choice(plan, replay_plan(arrivals_ns, plan), costs, target_warm_hit))
+            candidates.append(_plan_choice(plan, replays.replay(plan), costs, target_warm_hit))
             if cooldown > longest_gap_s + rate_window_s + polling:
                 break
         if candidates[-1].result.empty_claims == 0:
@@ -256,35 +259,49 @@ def recommend_agent(
     cpu_price: float | None = None,
     memory_price: float | None = None,
     gpu_prices_file: Path | None = None,
+    idle: GroupIdle | None = None,
+    gpu_costs: Mapping[str, tuple[float, int]] | None = None,
 ) -> Recommendation:
     """The plan for one agent's runs in the window (`analyze recommend`, the console's Agents page): its idle
-    curves, what an idle sandbox and a cold start cost (analyzer/sandbox_cost.py), the cheapest plan."""
-    groups = analyze_idle(
-        ds,
-        by="agent",
-        since=since,
-        until=until,
-        namespace=namespace,
-        group=agent,
-        cold_start_s=cold_start_s,
-        with_scale_up_gaps=True,
-        with_arrivals=True,
-    )
-    if not groups:
-        where = f" in namespace {namespace}" if namespace else ""
-        raise AnalyzerError(f"no runs of agent {agent!r}{where} in the dataset")
+    curves, what an idle sandbox and a cold start cost (analyzer/sandbox_cost.py), the cheapest plan.
+
+    A caller that keeps answers (the console) may pass what it has: `idle`, the agent's group of
+    analyze_idle(ds, by="agent", ...) over the same window, namespace and cold start (its arrivals and
+    scale-up gaps are then read for this agent alone), and `gpu_costs`, `agent_gpu_costs` at the same GPU
+    prices."""
+    if idle is None:
+        groups = analyze_idle(
+            ds,
+            by="agent",
+            since=since,
+            until=until,
+            namespace=namespace,
+            group=agent,
+            cold_start_s=cold_start_s,
+            with_scale_up_gaps=True,
+            with_arrivals=True,
+        )
+        if not groups:
+            where = f" in namespace {namespace}" if namespace else ""
+            raise AnalyzerError(f"no runs of agent {agent!r}{where} in the dataset")
+        idle = groups[0]
+    elif idle.group != agent:
+        raise ValueError(f"recommend_agent({agent!r}) was given the idle analysis of {idle.group!r}")
+    elif idle.scale_up_gaps is None or idle.arrivals_ns is None:  # a copy: the caller's analysis is kept
+        idle = with_replay_inputs(ds, idle, since=since, until=until, namespace=namespace)
     found = sandbox_costs(
         ds,
         agent,
-        groups[0].cold_start_s,
+        idle.cold_start_s,
         idle_cost_per_hour=idle_cost_per_hour,
         cold_start_cost=cold_start_cost,
         sandbox_template=sandbox_template,
         cpu_price=cpu_price,
         memory_price=memory_price,
         gpu_prices=GpuPrices.load(gpu_prices_file),
+        gpu_costs=gpu_costs,
     )
-    return recommend(groups[0], target_warm_hit, Costs.of(found), cost_notes=(found.sources, found.assumptions))
+    return recommend(idle, target_warm_hit, Costs.of(found), cost_notes=(found.sources, found.assumptions))
 
 
 def k8s_name(text: str) -> str:

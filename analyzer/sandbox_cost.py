@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analyzer.analysis import Analysis
 from analyzer.dataset import AnalyzerError, Dataset, read_yaml_file
 from analyzer.gpu import GpuPrices, install_gpu_views
 
@@ -79,24 +81,35 @@ def template_requests(path: Path) -> tuple[float, float]:
     return cpu, memory
 
 
-def gpu_cost_per_hour(ds: Dataset, agent: str, prices: GpuPrices) -> tuple[float, int] | None:
-    """(median price per hour of the GPU slices one of the agent's pods held, pods) or None without any."""
+def agent_gpu_costs(ds: Dataset, prices: GpuPrices) -> dict[str, tuple[float, int]]:
+    """Per agent whose pods held GPU slices: (median price per hour of the slices one of its pods held, pods).
+    Every agent at once: the GPU tables are built once (~0.2 s at 100 k tasks), and a long-lived process keeps
+    the answer per dataset state (the console's Agents page)."""
     con = ds.con
     install_gpu_views(con, prices=prices)
     rows = con.execute(
         """
-        WITH pods AS (
-            SELECT DISTINCT k8s_namespace AS namespace, k8s_pod AS pod
-            FROM agent_pods WHERE agent_name = $agent
-        ),
-        held AS (SELECT DISTINCT h.namespace, h.pod, h.slice_id FROM gpu_holdings AS h JOIN pods USING (namespace, pod))
-        SELECT sum(p.usd_per_hour) FROM held JOIN gpu_slice_prices AS p USING (slice_id) GROUP BY namespace, pod
-        """,
-        {"agent": agent},
+        WITH pods AS (SELECT DISTINCT agent_name AS agent, k8s_namespace AS namespace, k8s_pod AS pod FROM agent_pods),
+        held AS (
+            SELECT DISTINCT pods.agent, h.namespace, h.pod, h.slice_id
+            FROM gpu_holdings AS h JOIN pods USING (namespace, pod)
+        )
+        SELECT agent, sum(p.usd_per_hour) FROM held JOIN gpu_slice_prices AS p USING (slice_id)
+        GROUP BY agent, namespace, pod
+        """
     ).fetchall()
-    if not rows:
-        return None
-    return statistics.median(r[0] for r in rows), len(rows)
+    by_agent: dict[str, list[float]] = {}
+    for agent, usd_per_hour in rows:
+        by_agent.setdefault(agent, []).append(usd_per_hour)
+    return {agent: (statistics.median(pods), len(pods)) for agent, pods in by_agent.items()}
+
+
+def kept_agent_gpu_costs(analysis: Analysis) -> dict[str, tuple[float, int]]:
+    """`agent_gpu_costs` at the analysis's GPU prices, once per Analysis: the same whatever the window, so a
+    long-lived process computes it once per dataset state (`analyze serve` while preparing the state,
+    analyzer/snapshot.py; the console's Agents page reads it)."""
+    file = analysis.gpu_prices_file
+    return analysis.memo(("agent_gpu_costs", file), lambda: agent_gpu_costs(analysis.dataset, GpuPrices.load(file)))
 
 
 def sandbox_costs(
@@ -110,7 +123,9 @@ def sandbox_costs(
     cpu_price: float | None = None,
     memory_price: float | None = None,
     gpu_prices: GpuPrices | None = None,
+    gpu_costs: Mapping[str, tuple[float, int]] | None = None,
 ) -> SandboxCosts:
+    """`gpu_costs`: `agent_gpu_costs` of the dataset at `gpu_prices`, when the caller keeps it (else computed)."""
     for name, value in (
         ("--idle-cost-per-hour", idle_cost_per_hour),
         ("--cold-start-cost", cold_start_cost),
@@ -138,7 +153,9 @@ def sandbox_costs(
                 assumptions.append(f"--cpu-price ${DEFAULT_CPU_PRICE:g}/vCPU-hour (assumed: set your price)")
             if memory_price is None:
                 assumptions.append(f"--memory-price ${DEFAULT_MEMORY_PRICE:g}/GiB-hour (assumed: set your price)")
-        gpu = gpu_cost_per_hour(ds, agent, gpu_prices or GpuPrices())
+        if gpu_costs is None:
+            gpu_costs = agent_gpu_costs(ds, gpu_prices or GpuPrices())
+        gpu = gpu_costs.get(agent)
         if gpu is not None:
             idle += gpu[0]
             parts.append(f"GPU slices of its pods in the dataset (median of {gpu[1]} pods: ${gpu[0]:g})")

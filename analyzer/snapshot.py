@@ -13,7 +13,7 @@ the CLI's.
 
 The first state of a starting server is handed out once its charges are kept (all the Overview, the first
 page, reads: `Page.charges_only`); the rest (`LATER_STEPS`: the tasks, their tree nodes, the idle and GPU
-tables) is then done in the background, one step at a time, after that first page. Any question that reads
+tables, every agent's GPU cost) is then done in the background, one step at a time, after that first page. Any question that reads
 more than the charges finishes the preparation first (under the snapshot's lock), so it never builds a table
 a second time: at 100 k tasks the first page comes ~3x sooner, and a page asked before the preparation is
 done waits for it.
@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from analyzer.analysis import Analysis
-from analyzer.dataset import open_dataset, resolve_data_dir
+from analyzer.dataset import AnalyzerError, open_dataset, resolve_data_dir
 from analyzer.remote import remote_location
+from analyzer.sandbox_cost import kept_agent_gpu_costs
 from analyzer.task_queries import install_task_rows
 from analyzer.tasks import BUILDING_TABLES
 
@@ -92,8 +93,21 @@ def _keep_idle_and_gpu(analysis: Analysis) -> None:
         analysis.keep(view)
 
 
+def _agent_gpu_costs(analysis: Analysis) -> None:
+    """Every agent's GPU cost an hour (the Agents page's recommendation reads it, whatever the window): ~0.2 s
+    at 100 k tasks, once per state rather than on the first Agents page. If it fails (a GPU price file that
+    does not read), the Agents page computes it and says why."""
+    with contextlib.suppress(AnalyzerError):
+        kept_agent_gpu_costs(analysis)
+
+
 # What `prepare` keeps after the charges, in order; a snapshot does these after it is handed out.
-LATER_STEPS: tuple[Callable[[Analysis], None], ...] = (_keep_task_rows, _keep_task_nodes, _keep_idle_and_gpu)
+LATER_STEPS: tuple[Callable[[Analysis], None], ...] = (
+    _keep_task_rows,
+    _keep_task_nodes,
+    _keep_idle_and_gpu,
+    _agent_gpu_costs,
+)
 FIRST_QUESTION_GRACE_SECONDS = 2.0  # how long the rest of the preparation lets the first page go first
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from collector_ext.keda.target import unclaimed_wanted
 
 NS = 1_000_000_000
+_NEVER = 1 << 62  # no poll: later than any
 
 
 @dataclass(frozen=True)
@@ -164,96 +165,149 @@ def replay_plan(arrivals_ns: Sequence[int], plan: KedaPlan) -> PlanResult:
     ending) are skipped: they would repeat the previous answer. O(arrivals + polls that matter).
 
     Between two polls the pool holds exactly spec.replicas sandboxes (ready or starting: the controller
-    follows every change at once), so a claim is warm exactly when fewer than spec.replicas are starting."""
-    if not arrivals_ns:
-        return PlanResult(0, 0, 0.0, 0.0, plan.warm_floor)
-    t0 = arrivals_ns[0]
-    arrivals = [(t - t0) / NS for t in arrivals_ns]
-    n, end = len(arrivals), arrivals[-1]
-    p, w, s, floor = plan.polling_s, plan.rate_window_s, plan.stabilization_s, plan.warm_floor
-    startup, cooldown, max_replicas = plan.startup_s, plan.cooldown_s, plan.max_replicas
-    pending: deque[float] = deque()  # the starting sandboxes' ready times
-    popleft, append = pending.popleft, pending.append
-    replicas, peak = floor, floor
-    requests: deque[tuple[float, int]] = deque()  # (poll time, replicas asked), the HPA's stabilization window
-    popleft_request, pop_request, append_request = requests.popleft, requests.pop, requests.append
-    last_active, was_active = -math.inf, False
-    unclaimed_s, integrated_to = 0.0, 0.0
-    empty = 0
-    entered = left = 0
-    i, tick = 0, 0.0
-    ceil = math.ceil
-    while True:
-        # claims up to this poll: the pool holds `replicas` sandboxes (ready or starting) between polls
-        while i < n:
-            at = arrivals[i]
-            if at > tick:
+    follows every change at once), so a claim is warm exactly when fewer than spec.replicas are starting.
+
+    Several plans over the same arrivals (`analyze recommend` replays ~15): `PlanReplay(...).replay(plan)`
+    computes what they share once."""
+    return PlanReplay(arrivals_ns, plan.rate_window_s, plan.polling_s).replay(plan)
+
+
+class PlanReplay:
+    """The arrivals of `replay_plan` with what every plan of one rate window and polling interval reads, so
+    that replaying several plans (floors, cooldowns) computes it once: the arrivals in seconds from the first,
+    the poll each is first seen at and the poll it leaves the rate window at, and the most claims ever in the
+    window. Polls are numbered (poll k is at k x polling_s); `_poll_at(t)` is the first poll at or after t,
+    rounded as a poll-by-poll walk rounds it, and that rounding is monotone: the earliest of several moments
+    is at the earliest of their polls. A replay then does no float rounding per poll, and reads what the
+    metric asks for from a table by claims in the window (~3x faster at 50 k arrivals: a plan is a Python
+    walk over arrivals and polls, ~15 of them per `analyze recommend`)."""
+
+    def __init__(self, arrivals_ns: Sequence[int], rate_window_s: float, polling_s: float) -> None:
+        self.p, self.w = polling_s, rate_window_s
+        t0 = arrivals_ns[0] if arrivals_ns else 0
+        self.arrivals = [(t - t0) / NS for t in arrivals_ns]  # exact int / int, as the walk computes them
+        times = np.asarray(self.arrivals, dtype=np.float64)
+        self.seen_poll = self._polls_at(times)
+        self.leave_poll = self._polls_at(times + rate_window_s)
+        # the most claims within one rate window (w, as the walk compares): the metric's largest argument
+        inside = np.arange(len(times)) + 1 - np.searchsorted(times, times - rate_window_s, side="right")
+        self.most = int(inside.max()) if len(times) else 0
+
+    def _poll_at(self, t: float) -> int:
+        return math.ceil(round(t / self.p, 9))
+
+    def _polls_at(self, times: np.ndarray) -> list[int]:
+        """`_poll_at` of each time (>= 0), vectorized: ceil(round(q, 9)) is ceil(q) except where q is just above
+        an integer (round may fall back onto it): those few are rounded one by one."""
+        q = times / self.p  # IEEE division, as t / p
+        whole = np.floor(q)
+        polls = np.ceil(q).astype(np.int64)
+        for j in np.flatnonzero((q > whole) & (q - whole < 1e-8)).tolist():
+            polls[j] = math.ceil(round(float(q[j]), 9))
+        return polls.tolist()
+
+    def replay(self, plan: KedaPlan) -> PlanResult:
+        if plan.rate_window_s != self.w or plan.polling_s != self.p:
+            raise ValueError("a PlanReplay replays plans of its own rate window and polling interval")
+        arrivals = self.arrivals
+        if not arrivals:
+            return PlanResult(0, 0, 0.0, 0.0, plan.warm_floor)
+        n, end = len(arrivals), arrivals[-1]
+        p, w, s, floor = plan.polling_s, plan.rate_window_s, plan.stabilization_s, plan.warm_floor
+        startup, cooldown, max_replicas = plan.startup_s, plan.cooldown_s, plan.max_replicas
+        # what the metric asks for, by the claims in the window (the one definition: unclaimed_wanted)
+        active_by, asked_by = [], []
+        for claims in range(self.most + 1):
+            value = unclaimed_wanted(claims, w, startup, floor)
+            active_by.append(value > 0)
+            if value > 0:
+                asked_by.append(min(max(1, _replicas(value)), max_replicas))
+            else:
+                asked_by.append(0 if max_replicas > 0 else max_replicas)
+        seen_poll, leave_poll = self.seen_poll, self.leave_poll
+        poll_at = self._poll_at
+        step_is_one = float(p).is_integer()  # then the poll after k is exactly k + 1
+        pending: deque[float] = deque()  # the starting sandboxes' ready times
+        popleft, append = pending.popleft, pending.append
+        replicas, peak = floor, floor
+        requests: deque[tuple[float, int]] = deque()  # (poll time, replicas asked), the HPA's stabilization window
+        front: tuple[float, int] | None = None  # the oldest request, and the poll it leaves the window at
+        front_leaves = 0
+        popleft_request, pop_request, append_request = requests.popleft, requests.pop, requests.append
+        last_active, was_active = -math.inf, False
+        unclaimed_s, integrated_to = 0.0, 0.0
+        empty = 0
+        i = left = k = 0
+        while True:
+            tick = k * p
+            # claims up to this poll: the pool holds `replicas` sandboxes (ready or starting) between polls
+            while i < n:
+                at = arrivals[i]
+                if at > tick:
+                    break
+                unclaimed_s += replicas * (at - integrated_to)
+                integrated_to = at
+                while pending and pending[0] <= at:
+                    popleft()
+                if len(pending) < replicas:
+                    append(at + startup)  # a ready one claimed, replaced at once
+                elif i > 0:
+                    empty += 1
+                i += 1
+            if tick > end:
                 break
-            unclaimed_s += replicas * (at - integrated_to)
-            integrated_to = at
-            while pending and pending[0] <= at:
+            unclaimed_s += replicas * (tick - integrated_to)
+            integrated_to = tick
+            while arrivals[left] <= tick - w:  # stops by i: arrivals[i] > tick, or i = n and tick = end
+                left += 1
+            active, asked = active_by[i - left], asked_by[i - left]
+            horizon = tick - s
+            while requests and requests[0][0] <= horizon:
+                popleft_request()
+            while requests and requests[-1][1] <= asked:
+                pop_request()
+            append_request((tick, asked))
+            stabilized = requests[0][1]
+            if was_active and not active:
+                last_active = max(last_active, tick - p)
+            was_active = active
+            before = replicas
+            if active:
+                last_active = tick
+                replicas = stabilized
+            elif replicas > 0 and tick - last_active >= cooldown:
+                replicas = 0
+                requests.clear()
+            elif replicas > 0:
+                replicas = max(1, stabilized)
+            if replicas > peak:
+                peak = replicas
+            # the controller follows spec.replicas: ready ones stay, missing ones start, surplus goes (starting first)
+            while pending and pending[0] <= tick:
                 popleft()
-            if len(pending) < replicas:
-                append(at + startup)  # a ready one claimed, replaced at once
-            elif i > 0:
-                empty += 1
-            i += 1
-        if tick > end:
-            break
-        unclaimed_s += replicas * (tick - integrated_to)
-        integrated_to = tick
-        while entered < n and arrivals[entered] <= tick:
-            entered += 1
-        while left < n and arrivals[left] <= tick - w:
-            left += 1
-        value = unclaimed_wanted(entered - left, w, startup, floor)
-        if value > 0:
-            asked = ceil(round(value, 9))  # _replicas
-            if asked < 1:
-                asked = 1
-            if asked > max_replicas:
-                asked = max_replicas
-        else:
-            asked = 0 if max_replicas > 0 else max_replicas
-        horizon = tick - s
-        while requests and requests[0][0] <= horizon:
-            popleft_request()
-        while requests and requests[-1][1] <= asked:
-            pop_request()
-        append_request((tick, asked))
-        stabilized = requests[0][1]
-        if was_active and value <= 0:
-            last_active = max(last_active, tick - p)
-        was_active = value > 0
-        before = replicas
-        if value > 0:
-            last_active = tick
-            replicas = stabilized
-        elif replicas > 0 and tick - last_active >= cooldown:
-            replicas = 0
-            requests.clear()
-        elif replicas > 0:
-            replicas = max(1, stabilized)
-        if replicas > peak:
-            peak = replicas
-        # the controller follows spec.replicas: ready ones stay, missing ones start, surplus goes (starting first)
-        while pending and pending[0] <= tick:
-            popleft()
-        if replicas > before:
-            for _ in range(replicas - before):
-                append(tick + startup)
-        elif replicas < before:
-            for _ in range(min(before - replicas, len(pending))):
-                pending.pop()
-        soonest = math.inf
-        if i < n:
-            soonest = arrivals[i]
-        if left < entered:
-            soonest = min(soonest, arrivals[left] + w)
-        if len(requests) > 1:
-            soonest = min(soonest, requests[0][0] + s)
-        if replicas > 0 and floor == 0 and value <= 0:
-            soonest = min(soonest, last_active + cooldown)
-        tick = ceil(round(max(soonest, tick + p) / p, 9)) * p
-    unclaimed_s += replicas * (end - integrated_to)
-    return PlanResult(n - 1, empty, unclaimed_s, end, peak)
+            if replicas > before:
+                for _ in range(replicas - before):
+                    append(tick + startup)
+            elif replicas < before:
+                for _ in range(min(before - replicas, len(pending))):
+                    pending.pop()
+            # the next poll at which something can change: a claim, one leaving the window, a request leaving
+            # the stabilization window, the cooldown ending; at least the next poll
+            soonest = seen_poll[i] if i < n else _NEVER
+            if left < i and leave_poll[left] < soonest:
+                soonest = leave_poll[left]
+            if len(requests) > 1:
+                if requests[0] is not front:
+                    front = requests[0]
+                    front_leaves = poll_at(front[0] + s)
+                if front_leaves < soonest:
+                    soonest = front_leaves
+            if replicas > 0 and floor == 0 and not active:
+                # never active yet (last_active -inf): the walk's next poll is then simply the next one
+                due = poll_at(last_active + cooldown) if last_active > -math.inf else -1
+                if due < soonest:
+                    soonest = due
+            after = k + 1 if step_is_one else poll_at(tick + p)
+            k = soonest if soonest > after else after
+        unclaimed_s += replicas * (end - integrated_to)
+        return PlanResult(n - 1, empty, unclaimed_s, end, peak)

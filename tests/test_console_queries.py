@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from analyzer import sandbox_cost
 from analyzer.analysis import Analysis
 from analyzer.cli import main
 from analyzer.cost import CostQuery, cost_rows, totals
 from analyzer.dataset import AnalyzerError
+from analyzer.gpu import GpuPrices
+from analyzer.gpu_synthetic import synthetic_gpu
 from analyzer.price_list import price_list
+from analyzer.sandbox_cost import agent_gpu_costs, kept_agent_gpu_costs
 from analyzer.snapshot import LATER_STEPS, DatasetCache, Snapshot, keep_charges, prepare
 from analyzer.synthetic import generate
 from analyzer.task_queries import TaskQuery, count_tasks, list_tasks, task_tree
@@ -145,3 +149,16 @@ def test_latest_answers_from_the_current_state_while_a_newer_one_is_prepared(dat
     assert newest[0] is not first and cache.opened == 2
     assert count_tasks(newest[0].analysis, TaskQuery()) == 85
     assert cache.snapshot() is newest[0]
+
+
+def test_every_agents_gpu_cost_is_prepared_once_per_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Agents page's recommendation reads every agent's GPU cost; a server prepares it with the state."""
+    root = tmp_path / "data"
+    generate(root, tasks=80, seed=5)
+    synthetic_gpu(root, slices=3, days=1, spans=200, seed=4)
+    plain, kept = Analysis.open(root), Analysis.open(root)
+    expected = agent_gpu_costs(plain.dataset, GpuPrices())
+    assert expected  # some agents' pods held slices
+    prepare(kept)
+    monkeypatch.setattr(sandbox_cost, "agent_gpu_costs", lambda *_: pytest.fail("computed again"))
+    assert kept_agent_gpu_costs(kept) == expected

@@ -8,6 +8,7 @@ import math
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,7 @@ from test_warm_pool import brute_force_empty
 
 from analyzer.cli import main
 from analyzer.dataset import AnalyzerError, open_dataset
-from analyzer.idle import GRID_S, analyze_idle, scale_up_gaps
+from analyzer.idle import GRID_S, analyze_idle, install_idle_levels, scale_up_gaps
 from analyzer.idle_charts import idle_sections as report_sections
 
 DAY = 86_400
@@ -250,3 +251,49 @@ def test_scale_up_gaps_from_the_dataset(data_dir: Path) -> None:
     assert sorted(g.scale_up_gaps) == [20.0] * 10 + [560.0] * 9
     (without,) = analyze_idle(open_dataset(data_dir))
     assert without.scale_up_gaps is None
+
+
+# The time at each concurrency level as a window query over the events (sql/idle_summary.sql before
+# analyzer/idle.py computed it): install_idle_levels is held to it, row for row and type for type.
+WINDOW_LEVELS_SQL = """
+WITH events AS (
+    SELECT grp, t, sum(delta) AS delta
+    FROM (
+        SELECT grp, start_ns AS t, 1 AS delta FROM idle_runs
+        UNION ALL
+        SELECT grp, end_ns AS t, -1 AS delta FROM idle_runs
+    )
+    GROUP BY grp, t
+),
+levels AS (
+    SELECT grp, t,
+           sum(delta) OVER (PARTITION BY grp ORDER BY t) AS level,
+           lead(t) OVER (PARTITION BY grp ORDER BY t) - t AS duration_ns
+    FROM events
+)
+SELECT grp, level, sum(duration_ns) AS level_ns
+FROM levels
+WHERE duration_ns > 0
+GROUP BY grp, level
+ORDER BY grp, level
+"""
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 40), st.integers(0, 15)),  # zero-length runs too
+        max_size=40,
+    )
+)
+def test_idle_levels_equal_the_window_query(runs: list[tuple[str, int, int]]) -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TEMP TABLE idle_runs (grp VARCHAR, start_ns BIGINT, end_ns BIGINT)")
+    if runs:  # seconds as ns: many instants where runs start and end together
+        con.executemany("INSERT INTO idle_runs VALUES (?, ?, ?)", [(g, s * 10**9, (s + n) * 10**9) for g, s, n in runs])
+    install_idle_levels(con)
+    kept = con.execute("SELECT grp, level, level_ns FROM idle_levels ORDER BY grp, level")
+    kept_types, kept_rows = [d[:2] for d in kept.description], kept.fetchall()
+    window = con.execute(WINDOW_LEVELS_SQL)
+    assert kept_types == [d[:2] for d in window.description]
+    assert kept_rows == window.fetchall()

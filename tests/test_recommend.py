@@ -6,6 +6,7 @@ against the upstream CRDs' schemas."""
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
@@ -13,12 +14,14 @@ import pyarrow as pa
 import pytest
 import yaml
 from crd_schemas import validate_custom_resource
-from idle_datasets import BASE_NS, Run, bursty, periodic, write_runs
+from idle_datasets import BASE_NS, Run, bursty, periodic, poisson, write_runs
 
 from analyzer.cli import main
 from analyzer.dataset import AnalyzerError, open_dataset
+from analyzer.gpu import GpuPrices
 from analyzer.idle import analyze_idle
-from analyzer.recommend import Costs, emit_yaml, k8s_name, recommend
+from analyzer.recommend import Costs, emit_yaml, k8s_name, recommend, recommend_agent
+from analyzer.sandbox_cost import agent_gpu_costs
 from analyzer.warm_pool import KedaPlan, replay_plan
 from collector_ext.schema import GPU_ALLOCATIONS
 from collector_ext.storage.dataset_files import DatasetFiles
@@ -337,3 +340,36 @@ def test_costs_come_from_data_or_are_named_assumptions(data_dir: Path, tmp_path:
     assert code == 0
     assert "ASSUMPTION" not in out
     assert "#   cost from data: idle $0.57/sandbox-hour: GPU slices of its pods in the dataset (median of 1 pods" in out
+
+
+def test_what_the_console_keeps_gives_the_plan_of_the_cli(data_dir: Path) -> None:
+    """The console's Agents page hands recommend_agent its every-agent idle analysis and every agent's GPU cost
+    (kept per dataset state): the same Recommendation, to the YAML byte, as the CLI's own queries, for an
+    agent with GPU slices and one without, over a window that cuts runs off."""
+    gpu_runs = [Run("gpu-agent", i * 97, 60, pod="vllm-0") for i in range(40)]
+    write_runs(data_dir, poisson("busy", 300, mean_gap_s=20, duration_s=45, seed=3) + gpu_runs)  # one file: ids unique
+    allocation = {
+        "node": "n1", "namespace": "team-a", "pod": "vllm-0", "container": "server", "source": "dra",
+        "claim_name": "c", "claim_namespace": "team-a", "driver": "gpu.nvidia.com", "pool": "n1",
+        "device": "gpu-0-mig-1g10gb-19-0", "cdi_devices": None, "share_id": None, "resource_name": None,
+        "device_ids": None, "first_seen": BASE_NS, "last_seen": BASE_NS + 6000 * 10**9,
+    }  # fmt: skip
+    DatasetFiles(data_dir, "poller").write(
+        "gpu_allocations", pa.Table.from_pylist([allocation], schema=GPU_ALLOCATIONS)
+    )
+    ds = open_dataset(data_dir)
+    since = datetime.fromtimestamp(BASE_NS / 1e9 + 300, tz=UTC)
+    kept_idle = {g.group: g for g in analyze_idle(ds, by="agent", since=since)}
+    kept_gpu = agent_gpu_costs(ds, GpuPrices())
+    assert set(kept_gpu) == {"gpu-agent"}
+    everything = {g.group: g for g in analyze_idle(ds, by="agent")}
+    assert [kept_idle[a].arrivals < everything[a].arrivals for a in ("busy", "gpu-agent")] == [True, True]
+    for agent in ("busy", "gpu-agent"):
+        plain = recommend_agent(ds, agent, since=since)
+        kept = recommend_agent(ds, agent, since=since, idle=kept_idle[agent], gpu_costs=kept_gpu)
+        assert kept == plain
+        assert emit_yaml(kept) == emit_yaml(plain)
+        assert (kept_idle[agent].scale_up_gaps, kept_idle[agent].arrivals_ns) == (None, None)  # kept as it was
+    assert "GPU slices of its pods in the dataset" in emit_yaml(recommend_agent(ds, "gpu-agent", since=since))
+    with pytest.raises(ValueError, match="idle analysis of 'busy'"):
+        recommend_agent(ds, "gpu-agent", idle=kept_idle["busy"])

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plan_replay_walk import walk_replay_plan
 
 from analyzer.warm_pool import (
     NS,
     KedaPlan,
+    PlanReplay,
     PlanResult,
     busiest_window,
     replay,
@@ -141,3 +144,68 @@ def test_the_replay_and_the_live_scaler_share_one_target() -> None:
     from collector_ext.keda import scaler
 
     assert warm_pool.unclaimed_wanted is scaler.unclaimed_wanted
+
+
+# -- the replay with its lookups against the poll-by-poll walk (tests/plan_replay_walk.py) ------------------
+
+PLAN_FIELDS = {
+    "warm_floor": st.integers(min_value=0, max_value=4),
+    "cooldown_s": st.sampled_from([0, 7.5, 15, 30, 60, 300]),
+    "startup_s": st.sampled_from([0, 1, 8, 10, 12.5, 30]),
+    "rate_window_s": st.sampled_from([1, 7.3, 30, 60]),
+    "polling_s": st.sampled_from([0.7, 1, 2.5, 5, 8, 10, 30]),
+    "stabilization_s": st.sampled_from([0, 15, 37.5, 300]),
+    "max_replicas": st.sampled_from([0, 1, 3, 5, 100]),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    gaps_ms=st.lists(
+        st.one_of(st.just(0), st.integers(0, 3).map(lambda s: s * 1000), st.integers(0, 120_000)), max_size=80
+    ),
+    start_ns=st.integers(min_value=0, max_value=10**18),
+    plan=st.builds(KedaPlan, **PLAN_FIELDS),
+)
+def test_replay_plan_equals_the_walk(gaps_ms: list[int], start_ns: int, plan: KedaPlan) -> None:
+    """Exactly the walk's result (unclaimed seconds to the last bit): ties at poll instants, bursts, pauses
+    longer than every window, fractional polling intervals."""
+    arrivals, t = [], start_ns
+    for gap in gaps_ms:
+        t += gap * 1_000_000
+        arrivals.append(t)
+    assert replay_plan(arrivals, plan) == walk_replay_plan(arrivals, plan)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_one_plan_replay_serves_every_candidate_as_the_walk(seed: int) -> None:
+    """`analyze recommend` replays floors and cooldowns through one PlanReplay: each as the walk alone."""
+    rng = random.Random(seed)
+    t, arrivals = 0.0, []
+    for _ in range(3000):
+        t += rng.expovariate(1 / 3.0) if rng.random() < 0.9 else rng.uniform(60, 1800)
+        arrivals.append(round(t * NS))
+    replays = PlanReplay(arrivals, 60.0, 8)
+    for floor in range(4):
+        for cooldown in (0, 30, 300) if floor == 0 else (300,):
+            plan = KedaPlan(
+                floor, cooldown, 8.0, 60.0, 8, 600, replicas_for_busiest(busiest_window(arrivals, 60), 60, 8, floor)
+            )
+            assert replays.replay(plan) == walk_replay_plan(arrivals, plan)
+    with pytest.raises(ValueError, match="its own rate window"):
+        replays.replay(KedaPlan(0, 0, 8.0, 30.0, 8, 600, 5))
+
+
+@pytest.mark.parametrize("polling_s", [0.7, 2.5, 8, 30])
+def test_polls_are_rounded_as_the_walk_rounds_them(polling_s: float) -> None:
+    """The first poll at or after each arrival (and after it leaves the window), computed at once, is the
+    walk's ceil(round(t / polling, 9)): also for claims a nanosecond off a poll, where the rounding decides."""
+    arrivals = sorted(
+        {max(0, round(k * polling_s * NS) + off) for k in range(0, 5000, 37) for off in (-2, -1, 0, 1, 2, 499, 10**6)}
+    )
+    replays = PlanReplay(arrivals, 60.0, polling_s)
+    seconds = [(t - arrivals[0]) / NS for t in arrivals]
+    assert replays.seen_poll == [math.ceil(round(at / polling_s, 9)) for at in seconds]
+    assert replays.leave_poll == [math.ceil(round((at + 60.0) / polling_s, 9)) for at in seconds]
+    off_integer = [at / polling_s for at in seconds if 0 < at / polling_s - math.floor(at / polling_s) < 1e-8]
+    assert off_integer  # the case rounded one by one is exercised

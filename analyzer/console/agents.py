@@ -18,6 +18,7 @@ from analyzer.dataset import AnalyzerError
 from analyzer.idle import GroupIdle, analyze_idle
 from analyzer.idle_charts import cooldown_figure, survival_figure, warm_pool_figure, with_gaps
 from analyzer.recommend import emit_yaml, recommend_agent
+from analyzer.sandbox_cost import kept_agent_gpu_costs
 from analyzer.task_queries import task_stats
 
 DEFAULT_WARM_HIT = 0.99
@@ -117,7 +118,8 @@ class Recommendation:
 
 
 def recommendation(analysis: Analysis, f: AgentFilters) -> Recommendation:
-    agents = [g.group for g in idle_groups(analysis, f) if g.survival]
+    groups = idle_groups(analysis, f)
+    agents = [g.group for g in groups if g.survival]
     agent = f.agent or (agents[0] if agents else None)
     if agent is None:
         return Recommendation(None, agents, None, "no agent has two runs in this time range: nothing to replay", [])
@@ -131,6 +133,8 @@ def recommendation(analysis: Analysis, f: AgentFilters) -> Recommendation:
             since=f.window.range.since,
             until=f.window.range.until,
             gpu_prices_file=f.source.gpu_prices,
+            idle=next((g for g in groups if g.group == agent), None),  # the page's analysis, not a second one
+            gpu_costs=kept_agent_gpu_costs(analysis),  # once per dataset state (prepared by the server)
         )
     except AnalyzerError as err:
         return Recommendation(agent, agents, None, str(err), cli)

@@ -2,27 +2,10 @@
 -- concurrency over time: runs are half-open intervals [start, end); between two consecutive event times
 -- the level is the number of runs open. busy_fraction is the share of [first start, last end] with a run
 -- open; p99_concurrency is time-weighted over that busy time (the level not exceeded 99 % of it).
-WITH events AS (
-    SELECT grp, t, sum(delta) AS delta
-    FROM (
-        SELECT grp, start_ns AS t, 1 AS delta FROM idle_runs
-        UNION ALL
-        SELECT grp, end_ns AS t, -1 AS delta FROM idle_runs
-    )
-    GROUP BY grp, t
-),
-levels AS (
-    SELECT grp, t,
-           sum(delta) OVER (PARTITION BY grp ORDER BY t) AS level,
-           lead(t) OVER (PARTITION BY grp ORDER BY t) - t AS duration_ns
-    FROM events
-),
-per_level AS (
-    -- time spent at each level: few rows per group, so the cumulative sums below sort little
-    SELECT grp, level, sum(duration_ns) AS level_ns
-    FROM levels
-    WHERE duration_ns > 0
-    GROUP BY grp, level
+WITH per_level AS (
+    -- time spent at each level (idle_levels: analyzer/idle.py computes it from idle_runs); few rows per
+    -- group, so the cumulative sums below sort little
+    SELECT grp, level, level_ns FROM idle_levels
 ),
 cumulative AS (
     SELECT grp, level, level_ns,
