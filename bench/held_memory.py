@@ -21,15 +21,29 @@ import psutil
 import pyarrow as pa
 
 from bench.bench_ingest import SPANS_PER_REQUEST, make_requests
-from collector_ext.traces.trace_buffer import TraceBuffer
+
+# an older baseline tree may have the flat package (collector_ext/trace_buffer.py): looked up there first, as
+# the editable install of this tree would otherwise answer for the modules the baseline lacks
+try:
+    from collector_ext.trace_buffer import TraceBuffer  # type: ignore[import-not-found]
+
+    _FLAT_LAYOUT = True
+except ModuleNotFoundError:
+    from collector_ext.traces.trace_buffer import TraceBuffer
+
+    _FLAT_LAYOUT = False
 
 
 def held_rows(payload: bytes, seq: int) -> list:
     """The span refs the pipeline holds for one request, pointing at their decoded Arrow table and WAL segment.
 
-    Works for this tree (typed `SpanRef`s) and for an older baseline tree (dict refs with a `_batch` key)."""
-    from collector_ext.decode.batch import decode_request
-    from collector_ext.traces.span_refs import span_refs
+    Works for this tree (typed `SpanRef`s) and for an older baseline tree (dict refs with a `_batch` key, in
+    the flat package of 23fb15d: span_batch.py)."""
+    if _FLAT_LAYOUT:
+        from collector_ext.span_batch import decode_request, span_refs  # type: ignore[import-not-found]
+    else:
+        from collector_ext.decode.batch import decode_request
+        from collector_ext.traces.span_refs import span_refs
 
     refs = span_refs(decode_request(payload, 1).table)
     first = refs[0]
