@@ -54,6 +54,19 @@ def comments(text: str, kind: str) -> list[str]:
     raise AssertionError(kind)
 
 
+def write_mig_slice_of_vllm_0(data_dir: Path) -> None:
+    """Pod vllm-0 held a 1g.10gb MIG slice (a DRA claim of gpu.nvidia.com) for 6000 s from BASE_NS."""
+    allocation = {
+        "node": "n1", "namespace": "team-a", "pod": "vllm-0", "container": "server", "source": "dra",
+        "claim_name": "c", "claim_namespace": "team-a", "driver": "gpu.nvidia.com", "pool": "n1",
+        "device": "gpu-0-mig-1g10gb-19-0", "cdi_devices": None, "share_id": None, "resource_name": None,
+        "device_ids": None, "first_seen": BASE_NS, "last_seen": BASE_NS + 6000 * 10**9,
+    }  # fmt: skip
+    DatasetFiles(data_dir, "poller").write(
+        "gpu_allocations", pa.Table.from_pylist([allocation], schema=GPU_ALLOCATIONS)
+    )
+
+
 def test_periodic_agent_scales_to_zero_after_the_cheapest_cooldown(data_dir: Path) -> None:
     # 10 runs every 600 s lasting 60 s; 8 s start-up (the default), KEDA polls every 8 s
     write_runs(data_dir, periodic("planner", 10, every_s=600, duration_s=60))
@@ -327,15 +340,7 @@ def test_costs_come_from_data_or_are_named_assumptions(data_dir: Path, tmp_path:
 
     # the agent's pods held a 1g.10gb MIG slice: priced as `analyze gpu` prices it ($0.57/h)
     write_runs(data_dir, [Run("gpu-agent", i * 600, 60, pod="vllm-0") for i in range(10)], writer_id="gpu-runs")
-    allocation = {
-        "node": "n1", "namespace": "team-a", "pod": "vllm-0", "container": "server", "source": "dra",
-        "claim_name": "c", "claim_namespace": "team-a", "driver": "gpu.nvidia.com", "pool": "n1",
-        "device": "gpu-0-mig-1g10gb-19-0", "cdi_devices": None, "share_id": None, "resource_name": None,
-        "device_ids": None, "first_seen": BASE_NS, "last_seen": BASE_NS + 6000 * 10**9,
-    }  # fmt: skip
-    DatasetFiles(data_dir, "poller").write(
-        "gpu_allocations", pa.Table.from_pylist([allocation], schema=GPU_ALLOCATIONS)
-    )
+    write_mig_slice_of_vllm_0(data_dir)
     code, out, _ = run_cli(capsys, "--data", str(data_dir), "--agent", "gpu-agent")
     assert code == 0
     assert "ASSUMPTION" not in out
@@ -348,15 +353,7 @@ def test_what_the_console_keeps_gives_the_plan_of_the_cli(data_dir: Path) -> Non
     agent with GPU slices and one without, over a window that cuts runs off."""
     gpu_runs = [Run("gpu-agent", i * 97, 60, pod="vllm-0") for i in range(40)]
     write_runs(data_dir, poisson("busy", 300, mean_gap_s=20, duration_s=45, seed=3) + gpu_runs)  # one file: ids unique
-    allocation = {
-        "node": "n1", "namespace": "team-a", "pod": "vllm-0", "container": "server", "source": "dra",
-        "claim_name": "c", "claim_namespace": "team-a", "driver": "gpu.nvidia.com", "pool": "n1",
-        "device": "gpu-0-mig-1g10gb-19-0", "cdi_devices": None, "share_id": None, "resource_name": None,
-        "device_ids": None, "first_seen": BASE_NS, "last_seen": BASE_NS + 6000 * 10**9,
-    }  # fmt: skip
-    DatasetFiles(data_dir, "poller").write(
-        "gpu_allocations", pa.Table.from_pylist([allocation], schema=GPU_ALLOCATIONS)
-    )
+    write_mig_slice_of_vllm_0(data_dir)
     ds = open_dataset(data_dir)
     since = datetime.fromtimestamp(BASE_NS / 1e9 + 300, tz=UTC)
     kept_idle = {g.group: g for g in analyze_idle(ds, by="agent", since=since)}
