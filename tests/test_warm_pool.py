@@ -41,6 +41,19 @@ def seconds(*values: float) -> list[int]:
     return [round(v * NS) for v in values]
 
 
+def bursty_arrivals(
+    seed: int, count: int, mean_gap_s: float, burst_share: float, pause_s: tuple[float, float]
+) -> list[int]:
+    """Arrival times (ns) in bursts: a share of the gaps short (exponential, mean_gap_s), the rest a long idle
+    pause (uniform over pause_s)."""
+    rng = random.Random(seed)
+    t, arrivals = 0.0, []
+    for _ in range(count):
+        t += rng.expovariate(1 / mean_gap_s) if rng.random() < burst_share else rng.uniform(*pause_s)
+        arrivals.append(round(t * NS))
+    return arrivals
+
+
 def test_hand_worked_pool_of_two() -> None:
     # cold start 10 s; claims at 0, 1, 2 (pool of 2 empties at 2), 10 (first refill ready exactly then),
     # 10.5 (second refill ready at 11: empty), 11 (ready), 25 (all refilled).
@@ -77,12 +90,7 @@ def test_sizes_curve_respects_max_size() -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_poisson_and_bursty_replays_equal_brute_force(seed: int) -> None:
-    rng = random.Random(seed)
-    t, arrivals = 0.0, []
-    for _ in range(400):
-        # bursts: mostly short gaps, sometimes a long idle pause
-        t += rng.expovariate(1 / 2.0) if rng.random() < 0.8 else rng.uniform(30, 300)
-        arrivals.append(round(t * NS))
+    arrivals = bursty_arrivals(seed, 400, mean_gap_s=2.0, burst_share=0.8, pause_s=(30, 300))
     for size in range(0, 8):
         for cold_start in (0.0, 1.5, 8.0, 30.0):
             assert replay(arrivals, size, cold_start).empty_claims == brute_force_empty(arrivals, size, cold_start)
@@ -180,11 +188,7 @@ def test_replay_plan_equals_the_walk(gaps_ms: list[int], start_ns: int, plan: Ke
 @pytest.mark.parametrize("seed", [1, 2])
 def test_one_plan_replay_serves_every_candidate_as_the_walk(seed: int) -> None:
     """`analyze recommend` replays floors and cooldowns through one PlanReplay: each as the walk alone."""
-    rng = random.Random(seed)
-    t, arrivals = 0.0, []
-    for _ in range(3000):
-        t += rng.expovariate(1 / 3.0) if rng.random() < 0.9 else rng.uniform(60, 1800)
-        arrivals.append(round(t * NS))
+    arrivals = bursty_arrivals(seed, 3000, mean_gap_s=3.0, burst_share=0.9, pause_s=(60, 1800))
     replays = PlanReplay(arrivals, 60.0, 8)
     for floor in range(4):
         for cooldown in (0, 30, 300) if floor == 0 else (300,):
